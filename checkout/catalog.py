@@ -1,0 +1,85 @@
+"""The product catalog: products, plans and per-seat prices, read from a TOML file."""
+
+from __future__ import annotations
+
+import tomllib
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from checkout.money import MINOR_UNITS
+from checkout.models import BillingCycle
+
+#: The catalog shipped with the project (``CHECKOUT_CATALOG_PATH`` overrides it).
+DEFAULT_CATALOG_PATH = Path(__file__).resolve().parent / "catalog.toml"
+
+
+class CatalogError(Exception):
+    """The catalog file is missing or malformed."""
+
+
+class Price(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    monthly: Decimal
+    annual: Decimal
+
+    def for_cycle(self, cycle: BillingCycle) -> Decimal:
+        return self.monthly if cycle is BillingCycle.MONTHLY else self.annual
+
+
+class Plan(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    prices: dict[str, Price]
+
+    @field_validator("prices")
+    @classmethod
+    def _known_currencies(cls, prices: dict[str, Price]) -> dict[str, Price]:
+        for currency, price in prices.items():
+            if currency not in MINOR_UNITS:
+                raise ValueError(f"currency {currency} has no minor-unit entry")
+            for amount in (price.monthly, price.annual):
+                if amount < 0 or amount.as_tuple().exponent < -MINOR_UNITS[currency]:  # type: ignore[operator]
+                    raise ValueError(f"{currency} price {amount} is not a valid amount")
+        return prices
+
+
+class Product(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    trial_days: Annotated[int, Field(ge=0)] = 0
+    max_seats: Annotated[int, Field(ge=1)] = 1000
+    plans: dict[str, Plan]
+
+
+class Seller(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    country: str
+    vat_id: str
+    name: str
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    seller: Seller
+    products: dict[str, Product]
+
+
+def load_catalog(path: Path | str | None = None) -> Catalog:
+    """Read and validate a catalog file; errors name the file and the field."""
+    file = Path(path) if path else DEFAULT_CATALOG_PATH
+    try:
+        data = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CatalogError(f"cannot read catalog {file}: {exc}") from exc
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(f"catalog {file} is invalid: {exc}") from exc

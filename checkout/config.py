@@ -1,0 +1,115 @@
+"""Configuration from the environment (CONTRACT.md section 5): one place the worker, the
+commands and the tests read."""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from checkout.contract import DEFAULT_TASK_QUEUE
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.data/checkout.db"
+
+_ISO_DURATION = re.compile(
+    r"^P(?:(?P<days>\d+(?:\.\d+)?)D)?"
+    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
+    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
+)
+
+
+class ConfigError(ValueError):
+    """An environment variable holds a value we cannot use."""
+
+
+def parse_duration(text: str, name: str = "duration") -> float:
+    """Seconds from ``"20"``, ``"1.5"`` or ISO 8601 ``"PT72H"``/``"P3DT4H"``."""
+    value = text.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        match = _ISO_DURATION.match(value.upper())
+        if not match or value.upper() in ("P", "PT") or value.upper().endswith("T"):
+            raise ConfigError(
+                f"{name}: {text!r} is neither seconds nor an ISO 8601 duration like PT72H"
+            ) from None
+        parts = {k: float(v) for k, v in match.groupdict().items() if v}
+        seconds = (
+            parts.get("days", 0) * 86400
+            + parts.get("hours", 0) * 3600
+            + parts.get("minutes", 0) * 60
+            + parts.get("seconds", 0)
+        )
+    if seconds <= 0:
+        raise ConfigError(f"{name}: must be positive, got {text!r}")
+    return seconds
+
+
+def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}: {raw!r} is not a whole number") from None
+    if value < minimum:
+        raise ConfigError(f"{name}: must be at least {minimum}, got {value}")
+    return value
+
+
+def _duration(env: dict[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    return default if raw is None or raw == "" else parse_duration(raw, name)
+
+
+SmtpTls = Literal["none", "starttls", "tls"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    task_queue: str = DEFAULT_TASK_QUEUE
+    database_url: str = DEFAULT_DATABASE_URL
+    catalog_path: Path | None = None
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 8025
+    smtp_username: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    smtp_tls: SmtpTls = "none"
+    mail_from: str = "Kestrel Cloud Billing <no-reply@billing.kestrel.example>"
+    vat_verification: Literal["offline", "vies"] = "offline"
+    vies_url: str = "https://ec.europa.eu/taxation_customs/vies/rest-api/check-vat-number"
+    provisioning_max_attempts: int = 5
+    park_timeout_seconds: float = 72 * 3600
+    approval_timeout_seconds: float = 7 * 24 * 3600
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        tls = env.get("CHECKOUT_SMTP_TLS", "none") or "none"
+        if tls not in ("none", "starttls", "tls"):
+            raise ConfigError(f"CHECKOUT_SMTP_TLS: {tls!r} is not one of none, starttls, tls")
+        verification = env.get("CHECKOUT_VAT_VERIFICATION", "offline") or "offline"
+        if verification not in ("offline", "vies"):
+            raise ConfigError(
+                f"CHECKOUT_VAT_VERIFICATION: {verification!r} is not one of offline, vies"
+            )
+        catalog = env.get("CHECKOUT_CATALOG_PATH")
+        return cls(
+            task_queue=env.get("CHECKOUT_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
+            database_url=env.get("CHECKOUT_DATABASE_URL") or DEFAULT_DATABASE_URL,
+            catalog_path=Path(catalog) if catalog else None,
+            smtp_host=env.get("CHECKOUT_SMTP_HOST") or "127.0.0.1",
+            smtp_port=_int(env, "CHECKOUT_SMTP_PORT", 8025),
+            smtp_username=env.get("CHECKOUT_SMTP_USERNAME") or None,
+            smtp_password=env.get("CHECKOUT_SMTP_PASSWORD") or None,
+            smtp_tls=tls,  # type: ignore[arg-type]  # checked against the literal above
+            mail_from=env.get("CHECKOUT_MAIL_FROM") or cls.mail_from,
+            vat_verification=verification,  # type: ignore[arg-type]  # checked above
+            vies_url=env.get("CHECKOUT_VIES_URL") or cls.vies_url,
+            provisioning_max_attempts=_int(env, "CHECKOUT_PROVISIONING_MAX_ATTEMPTS", 5),
+            park_timeout_seconds=_duration(env, "CHECKOUT_PARK_TIMEOUT", 72 * 3600),
+            approval_timeout_seconds=_duration(env, "CHECKOUT_APPROVAL_TIMEOUT", 7 * 24 * 3600),
+        )

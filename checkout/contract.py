@@ -1,0 +1,34 @@
+"""The names others rely on (CONTRACT.md section 1): task queue, workflow ids, search attributes,
+idempotency keys. Side-effect free, imported by the workflow sandbox."""
+
+from __future__ import annotations
+
+from temporalio.common import SearchAttributeKey
+
+DEFAULT_TASK_QUEUE = "checkout"
+CHECKOUT_WORKFLOW = "CheckoutWorkflow"
+TRIAL_WORKFLOW = "TrialWorkflow"
+
+CHECKOUT_STATUS = SearchAttributeKey.for_keyword("CheckoutStatus")
+ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
+SEARCH_ATTRIBUTES = (CHECKOUT_STATUS, ACCOUNT_ID)
+
+
+def checkout_workflow_id(order_id: str) -> str:
+    """``order-<order_id>``: a second start with the same order id finds the first run."""
+    return f"order-{order_id}"
+
+
+def order_id_from_workflow_id(workflow_id: str) -> str | None:
+    prefix = "order-"
+    return workflow_id[len(prefix) :] if workflow_id.startswith(prefix) else None
+
+
+def trial_workflow_id(account_id: str, product: str) -> str:
+    return f"trial-{account_id}-{product}"
+
+
+def idempotency_key(workflow_id: str, step: str) -> str:
+    """The key for one side effect of one run: derived from business ids, never random, so a
+    retried or repeated activity hits the same record."""
+    return f"{workflow_id}/{step}"

@@ -1,0 +1,72 @@
+"""The machine codes an order can end with, and the typed errors that carry them.
+
+An activity that knows the order cannot succeed raises :func:`rejection`: a non-retryable
+``ApplicationError`` whose ``type`` is the reason code. The workflow turns that type, never the
+message, into the result's ``reason``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from temporalio.exceptions import ApplicationError
+
+
+class Reason(StrEnum):
+    INVALID_ORDER = "invalid_order"
+    UNKNOWN_ACCOUNT = "unknown_account"
+    UNKNOWN_PRODUCT = "unknown_product"
+    UNKNOWN_PLAN = "unknown_plan"
+    SEAT_LIMIT_EXCEEDED = "seat_limit_exceeded"
+    DOWNGRADE_NOT_SUPPORTED = "downgrade_not_supported"
+    TRIAL_NOT_AVAILABLE = "trial_not_available"
+    INVALID_VAT_ID = "invalid_vat_id"
+    PAYMENT_METHOD_REQUIRED = "payment_method_required"
+    CARD_DECLINED = "card_declined"
+    INSUFFICIENT_FUNDS = "insufficient_funds"
+    EXPIRED_CARD = "expired_card"
+    INVALID_PAYMENT_METHOD = "invalid_payment_method"
+    APPROVAL_REJECTED = "approval_rejected"
+    APPROVAL_TIMEOUT = "approval_timeout"
+    PROVISIONING_FAILED = "provisioning_failed"
+    OPERATOR_COMPENSATED = "operator_compensated"
+    CANCELLED = "cancelled"
+
+
+#: Codes that end an order before anything happened: the result is ``rejected``.
+REJECTION_REASONS = frozenset(Reason) - {
+    Reason.PROVISIONING_FAILED,
+    Reason.OPERATOR_COMPENSATED,
+    Reason.CANCELLED,
+}
+
+#: Declines from the payment gateway: final for the order, never retried.
+DECLINE_REASONS = frozenset(
+    {
+        Reason.CARD_DECLINED,
+        Reason.INSUFFICIENT_FUNDS,
+        Reason.EXPIRED_CARD,
+        Reason.INVALID_PAYMENT_METHOD,
+    }
+)
+
+#: ``ApplicationError.type`` of a retryable outage of the provisioning backend.
+PROVISIONING_UNAVAILABLE = "ProvisioningUnavailable"
+#: ``ApplicationError.type`` of a retryable outage of the payment gateway.
+GATEWAY_UNAVAILABLE = "GatewayUnavailable"
+#: ``ApplicationError.type`` of a step that was undone and may not be applied again.
+STEP_ALREADY_UNDONE = "StepAlreadyUndone"
+
+
+class CheckoutRejected(Exception):
+    """A business rule refused the order (raised by pure code, outside Temporal)."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def rejection(reason: Reason, message: str) -> ApplicationError:
+    """The non-retryable error an activity raises to end the order with ``reason``."""
+    return ApplicationError(message, type=reason.value, non_retryable=True)

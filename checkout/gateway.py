@@ -1,0 +1,114 @@
+"""Payment gateways. The built-in sandbox decides by token (CONTRACT.md section 7), keeps every
+charge and refund in the store under its idempotency key, and so charges each key once."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Protocol
+
+from checkout.errors import Reason
+from checkout.models import PaymentRecord
+from checkout.store import Store
+
+SUCCEEDING_TOKENS = frozenset({"pm_card_visa", "pm_card_mastercard"})
+DECLINING_TOKENS = {
+    "pm_card_chargeDeclined": Reason.CARD_DECLINED,
+    "pm_card_chargeDeclinedInsufficientFunds": Reason.INSUFFICIENT_FUNDS,
+    "pm_card_chargeDeclinedExpiredCard": Reason.EXPIRED_CARD,
+}
+
+DECLINE_MESSAGES = {
+    Reason.CARD_DECLINED: "the card was declined",
+    Reason.INSUFFICIENT_FUNDS: "the card was declined for insufficient funds",
+    Reason.EXPIRED_CARD: "the card has expired",
+    Reason.INVALID_PAYMENT_METHOD: "the payment method is not a usable payment token",
+}
+
+
+class PaymentDeclined(Exception):
+    """The gateway refused the payment: final, never retried."""
+
+    def __init__(self, reason: Reason, payment: PaymentRecord) -> None:
+        super().__init__(f"{DECLINE_MESSAGES[reason]} (payment {payment.id})")
+        self.reason = reason
+        self.payment = payment
+
+
+@dataclass(frozen=True)
+class ChargeRequest:
+    idempotency_key: str
+    account_id: str
+    order_id: str
+    payment_method: str
+    amount: Decimal
+    currency: str
+
+
+class PaymentGateway(Protocol):
+    async def charge(self, request: ChargeRequest) -> PaymentRecord: ...
+
+    async def refund(
+        self, *, idempotency_key: str, charge_id: str, account_id: str, order_id: str
+    ) -> PaymentRecord: ...
+
+
+def payment_id(prefix: str, idempotency_key: str) -> str:
+    """A stable id from the idempotency key: the same request always names the same payment."""
+    return f"{prefix}_{hashlib.sha256(idempotency_key.encode()).hexdigest()[:24]}"
+
+
+class SandboxGateway:
+    """Behaves like a card gateway's test mode, without a network."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    async def charge(self, request: ChargeRequest) -> PaymentRecord:
+        if request.amount <= 0:
+            raise ValueError("a charge needs a positive amount")
+        previous = await self._store.payment_by_key(request.idempotency_key)
+        if previous is None:
+            token = request.payment_method
+            decline = (
+                None
+                if token in SUCCEEDING_TOKENS
+                else DECLINING_TOKENS.get(token, Reason.INVALID_PAYMENT_METHOD)
+            )
+            previous = await self._store.record_payment(
+                payment_id=payment_id("ch", request.idempotency_key),
+                idempotency_key=request.idempotency_key,
+                account_id=request.account_id,
+                order_id=request.order_id,
+                kind="charge",
+                amount=request.amount,
+                currency=request.currency,
+                status="failed" if decline else "succeeded",
+                failure_code=decline.value if decline else None,
+                payment_method=token,
+            )
+        if previous.status == "failed":
+            raise PaymentDeclined(
+                Reason(previous.failure_code or Reason.CARD_DECLINED.value), previous
+            )
+        return previous
+
+    async def refund(
+        self, *, idempotency_key: str, charge_id: str, account_id: str, order_id: str
+    ) -> PaymentRecord:
+        """Refund exactly what the charge took, once per idempotency key."""
+        charge = await self._store.payment_by_id(charge_id)
+        if charge is None or charge.kind != "charge" or charge.status != "succeeded":
+            raise LookupError(f"no successful charge {charge_id} to refund")
+        return await self._store.record_payment(
+            payment_id=payment_id("re", idempotency_key),
+            idempotency_key=idempotency_key,
+            account_id=account_id,
+            order_id=order_id,
+            kind="refund",
+            amount=charge.amount,
+            currency=charge.currency,
+            status="succeeded",
+            refunded_payment_id=charge_id,
+        )

@@ -1,0 +1,418 @@
+"""Every shape that crosses a boundary: workflow input and result, activity inputs and results,
+accounts, subscriptions, invoices.
+
+Side-effect free on purpose: the workflow sandbox imports this module, and so do the starter, the
+worker and the tests. Money is ``Decimal`` (serialised as a string), never a float; timestamps are
+timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    StrictInt,
+    StringConstraints,
+)
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("timestamp needs a UTC offset, e.g. 2026-11-26T10:15:00Z")
+    return value.astimezone(UTC)
+
+
+def _format_utc(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+#: A point in time, always timezone-aware, stored and printed in UTC ("2026-11-26T10:15:00Z").
+UtcDateTime = Annotated[
+    datetime,
+    AfterValidator(_aware_utc),
+    PlainSerializer(_format_utc, return_type=str, when_used="json"),
+]
+
+#: Money as a decimal. JSON carries it as a string ("1234.50") in both directions.
+Money = Annotated[
+    Decimal,
+    PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
+]
+
+Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+ProductCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+
+
+class BillingCycle(StrEnum):
+    MONTHLY = "monthly"
+    ANNUAL = "annual"
+
+
+class ItemMode(StrEnum):
+    BUY = "buy"
+    TRIAL = "trial"
+
+
+class LineKind(StrEnum):
+    NEW = "new"
+    CHANGE = "change"
+    TRIAL = "trial"
+
+
+class TaxTreatment(StrEnum):
+    STANDARD = "standard"
+    REVERSE_CHARGE = "reverse_charge"
+    OUTSIDE_SCOPE = "outside_scope"
+
+
+class SubscriptionStatus(StrEnum):
+    ACTIVE = "active"
+    TRIALING = "trialing"
+    EXPIRED = "expired"
+    CANCELED = "canceled"
+
+
+class CheckoutStatus(StrEnum):
+    """The values of the ``CheckoutStatus`` search attribute (contract section 1)."""
+
+    VALIDATING = "Validating"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    CHARGING = "Charging"
+    PROVISIONING = "Provisioning"
+    RESETTING_ANCHOR = "ResettingAnchor"
+    NEEDS_ATTENTION = "NeedsAttention"
+    COMPENSATING = "Compensating"
+    NOTIFYING = "Notifying"
+    COMPLETED = "Completed"
+    REJECTED = "Rejected"
+    COMPENSATED = "Compensated"
+    CANCELLED = "Cancelled"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+# --- the order (workflow input) -----------------------------------------------------------------
+
+
+class OrderItem(_Model):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    product: ProductCode
+    plan: ProductCode
+    seats: Annotated[StrictInt, Field(ge=1)]
+    billing_cycle: BillingCycle | None = None
+    mode: ItemMode = ItemMode.BUY
+
+
+class Order(_Model):
+    """What a billing contact placed: the one argument of ``CheckoutWorkflow``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    order_id: Identifier
+    account_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    items: Annotated[list[OrderItem], Field(min_length=1, max_length=20)]
+    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
+    vat_id: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+
+
+# --- accounts and subscriptions -----------------------------------------------------------------
+
+
+class Subscription(_Model):
+    product: str
+    plan: str
+    seats: int
+    status: SubscriptionStatus
+    billing_cycle: BillingCycle | None = None
+    current_period_start: UtcDateTime
+    current_period_end: UtcDateTime
+    trial_end: UtcDateTime | None = None
+    #: The net amount actually paid for the current period: the base of proration credit.
+    period_amount: Money = Decimal("0.00")
+
+
+class Account(_Model):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    account_id: Identifier
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    billing_email: Annotated[
+        str, StringConstraints(pattern=r"^[^@\s<>,;\"\r\n]+@[^@\s<>,;\"\r\n]+$", max_length=254)
+    ]
+    country: Annotated[str, StringConstraints(pattern=r"^[A-Z]{2}$")]
+    locale: Annotated[str, StringConstraints(pattern=r"^[a-z]{2}([_-][A-Za-z]{2})?$")] = "en"
+    currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
+    timezone: str = "UTC"
+    corporate: bool = False
+    subscriptions: list[Subscription] = Field(default_factory=list)
+
+
+class PaymentRecord(_Model):
+    id: str
+    kind: Literal["charge", "refund", "invoice"]
+    amount: Money
+    currency: str
+    order_id: str | None
+    status: Literal["succeeded", "failed", "pending"]
+    failure_code: str | None = None
+    due_date: UtcDateTime | None = None
+    created_at: UtcDateTime | None = None
+
+
+class AccountView(Account):
+    """``accounts show --json``: the account file's shape plus the payments."""
+
+    payments: list[PaymentRecord] = Field(default_factory=list)
+
+
+# --- invoice and result ------------------------------------------------------------------------
+
+
+class InvoiceLine(_Model):
+    product: str
+    plan: str
+    seats: int
+    billing_cycle: BillingCycle | None
+    kind: LineKind
+    unit_price: Money
+    amount: Money
+    credit: Money
+    period_start: UtcDateTime
+    period_end: UtcDateTime
+    #: Seats added by this line that still have to be assigned to users.
+    new_seats: int = 0
+    product_name: str = ""
+    plan_name: str = ""
+
+
+class Invoice(_Model):
+    currency: str
+    lines: list[InvoiceLine]
+    net: Money
+    tax_treatment: TaxTreatment
+    vat_country: str | None
+    vat_rate: Money
+    vat: Money
+    total: Money
+    customer_vat_id: str | None = None
+    seller_vat_id: str | None = None
+    seller_name: str | None = None
+
+
+class ChargeInfo(_Model):
+    id: str
+    amount: Money
+    currency: str
+
+
+class EmailStatus(StrEnum):
+    SENT = "sent"
+    FAILED = "failed"
+    PENDING = "pending"
+
+
+class EmailInfo(_Model):
+    status: EmailStatus
+    message_id: str | None = None
+
+
+class SubscriptionView(_Model):
+    product: str
+    plan: str
+    seats: int
+    status: SubscriptionStatus
+    billing_cycle: BillingCycle | None
+    current_period_start: UtcDateTime
+    current_period_end: UtcDateTime
+    trial_end: UtcDateTime | None = None
+
+
+class ResultStatus(StrEnum):
+    COMPLETED = "completed"
+    REJECTED = "rejected"
+    COMPENSATED = "compensated"
+
+
+class CheckoutResult(_Model):
+    order_id: str | None
+    status: ResultStatus
+    reason: str | None = None
+    message: str | None = None
+    invoice: Invoice | None = None
+    charge: ChargeInfo | None = None
+    refund: ChargeInfo | None = None
+    subscriptions: list[SubscriptionView] = Field(default_factory=list)
+    vat_id_status: Literal["valid", "unverified"] | None = None
+    email: EmailInfo | None = None
+
+
+# --- activity inputs and results ----------------------------------------------------------------
+
+
+class VatCheckInput(_Model):
+    order_id: str
+    account_id: str
+    vat_id: str
+
+
+class VatCheck(_Model):
+    vat_id: str
+    """The compact form, e.g. ``DE136695976``."""
+    status: Literal["valid", "unverified"]
+
+
+class PriceOrderInput(_Model):
+    order: Order
+    anchor: UtcDateTime
+    vat: VatCheck | None = None
+
+
+class SubscriptionTarget(_Model):
+    """What one line makes of a subscription: its state once the order is through."""
+
+    product: str
+    plan: str
+    seats: int
+    status: SubscriptionStatus
+    billing_cycle: BillingCycle | None
+    current_period_start: UtcDateTime
+    current_period_end: UtcDateTime
+    trial_end: UtcDateTime | None
+    period_amount: Money
+
+
+class CheckoutPlan(_Model):
+    """The priced order: what to charge and what the subscriptions become."""
+
+    invoice: Invoice
+    targets: list[SubscriptionTarget]
+    corporate: bool
+    #: Set when the account currently trials a product this order buys.
+    converts_trials: list[str] = Field(default_factory=list)
+
+
+class ChargeInput(_Model):
+    order_id: str
+    account_id: str
+    idempotency_key: str
+    payment_method: str
+    amount: Money
+    currency: str
+
+
+class RefundInput(_Model):
+    order_id: str
+    account_id: str
+    idempotency_key: str
+    charge_id: str
+
+
+class InvoicePaymentInput(_Model):
+    order_id: str
+    account_id: str
+    idempotency_key: str
+    amount: Money
+    currency: str
+    due_date: UtcDateTime
+
+
+class ProvisionInput(_Model):
+    order_id: str
+    account_id: str
+    targets: list[SubscriptionTarget]
+
+
+class AnchorInput(_Model):
+    order_id: str
+    account_id: str
+    targets: list[SubscriptionTarget]
+
+
+class UndoInput(_Model):
+    order_id: str
+    account_id: str
+    step: Literal["provision", "anchor"]
+
+
+class SubscriptionsResult(_Model):
+    subscriptions: list[SubscriptionView]
+    #: The activity attempt that succeeded (1 = first try), for the status query.
+    attempt: int = 1
+
+
+class EmailPurpose(StrEnum):
+    CONFIRMATION = "confirmation"
+    COMPENSATION = "compensation"
+    TRIAL_WELCOME = "trial_welcome"
+    TRIAL_REMINDER = "trial_reminder"
+    TRIAL_EXPIRED = "trial_expired"
+    REJECTION = "rejection"
+
+
+class SendEmailInput(_Model):
+    order_id: str
+    account_id: str
+    purpose: EmailPurpose
+    invoice: Invoice | None = None
+    payment_method: str | None = None
+    paid_by_invoice: bool = False
+    due_date: UtcDateTime | None = None
+    reason: str | None = None
+    message: str | None = None
+    refund: ChargeInfo | None = None
+    product: str | None = None
+    trial_end: UtcDateTime | None = None
+
+
+class CheckoutPolicy(_Model):
+    """Settings the workflow needs, read once from the worker's environment and kept in history."""
+
+    provisioning_max_attempts: int = 5
+    park_timeout_seconds: float = 72 * 3600
+    approval_timeout_seconds: float = 7 * 24 * 3600
+
+
+# --- query --------------------------------------------------------------------------------------
+
+
+class StepAttempts(_Model):
+    step: str
+    attempts: int
+
+
+class CheckoutState(_Model):
+    """The ``status`` query's answer."""
+
+    order_id: str | None
+    account_id: str | None
+    state: CheckoutStatus
+    current_step: str | None
+    steps_done: list[str]
+    compensations_run: list[str]
+    last_error: str | None
+    attempts: dict[str, int]
+    result: CheckoutResult | None = None
+
+
+class CompensateRequest(_Model):
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+
+
+class ApproveRequest(_Model):
+    approver: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class RejectRequest(_Model):
+    approver: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    reason: Annotated[str, StringConstraints(min_length=1, max_length=500)]

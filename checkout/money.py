@@ -1,0 +1,25 @@
+"""Money rounding with a minor-unit table of our own (display libraries do not get to round)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+#: Digits after the decimal point per ISO 4217 currency we sell in.
+MINOR_UNITS: dict[str, int] = {"EUR": 2, "USD": 2, "GBP": 2}
+
+
+def minor_unit_exponent(currency: str) -> Decimal:
+    try:
+        digits = MINOR_UNITS[currency]
+    except KeyError:
+        raise ValueError(f"currency {currency!r} is not supported") from None
+    return Decimal(1).scaleb(-digits)
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    """Commercial rounding (ROUND_HALF_UP) to the currency's minor unit."""
+    return amount.quantize(minor_unit_exponent(currency), rounding=ROUND_HALF_UP)
+
+
+def zero(currency: str) -> Decimal:
+    return round_money(Decimal(0), currency)

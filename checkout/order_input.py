@@ -1,0 +1,94 @@
+"""Turning whatever a JSON client sent into an :class:`Order`, or a rejection naming the field.
+
+Runs inside the workflow (pure, deterministic): a malformed order must end ``rejected`` with
+``invalid_order``, never leave a workflow task failing and retrying forever.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from pydantic import ValidationError
+
+from checkout.errors import CheckoutRejected, Reason
+from checkout.models import Order
+
+# 13 to 19 digits, optionally grouped by spaces or dashes: the shape of a card number (PAN).
+_PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+def luhn_valid(digits: str) -> bool:
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2 == 1:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def _strings(value: Any, path: str) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(path, value)]
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [(path, str(value))]
+    if isinstance(value, dict):
+        found: list[tuple[str, str]] = []
+        for key, item in value.items():
+            found.extend(_strings(str(key), path or "order"))
+            found.extend(_strings(item, f"{path}.{key}" if path else str(key)))
+        return found
+    if isinstance(value, list):
+        return [pair for i, item in enumerate(value) for pair in _strings(item, f"{path}[{i}]")]
+    return []
+
+
+def find_card_number(value: Any) -> str | None:
+    """The path of the first field holding something that looks like a card number."""
+    for path, text in _strings(value, ""):
+        for match in _PAN_CANDIDATE.finditer(text):
+            if luhn_valid(re.sub(r"[ -]", "", match.group())):
+                return path
+    return None
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "order"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors(include_url=False, include_input=False)[:5]:
+        parts.append(f"{_location(error['loc'])}: {error['msg']}")
+    more = len(exc.errors()) - len(parts)
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def parse_order(raw: Any) -> Order:
+    """Validate a decoded JSON value as an order; raise CheckoutRejected(invalid_order)."""
+    if isinstance(raw, bytes | bytearray):
+        try:
+            raw = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise CheckoutRejected(Reason.INVALID_ORDER, f"order: not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            f"order: expected a JSON object, got {type(raw).__name__ if raw is not None else 'null'}",
+        )
+    card_field = find_card_number(raw)
+    if card_field is not None:
+        # Never echo the number itself.
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            f"{card_field}: looks like a card number; send a payment token, never card data",
+        )
+    try:
+        return Order.model_validate(raw)
+    except ValidationError as exc:
+        raise CheckoutRejected(Reason.INVALID_ORDER, describe_validation_error(exc)) from None

@@ -1,0 +1,292 @@
+"""Pricing as pure functions: billing periods, invoice lines, proration credit, VAT and totals.
+
+Nothing here does I/O, so the quote command, the checkout activity and the tests all price an order
+the same way (DOMAIN.md, "Periods and the billing anchor" and "Amounts").
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from checkout.catalog import Catalog, Product
+from checkout.errors import CheckoutRejected, Reason
+from checkout.models import (
+    Account,
+    BillingCycle,
+    CheckoutPlan,
+    Invoice,
+    InvoiceLine,
+    ItemMode,
+    LineKind,
+    Order,
+    OrderItem,
+    Subscription,
+    SubscriptionStatus,
+    SubscriptionTarget,
+    TaxTreatment,
+    VatCheck,
+)
+from checkout.money import round_money, zero
+from checkout.vat import tax_treatment
+
+CYCLE_MONTHS = {BillingCycle.MONTHLY: 1, BillingCycle.ANNUAL: 12}
+
+
+def add_months(anchor: datetime, months: int) -> datetime:
+    """``anchor`` plus whole months, clamped to the target month's length (Jan 31 + 1 = Feb 28)."""
+    month_index = anchor.month - 1 + months
+    year = anchor.year + month_index // 12
+    month = month_index % 12 + 1
+    day = min(anchor.day, calendar.monthrange(year, month)[1])
+    return anchor.replace(year=year, month=month, day=day)
+
+
+def period_end(anchor: datetime, cycle: BillingCycle, periods: int = 1) -> datetime:
+    """End of the ``periods``-th period counted from the anchor, never from a previous end."""
+    return add_months(anchor, CYCLE_MONTHS[cycle] * periods)
+
+
+def proration_credit(
+    *,
+    period_amount: Decimal,
+    period_start: datetime,
+    period_end: datetime,
+    at: datetime,
+    currency: str,
+) -> Decimal:
+    """The unused part of what was paid for the current period, to the second, rounded."""
+    total_seconds = int((period_end - period_start).total_seconds())
+    if at >= period_end or total_seconds <= 0 or period_amount <= 0:
+        return zero(currency)
+    unused_seconds = min(int((period_end - at).total_seconds()), total_seconds)
+    return round_money(period_amount * unused_seconds / total_seconds, currency)
+
+
+def _product_and_plan(catalog: Catalog, item: OrderItem, where: str) -> Product:
+    product = catalog.products.get(item.product)
+    if product is None:
+        raise CheckoutRejected(
+            Reason.UNKNOWN_PRODUCT, f"{where}.product: no product {item.product!r} in the catalog"
+        )
+    if item.plan not in product.plans:
+        raise CheckoutRejected(
+            Reason.UNKNOWN_PLAN,
+            f"{where}.plan: {product.name} has no plan {item.plan!r}"
+            f" (plans: {', '.join(sorted(product.plans))})",
+        )
+    if item.seats > product.max_seats:
+        raise CheckoutRejected(
+            Reason.SEAT_LIMIT_EXCEEDED,
+            f"{where}.seats: {item.seats} seats is more than {product.name} allows"
+            f" ({product.max_seats})",
+        )
+    return product
+
+
+def _paid_line(
+    item: OrderItem,
+    where: str,
+    product: Product,
+    current: Subscription | None,
+    currency: str,
+    anchor: datetime,
+) -> tuple[InvoiceLine, SubscriptionTarget]:
+    if item.billing_cycle is None:
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER, f"{where}.billing_cycle: required for a buy item"
+        )
+    plan = product.plans[item.plan]
+    price = plan.prices.get(currency)
+    if price is None:
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            f"{where}.plan: {product.name} {plan.name} is not sold in {currency}",
+        )
+    unit_price = round_money(price.for_cycle(item.billing_cycle), currency)
+    amount = round_money(unit_price * item.seats, currency)
+    end = period_end(anchor, item.billing_cycle)
+    credit = zero(currency)
+    kind = LineKind.NEW
+    new_seats = item.seats
+    paid = current is not None and current.status is SubscriptionStatus.ACTIVE
+    if current is not None and paid:
+        kind = LineKind.CHANGE
+        if item.seats < current.seats:
+            raise CheckoutRejected(
+                Reason.DOWNGRADE_NOT_SUPPORTED,
+                f"{where}.seats: {item.seats} is fewer than the {current.seats} seats of the"
+                " current subscription; seat decreases are not supported",
+            )
+        if (item.plan, item.seats, item.billing_cycle) == (
+            current.plan,
+            current.seats,
+            current.billing_cycle,
+        ):
+            raise CheckoutRejected(
+                Reason.INVALID_ORDER,
+                f"{where}: {product.name} already has {current.seats} seats on {plan.name},"
+                f" {item.billing_cycle.value}; nothing to change",
+            )
+        credit = proration_credit(
+            period_amount=current.period_amount,
+            period_start=current.current_period_start,
+            period_end=current.current_period_end,
+            at=anchor,
+            currency=currency,
+        )
+        if amount - credit < 0:
+            raise CheckoutRejected(
+                Reason.DOWNGRADE_NOT_SUPPORTED,
+                f"{where}: the new subscription costs less than the unused credit"
+                f" ({amount} < {credit}); downgrades are not supported",
+            )
+        new_seats = item.seats - current.seats
+    line = InvoiceLine(
+        product=item.product,
+        plan=item.plan,
+        seats=item.seats,
+        billing_cycle=item.billing_cycle,
+        kind=kind,
+        unit_price=unit_price,
+        amount=amount,
+        credit=credit,
+        period_start=anchor,
+        period_end=end,
+        new_seats=new_seats,
+        product_name=product.name,
+        plan_name=plan.name,
+    )
+    target = SubscriptionTarget(
+        product=item.product,
+        plan=item.plan,
+        seats=item.seats,
+        status=SubscriptionStatus.ACTIVE,
+        billing_cycle=item.billing_cycle,
+        current_period_start=anchor,
+        current_period_end=end,
+        # A trial that converts keeps its trial_end: it records that the trial was used.
+        trial_end=current.trial_end if current is not None else None,
+        period_amount=amount - credit,
+    )
+    return line, target
+
+
+def _trial_line(
+    item: OrderItem,
+    where: str,
+    product: Product,
+    current: Subscription | None,
+    currency: str,
+    anchor: datetime,
+) -> tuple[InvoiceLine, SubscriptionTarget]:
+    if product.trial_days == 0:
+        raise CheckoutRejected(
+            Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: {product.name} has no free trial"
+        )
+    if current is not None:
+        why = (
+            "the account already had a trial of it"
+            if current.trial_end is not None
+            else "the account already has it"
+        )
+        raise CheckoutRejected(
+            Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: no trial of {product.name}: {why}"
+        )
+    trial_end = anchor + timedelta(days=product.trial_days)
+    plan = product.plans[item.plan]
+    line = InvoiceLine(
+        product=item.product,
+        plan=item.plan,
+        seats=item.seats,
+        billing_cycle=None,
+        kind=LineKind.TRIAL,
+        unit_price=zero(currency),
+        amount=zero(currency),
+        credit=zero(currency),
+        period_start=anchor,
+        period_end=trial_end,
+        new_seats=item.seats,
+        product_name=product.name,
+        plan_name=plan.name,
+    )
+    target = SubscriptionTarget(
+        product=item.product,
+        plan=item.plan,
+        seats=item.seats,
+        status=SubscriptionStatus.TRIALING,
+        billing_cycle=None,
+        current_period_start=anchor,
+        current_period_end=trial_end,
+        trial_end=trial_end,
+        period_amount=zero(currency),
+    )
+    return line, target
+
+
+def price_order(
+    order: Order,
+    account: Account,
+    catalog: Catalog,
+    anchor: datetime,
+    vat: VatCheck | None = None,
+) -> CheckoutPlan:
+    """Price an order for an account at the anchor ``t``; raise CheckoutRejected when it can't."""
+    if order.account_id != account.account_id:
+        raise ValueError("order and account do not belong together")
+    currency = account.currency
+    current_by_product = {s.product: s for s in account.subscriptions}
+    seen: set[str] = set()
+    lines: list[InvoiceLine] = []
+    targets: list[SubscriptionTarget] = []
+    converts: list[str] = []
+    for index, item in enumerate(order.items):
+        where = f"items[{index}]"
+        if item.product in seen:
+            raise CheckoutRejected(
+                Reason.INVALID_ORDER, f"{where}.product: {item.product} is in the order twice"
+            )
+        seen.add(item.product)
+        product = _product_and_plan(catalog, item, where)
+        current = current_by_product.get(item.product)
+        if item.mode is ItemMode.TRIAL:
+            line, target = _trial_line(item, where, product, current, currency, anchor)
+        else:
+            if current is not None and current.status is SubscriptionStatus.TRIALING:
+                converts.append(item.product)
+            line, target = _paid_line(item, where, product, current, currency, anchor)
+        lines.append(line)
+        targets.append(target)
+
+    net = sum((line.amount - line.credit for line in lines), zero(currency))
+    decision = tax_treatment(
+        seller_country=catalog.seller.country,
+        customer_country=account.country,
+        verified_vat_id=vat is not None and vat.status == "valid",
+        on=anchor,
+    )
+    vat_amount = round_money(net * decision.rate, currency)
+    invoice = Invoice(
+        currency=currency,
+        lines=lines,
+        net=net,
+        tax_treatment=decision.treatment,
+        vat_country=decision.country,
+        vat_rate=decision.rate,
+        vat=vat_amount,
+        total=net + vat_amount,
+        customer_vat_id=vat.vat_id if vat is not None else None,
+        seller_vat_id=catalog.seller.vat_id,
+        seller_name=catalog.seller.name,
+    )
+    if invoice.tax_treatment is TaxTreatment.REVERSE_CHARGE and vat is None:  # pragma: no cover
+        raise AssertionError("reverse charge needs the customer's VAT ID")
+    if invoice.total > 0 and not account.corporate and not order.payment_method:
+        raise CheckoutRejected(
+            Reason.PAYMENT_METHOD_REQUIRED,
+            f"payment_method: {invoice.total} {currency} is due and no payment method was given",
+        )
+    return CheckoutPlan(
+        invoice=invoice, targets=targets, corporate=account.corporate, converts_trials=converts
+    )

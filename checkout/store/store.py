@@ -1,0 +1,528 @@
+"""The store: accounts, subscriptions, payments, the steps each order applied, the e-mail outbox
+and the product pause flags, on SQLite (default) or PostgreSQL, through SQLAlchemy's asyncio API.
+
+Every order step is recorded with the state before it in the same transaction as the change, so
+applying a step twice returns what the first call did, and undoing it restores exactly what was
+there before.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import delete, event, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from checkout.models import (
+    Account,
+    AccountView,
+    BillingCycle,
+    PaymentRecord,
+    Subscription,
+    SubscriptionStatus,
+    SubscriptionTarget,
+    SubscriptionView,
+)
+from checkout.store.schema import (
+    AccountRow,
+    OrderStepRow,
+    OutboxRow,
+    PaymentRow,
+    ProductFlagRow,
+    SubscriptionRow,
+)
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+Step = Literal["provision", "anchor"]
+
+
+class StepUndone(Exception):
+    """The step was undone already; applying it again would resurrect a compensated order."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _sub_from_row(row: SubscriptionRow) -> Subscription:
+    return Subscription(
+        product=row.product,
+        plan=row.plan,
+        seats=row.seats,
+        status=SubscriptionStatus(row.status),
+        billing_cycle=BillingCycle(row.billing_cycle) if row.billing_cycle else None,
+        current_period_start=row.current_period_start,
+        current_period_end=row.current_period_end,
+        trial_end=row.trial_end,
+        period_amount=row.period_amount,
+    )
+
+
+def _row_values(sub: Subscription | SubscriptionTarget) -> dict[str, Any]:
+    """Column values of a subscription: enums as their plain string values."""
+    values = sub.model_dump(mode="python")
+    values["status"] = sub.status.value
+    values["billing_cycle"] = sub.billing_cycle.value if sub.billing_cycle else None
+    return values
+
+
+def _view(sub: Subscription) -> SubscriptionView:
+    return SubscriptionView.model_validate(sub.model_dump(exclude={"period_amount"}))
+
+
+def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
+    """Make SQLite take the write lock at BEGIN, so two writers wait for each other (busy
+    timeout) instead of one failing with "database is locked" when it upgrades its lock."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
+        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]  # let us emit BEGIN
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+@dataclass
+class OutboxEntry:
+    order_id: str
+    purpose: str
+    message_id: str
+    recipient: str
+    status: str
+    attempts: int
+    sent_at: datetime | None
+
+
+class Store:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+
+    @classmethod
+    def from_url(cls, url: str) -> Store:
+        if url.startswith("sqlite"):
+            path = url.split("///", 1)[1] if "///" in url else ""
+            if path and path != ":memory:":
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+            engine = create_async_engine(url, connect_args={"timeout": 30})
+            _sqlite_immediate_transactions(engine)
+        else:
+            engine = create_async_engine(url, pool_size=5, max_overflow=5, pool_pre_ping=True)
+        return cls(engine)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest Alembic revision (idempotent)."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+        def upgrade(connection: Connection) -> None:
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as connection:
+            await connection.run_sync(upgrade)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[AsyncSession]:
+        async with self._sessions() as session, session.begin():
+            yield session
+
+    # --- accounts -------------------------------------------------------------------------------
+
+    async def import_accounts(self, accounts: Sequence[Account]) -> None:
+        """Create or replace accounts with exactly the subscriptions given."""
+        async with self._tx() as session:
+            for account in accounts:
+                row = await session.get(AccountRow, account.account_id)
+                if row is None:
+                    row = AccountRow(account_id=account.account_id)
+                    session.add(row)
+                row.name = account.name
+                row.billing_email = account.billing_email
+                row.country = account.country
+                row.locale = account.locale
+                row.currency = account.currency
+                row.timezone = account.timezone
+                row.corporate = account.corporate
+                row.updated_at = _now()
+                await session.flush()
+                await session.execute(
+                    delete(SubscriptionRow).where(SubscriptionRow.account_id == account.account_id)
+                )
+                for sub in account.subscriptions:
+                    session.add(
+                        SubscriptionRow(account_id=account.account_id, **_row_values(sub))
+                    )
+
+    async def get_account(self, account_id: str) -> Account | None:
+        async with self._tx() as session:
+            row = await session.get(AccountRow, account_id)
+            if row is None:
+                return None
+            subs = await self._subscription_rows(session, account_id)
+            return Account(
+                account_id=row.account_id,
+                name=row.name,
+                billing_email=row.billing_email,
+                country=row.country,
+                locale=row.locale,
+                currency=row.currency,
+                timezone=row.timezone,
+                corporate=row.corporate,
+                subscriptions=[_sub_from_row(s) for s in subs],
+            )
+
+    async def account_view(self, account_id: str) -> AccountView | None:
+        account = await self.get_account(account_id)
+        if account is None:
+            return None
+        return AccountView(
+            **account.model_dump(), payments=await self.payments(account_id=account_id)
+        )
+
+    async def subscriptions(self, account_id: str) -> list[Subscription]:
+        async with self._tx() as session:
+            return [_sub_from_row(r) for r in await self._subscription_rows(session, account_id)]
+
+    @staticmethod
+    async def _subscription_rows(
+        session: AsyncSession, account_id: str, *, lock: bool = False
+    ) -> list[SubscriptionRow]:
+        query = (
+            select(SubscriptionRow)
+            .where(SubscriptionRow.account_id == account_id)
+            .order_by(SubscriptionRow.product)
+        )
+        if lock:
+            query = query.with_for_update()
+        return list((await session.scalars(query)).all())
+
+    # --- product flags --------------------------------------------------------------------------
+
+    async def set_paused(self, product: str, paused: bool) -> None:
+        async with self._tx() as session:
+            row = await session.get(ProductFlagRow, product)
+            if row is None:
+                session.add(ProductFlagRow(product=product, paused=paused, updated_at=_now()))
+            else:
+                row.paused = paused
+                row.updated_at = _now()
+
+    async def paused_products(self) -> set[str]:
+        async with self._tx() as session:
+            rows = await session.scalars(select(ProductFlagRow).where(ProductFlagRow.paused))
+            return {r.product for r in rows}
+
+    # --- payments -------------------------------------------------------------------------------
+
+    async def payment_by_key(self, idempotency_key: str) -> PaymentRecord | None:
+        async with self._tx() as session:
+            row = await session.scalar(
+                select(PaymentRow).where(PaymentRow.idempotency_key == idempotency_key)
+            )
+            return None if row is None else self._payment(row)
+
+    async def payment_by_id(self, payment_id: str) -> PaymentRecord | None:
+        async with self._tx() as session:
+            row = await session.get(PaymentRow, payment_id)
+            return None if row is None else self._payment(row)
+
+    async def record_payment(
+        self,
+        *,
+        payment_id: str,
+        idempotency_key: str,
+        account_id: str,
+        order_id: str | None,
+        kind: Literal["charge", "refund", "invoice"],
+        amount: Decimal,
+        currency: str,
+        status: Literal["succeeded", "failed", "pending"],
+        failure_code: str | None = None,
+        payment_method: str | None = None,
+        refunded_payment_id: str | None = None,
+        due_date: datetime | None = None,
+    ) -> PaymentRecord:
+        """Insert a payment once per idempotency key; a second call returns the first record."""
+        async with self._tx() as session:
+            existing = await session.scalar(
+                select(PaymentRow).where(PaymentRow.idempotency_key == idempotency_key)
+            )
+            if existing is not None:
+                return self._payment(existing)
+            row = PaymentRow(
+                id=payment_id,
+                idempotency_key=idempotency_key,
+                account_id=account_id,
+                order_id=order_id,
+                kind=kind,
+                amount=amount,
+                currency=currency,
+                status=status,
+                failure_code=failure_code,
+                payment_method=payment_method,
+                refunded_payment_id=refunded_payment_id,
+                due_date=due_date,
+                created_at=_now(),
+            )
+            session.add(row)
+            return self._payment(row)
+
+    async def payments(
+        self, *, account_id: str | None = None, order_id: str | None = None
+    ) -> list[PaymentRecord]:
+        query = select(PaymentRow).order_by(PaymentRow.created_at, PaymentRow.id)
+        if account_id is not None:
+            query = query.where(PaymentRow.account_id == account_id)
+        if order_id is not None:
+            query = query.where(PaymentRow.order_id == order_id)
+        async with self._tx() as session:
+            return [self._payment(r) for r in await session.scalars(query)]
+
+    @staticmethod
+    def _payment(row: PaymentRow) -> PaymentRecord:
+        return PaymentRecord(
+            id=row.id,
+            kind=row.kind,  # type: ignore[arg-type]  # written only from the same Literal
+            amount=row.amount,
+            currency=row.currency,
+            order_id=row.order_id,
+            status=row.status,  # type: ignore[arg-type]  # as above
+            failure_code=row.failure_code,
+            due_date=row.due_date,
+            created_at=row.created_at,
+        )
+
+    # --- order steps: provisioning and the billing anchor ---------------------------------------
+
+    async def apply_provisioning(
+        self, order_id: str, account_id: str, targets: Sequence[SubscriptionTarget]
+    ) -> list[SubscriptionView]:
+        """Create or change each target's subscription: plan, seats, cycle, status, trial end.
+        A new subscription starts with the target's period; existing periods move only with the
+        anchor step."""
+
+        def mutate(rows: dict[str, SubscriptionRow], session: AsyncSession) -> None:
+            for target in targets:
+                row = rows.get(target.product)
+                if row is None:
+                    session.add(
+                        SubscriptionRow(account_id=account_id, **_row_values(target))
+                    )
+                    continue
+                row.plan = target.plan
+                row.seats = target.seats
+                row.status = target.status.value
+                row.billing_cycle = target.billing_cycle.value if target.billing_cycle else None
+                row.trial_end = target.trial_end
+
+        return await self._apply_step(order_id, account_id, "provision", targets, mutate)
+
+    async def apply_anchor(
+        self, order_id: str, account_id: str, targets: Sequence[SubscriptionTarget]
+    ) -> list[SubscriptionView]:
+        """Move each touched subscription's billing period to the order's anchor."""
+
+        def mutate(rows: dict[str, SubscriptionRow], session: AsyncSession) -> None:
+            for target in targets:
+                row = rows.get(target.product)
+                if row is None:
+                    raise LookupError(
+                        f"{target.product} is not provisioned for {account_id}: the anchor can"
+                        " only move on a provisioned subscription"
+                    )
+                row.current_period_start = target.current_period_start
+                row.current_period_end = target.current_period_end
+                row.period_amount = target.period_amount
+
+        return await self._apply_step(order_id, account_id, "anchor", targets, mutate)
+
+    async def _apply_step(
+        self,
+        order_id: str,
+        account_id: str,
+        step: Step,
+        targets: Sequence[SubscriptionTarget],
+        mutate: Any,
+    ) -> list[SubscriptionView]:
+        products = [t.product for t in targets]
+        async with self._tx() as session:
+            # Lock the account's subscriptions (PostgreSQL) so concurrent orders serialise.
+            await session.get(AccountRow, account_id, with_for_update=True)
+            done = await session.get(OrderStepRow, (order_id, step))
+            if done is not None:
+                if done.status == "undone":
+                    raise StepUndone(f"order {order_id}: step {step} was undone already")
+                after = json.loads(done.after)
+                return [SubscriptionView.model_validate(s) for s in after]
+            rows = {
+                r.product: r
+                for r in await self._subscription_rows(session, account_id, lock=True)
+                if r.product in products
+            }
+            before = {
+                product: (
+                    _sub_from_row(rows[product]).model_dump(mode="json")
+                    if product in rows
+                    else None
+                )
+                for product in products
+            }
+            mutate(rows, session)
+            await session.flush()
+            after_rows = [
+                r
+                for r in await self._subscription_rows(session, account_id)
+                if r.product in products
+            ]
+            after = [_view(_sub_from_row(r)) for r in after_rows]
+            session.add(
+                OrderStepRow(
+                    order_id=order_id,
+                    step=step,
+                    account_id=account_id,
+                    status="applied",
+                    before=json.dumps(before),
+                    after=json.dumps([a.model_dump(mode="json") for a in after]),
+                    applied_at=_now(),
+                )
+            )
+            return after
+
+    async def undo_step(self, order_id: str, step: Step) -> bool:
+        """Restore what the step found; True when something was restored. Safe to repeat."""
+        async with self._tx() as session:
+            done = await session.get(OrderStepRow, (order_id, step), with_for_update=True)
+            if done is None or done.status == "undone":
+                if done is None:
+                    # Nothing applied yet: leave a tombstone so a late apply cannot sneak in.
+                    session.add(
+                        OrderStepRow(
+                            order_id=order_id,
+                            step=step,
+                            account_id="",
+                            status="undone",
+                            before="{}",
+                            after="[]",
+                            applied_at=_now(),
+                            undone_at=_now(),
+                        )
+                    )
+                return False
+            before: dict[str, dict[str, Any] | None] = json.loads(done.before)
+            rows = {
+                r.product: r
+                for r in await self._subscription_rows(session, done.account_id, lock=True)
+            }
+            for product, previous in before.items():
+                row = rows.get(product)
+                if previous is None:
+                    if row is not None:
+                        await session.delete(row)
+                    continue
+                restored = Subscription.model_validate(previous)
+                if row is None:
+                    row = SubscriptionRow(account_id=done.account_id, product=product)
+                    session.add(row)
+                row.plan = restored.plan
+                row.seats = restored.seats
+                row.status = restored.status.value
+                row.billing_cycle = restored.billing_cycle.value if restored.billing_cycle else None
+                row.current_period_start = restored.current_period_start
+                row.current_period_end = restored.current_period_end
+                row.trial_end = restored.trial_end
+                row.period_amount = restored.period_amount
+            done.status = "undone"
+            done.undone_at = _now()
+            return True
+
+    async def step_status(self, order_id: str, step: Step) -> str | None:
+        async with self._tx() as session:
+            row = await session.get(OrderStepRow, (order_id, step))
+            return None if row is None else row.status
+
+    # --- e-mail outbox --------------------------------------------------------------------------
+
+    async def outbox_entry(self, order_id: str, purpose: str) -> OutboxEntry | None:
+        async with self._tx() as session:
+            row = await session.get(OutboxRow, (order_id, purpose))
+            return None if row is None else self._outbox(row)
+
+    async def outbox_begin(
+        self, *, order_id: str, purpose: str, message_id: str, recipient: str, subject: str
+    ) -> OutboxEntry:
+        """Record the attempt to send (creating the entry the first time) and return it; the
+        caller sends only when the returned status is not ``sent``."""
+        async with self._tx() as session:
+            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
+            if row is None:
+                row = OutboxRow(
+                    order_id=order_id,
+                    purpose=purpose,
+                    message_id=message_id,
+                    recipient=recipient,
+                    subject=subject[:255],
+                    status="pending",
+                    attempts=0,
+                    created_at=_now(),
+                )
+                session.add(row)
+            if row.status != "sent":
+                row.attempts += 1
+            return self._outbox(row)
+
+    async def outbox_finish(
+        self, order_id: str, purpose: str, *, sent: bool, error: str | None = None
+    ) -> None:
+        async with self._tx() as session:
+            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
+            if row is None:
+                raise LookupError(f"no outbox entry for {order_id}/{purpose}")
+            if sent:
+                row.status = "sent"
+                row.sent_at = _now()
+                row.last_error = None
+            elif row.status != "sent":
+                row.status = "failed"
+                row.last_error = (error or "")[:2000]
+
+    async def outbox(self, order_id: str | None = None) -> list[OutboxEntry]:
+        query = select(OutboxRow).order_by(OutboxRow.created_at)
+        if order_id is not None:
+            query = query.where(OutboxRow.order_id == order_id)
+        async with self._tx() as session:
+            return [self._outbox(r) for r in await session.scalars(query)]
+
+    @staticmethod
+    def _outbox(row: OutboxRow) -> OutboxEntry:
+        return OutboxEntry(
+            order_id=row.order_id,
+            purpose=row.purpose,
+            message_id=row.message_id,
+            recipient=row.recipient,
+            status=row.status,
+            attempts=row.attempts,
+            sent_at=row.sent_at,
+        )

@@ -1,0 +1,93 @@
+"""VAT ID verification: offline (format and check digits) or also against VIES, the EU's VAT
+information exchange system, over its REST API.
+
+VIES is often down for one member state or another. "Unknown" never becomes "invalid": after a
+few tries with backoff the customer is carried on as a consumer (VAT charged) and the order
+records ``vat_id_status = "unverified"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import urllib.error
+import urllib.request
+from typing import Any, Literal
+
+from checkout.models import VatCheck
+from checkout.vat import InvalidVatId, validate_vat_id
+
+log = logging.getLogger(__name__)
+
+#: VIES answers that mean "we could not ask the member state", not "the number is invalid".
+_UNAVAILABLE = {
+    "MS_UNAVAILABLE",
+    "TIMEOUT",
+    "SERVICE_UNAVAILABLE",
+    "MS_MAX_CONCURRENT_REQ",
+    "GLOBAL_MAX_CONCURRENT_REQ",
+}
+
+
+class ViesUnavailable(Exception):
+    """VIES could not answer this time."""
+
+
+class VatVerifier:
+    def __init__(
+        self,
+        mode: Literal["offline", "vies"] = "offline",
+        *,
+        vies_url: str = "",
+        attempts: int = 3,
+        backoff_seconds: float = 1.0,
+        timeout_seconds: float = 10.0,
+    ) -> None:
+        self.mode = mode
+        self.vies_url = vies_url
+        self.attempts = attempts
+        self.backoff_seconds = backoff_seconds
+        self.timeout_seconds = timeout_seconds
+
+    async def verify(self, vat_id: str, country: str) -> VatCheck:
+        """The compact VAT ID and whether it is valid or unverified; raises InvalidVatId."""
+        compact = validate_vat_id(vat_id, country)
+        if self.mode == "offline":
+            return VatCheck(vat_id=compact, status="valid")
+        delay = self.backoff_seconds
+        for attempt in range(1, self.attempts + 1):
+            try:
+                valid = await asyncio.to_thread(self._ask_vies, compact)
+            except ViesUnavailable as exc:
+                log.warning("VIES unavailable for %s (attempt %d): %s", compact[:2], attempt, exc)
+                if attempt < self.attempts:
+                    await asyncio.sleep(delay)
+                    delay *= 2
+                continue
+            if not valid:
+                raise InvalidVatId(f"vat_id: VIES reports {compact} as not registered")
+            return VatCheck(vat_id=compact, status="valid")
+        return VatCheck(vat_id=compact, status="unverified")
+
+    def _ask_vies(self, compact: str) -> bool:
+        body = json.dumps({"countryCode": compact[:2], "vatNumber": compact[2:]}).encode()
+        request = urllib.request.Request(
+            self.vies_url,
+            data=body,
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            method="POST",
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                answer: dict[str, Any] = json.loads(response.read())
+        except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
+            raise ViesUnavailable(str(exc)) from exc
+        error = answer.get("userError") or answer.get("errorWrappers")
+        if isinstance(error, str) and error in _UNAVAILABLE:
+            raise ViesUnavailable(error)
+        if isinstance(error, list) and error:
+            raise ViesUnavailable(str(error[0].get("error", error)))
+        if "valid" not in answer:
+            raise ViesUnavailable(f"unexpected answer: {str(answer)[:200]}")
+        return bool(answer["valid"])

@@ -1,0 +1,115 @@
+"""Helpers for workflow tests: accounts to seed, a worker on a fresh task queue, polling."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.worker import Worker
+
+from activities.checkout import CheckoutActivities
+from checkout.config import Settings
+from checkout.contract import checkout_workflow_id
+from checkout.models import Account, CheckoutResult
+from checkout.store import Store
+from worker import build_activities, build_worker
+
+T = TypeVar("T")
+
+
+def account(account_id: str | None = None, **fields: Any) -> Account:
+    values: dict[str, Any] = {
+        "account_id": account_id or f"acc-{uuid.uuid4().hex[:8]}",
+        "name": "Muster GmbH",
+        "billing_email": "billing@muster.example",
+        "country": "DE",
+        "locale": "de",
+        "currency": "EUR",
+        "timezone": "Europe/Berlin",
+        "corporate": False,
+        "subscriptions": [],
+    }
+    values.update(fields)
+    return Account.model_validate(values)
+
+
+def order(account_id: str, *items: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "order_id": f"ord-{uuid.uuid4().hex[:10]}",
+        "account_id": account_id,
+        "items": list(items)
+        or [
+            {
+                "product": "remote-support",
+                "plan": "premium",
+                "seats": 5,
+                "billing_cycle": "annual",
+                "mode": "buy",
+            }
+        ],
+        "payment_method": "pm_card_visa",
+    }
+    values.update(fields)
+    return values
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def store_url(store: Store) -> str:
+    return store.engine.url.render_as_string(hide_password=False)
+
+
+@asynccontextmanager
+async def checkout_worker(
+    client: Client,
+    settings: Settings,
+    store: Store,
+    activities: CheckoutActivities | None = None,
+    **worker_options: Any,
+) -> AsyncIterator[Worker]:
+    acts = activities or build_activities(settings, store)
+    worker = build_worker(client, settings, acts, **worker_options)
+    async with worker:
+        yield worker
+
+
+async def start_order(client: Client, settings: Settings, raw: Any) -> WorkflowHandle[Any, Any]:
+    order_id = raw.get("order_id", uuid.uuid4().hex) if isinstance(raw, dict) else uuid.uuid4().hex
+    return await client.start_workflow(
+        "CheckoutWorkflow",
+        raw,
+        id=checkout_workflow_id(order_id),
+        task_queue=settings.task_queue,
+        result_type=CheckoutResult,
+    )
+
+
+async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutResult:
+    handle = await start_order(client, settings, raw)
+    result = await asyncio.wait_for(handle.result(), timeout=120)
+    assert isinstance(result, CheckoutResult)
+    return result
+
+
+async def eventually(
+    check: Callable[[], Awaitable[T]], *, timeout: float = 30, interval: float = 0.2
+) -> T:
+    """Poll ``check`` until it returns without AssertionError."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        try:
+            return await check()
+        except AssertionError:
+            if asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(interval)
+
+
+__all__ = ["timedelta"]

@@ -1,0 +1,102 @@
+"""The checkout worker: builds the activities with their dependencies from the environment and
+runs the workflows and activities on the ``checkout`` task queue until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.checkout import CheckoutActivities, Mailer
+from checkout.catalog import Catalog, load_catalog
+from checkout.client import connect_client
+from checkout.config import Settings
+from checkout.gateway import SandboxGateway
+from checkout.mail import SmtpMailer
+from checkout.store import Store
+from checkout.vies import VatVerifier
+from workflows.checkout import CheckoutWorkflow
+
+log = logging.getLogger("checkout.worker")
+
+WORKFLOWS: Sequence[type] = (CheckoutWorkflow,)
+
+
+def build_activities(
+    settings: Settings,
+    store: Store,
+    *,
+    catalog: Catalog | None = None,
+    mailer: Mailer | None = None,
+) -> CheckoutActivities:
+    """Wire the activities to their dependencies: the one place that decides what is real."""
+    return CheckoutActivities(
+        store=store,
+        gateway=SandboxGateway(store),
+        mailer=mailer or SmtpMailer(settings),
+        catalog=catalog or load_catalog(settings.catalog_path),
+        settings=settings,
+        vat_verifier=VatVerifier(settings.vat_verification, vies_url=settings.vies_url),
+    )
+
+
+def build_worker(
+    client: Client, settings: Settings, activities: CheckoutActivities, **options: object
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=activities.all(),  # type: ignore[arg-type]  # bound activity methods
+        # Small limits: the worker shares two cores with the Temporal server and the database.
+        max_concurrent_activities=20,
+        max_concurrent_workflow_tasks=20,
+        
+        **options,  # type: ignore[arg-type]
+    )
+
+
+async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
+    settings = settings or Settings.from_env()
+    store = Store.from_url(settings.database_url)
+    await store.migrate()
+    client = await connect_client()
+    worker = build_worker(client, settings, build_activities(settings, store))
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # pragma: no cover - not on the main thread
+            pass
+    log.info(
+        "worker polling task queue %r on %s (database %s)",
+        settings.task_queue,
+        client.service_client.config.target_host,
+        store.engine.url.render_as_string(hide_password=True),
+    )
+    async with worker:
+        await stop.wait()
+        log.info("shutting down: finishing running activities")
+    await store.close()
+    log.info("worker stopped")
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(run_worker())
+    except Exception as exc:  # noqa: BLE001 - one readable line for the operator
+        print(f"worker: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+
+
+if __name__ == "__main__":
+    main()

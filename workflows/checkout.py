@@ -1,0 +1,537 @@
+"""``CheckoutWorkflow``: one order, from the VAT check to the confirmation e-mail, with every
+side effect undone in reverse when a later step fails or the run is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+
+with workflow.unsafe.imports_passed_through():
+    from checkout.contract import (
+        ACCOUNT_ID,
+        CHECKOUT_STATUS,
+        checkout_workflow_id,
+        idempotency_key,
+    )
+    from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
+    from checkout.models import (
+        AnchorInput,
+        ChargeInfo,
+        ChargeInput,
+        CheckoutPlan,
+        CheckoutPolicy,
+        CheckoutResult,
+        CheckoutState,
+        CheckoutStatus,
+        CompensateRequest,
+        EmailInfo,
+        EmailPurpose,
+        EmailStatus,
+        Order,
+        PriceOrderInput,
+        ProvisionInput,
+        RefundInput,
+        ResultStatus,
+        SendEmailInput,
+        SubscriptionsResult,
+        SubscriptionView,
+        UndoInput,
+        VatCheck,
+        VatCheckInput,
+    )
+    from checkout.order_input import parse_order
+
+# Reads and pure computations: short, retried until they work (an outage of the store heals).
+QUICK = {
+    "start_to_close_timeout": timedelta(seconds=30),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
+}
+# Undo steps must get through: retried without limit, backing off to a minute.
+UNDO = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=60)),
+}
+# The charge is idempotent by key, so retrying a gateway outage or timeout charges once;
+# declines are typed non-retryable by the activity.
+CHARGE = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=2)),
+}
+# An e-mail that cannot go out after a few tries is reported, never allowed to undo the order.
+EMAIL = {
+    "start_to_close_timeout": timedelta(seconds=60),
+    "retry_policy": RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=5,
+    ),
+}
+
+
+class _Park(Exception):
+    """Provisioning ran out of attempts: wait for an operator."""
+
+
+class _Undo(Exception):
+    """Undo what was done and end ``compensated`` with this reason."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+def _rejection_of(error: BaseException) -> CheckoutRejected | None:
+    """The business rejection an activity raised, recognised by its error type."""
+    cause = error.cause if isinstance(error, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type in REJECTION_REASONS:
+        return CheckoutRejected(Reason(cause.type), cause.message)
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    cause = error.cause if isinstance(error, ActivityError) else error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause) or type(cause).__name__
+
+
+NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
+
+
+def _decode(raw: RawValue) -> Any:
+    """The order as JSON, whatever was sent: malformed JSON becomes bytes for parse_order."""
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"")
+    if encoding == b"binary/null":
+        return None
+    if encoding != b"json/plain":
+        return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
+    try:
+        return json.loads(payload.data)
+    except ValueError:
+        return bytes(payload.data)
+
+
+@workflow.defn(name="CheckoutWorkflow")
+class CheckoutWorkflow:
+    def __init__(self) -> None:
+        self._order: Order | None = None
+        self._state = CheckoutStatus.VALIDATING
+        self._current_step: str | None = None
+        self._steps_done: list[str] = []
+        self._compensations_run: list[str] = []
+        self._last_error: str | None = None
+        self._attempts: dict[str, int] = {}
+        self._undo_stack: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._operator_action: str | None = None
+        self._operator_reason: str | None = None
+        self._result: CheckoutResult | None = None
+        self._charge: ChargeInfo | None = None
+        self._refund: ChargeInfo | None = None
+        self._plan: CheckoutPlan | None = None
+        self._provision_rounds = 0
+
+    # --- the happy path -------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
+        # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
+        # at it: a malformed order ends rejected instead of failing workflow tasks forever.
+        anchor = workflow.info().workflow_start_time.replace(microsecond=0)
+        try:
+            order = parse_order(_decode(raw_order))
+        except CheckoutRejected as rejected:
+            return await self._end_rejected(rejected)
+        self._order = order
+        self._set_state(CheckoutStatus.VALIDATING)
+        policy = await workflow.execute_activity(
+            "load_checkout_policy", result_type=CheckoutPolicy, **QUICK
+        )
+        try:
+            vat: VatCheck | None = None
+            if order.vat_id is not None:
+                vat = await self._step(
+                    "validate_vat_id",
+                    VatCheckInput(
+                        order_id=order.order_id, account_id=order.account_id, vat_id=order.vat_id
+                    ),
+                    VatCheck,
+                    # VIES backoff happens inside; allow for it.
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                )
+            plan = await self._step(
+                "price_order",
+                PriceOrderInput(order=order, anchor=anchor, vat=vat),
+                CheckoutPlan,
+                **QUICK,
+            )
+            self._plan = plan
+            await self._charge_payment(order, plan)
+            subscriptions = await self._provision(order, plan, policy)
+            subscriptions = await self._reset_anchor(order, plan) or subscriptions
+        except _Undo as undo:
+            return await self._end_compensated(undo.reason, undo.message)
+        except BaseException as error:
+            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
+            if rejected is not None:
+                # Rejections come before anything took effect (a declined charge took nothing),
+                # so the registered undo steps have nothing to do.
+                self._undo_stack.clear()
+                return await self._end_rejected(rejected)
+            if is_cancelled_exception(error):
+                await self._compensate()
+                self._set_state(CheckoutStatus.CANCELLED)
+            raise
+
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                purpose=EmailPurpose.CONFIRMATION,
+                invoice=plan.invoice,
+                payment_method=order.payment_method,
+                paid_by_invoice=plan.corporate,
+            )
+        )
+        self._result = CheckoutResult(
+            order_id=order.order_id,
+            status=ResultStatus.COMPLETED,
+            invoice=plan.invoice,
+            charge=self._charge,
+            subscriptions=subscriptions,
+            vat_id_status=vat.status if vat else None,
+            email=email,
+        )
+        self._set_state(CheckoutStatus.COMPLETED)
+        return self._result
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
+        invoice = plan.invoice
+        if invoice.total <= 0:
+            return  # trials only, or nothing due: no charge at all
+        self._set_state(CheckoutStatus.CHARGING)
+        wf_id = workflow.info().workflow_id
+        self._push_undo("refund_payment", self._refund_payment)
+        self._charge = await self._step(
+            "charge_payment",
+            ChargeInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(wf_id, "charge"),
+                payment_method=order.payment_method or "",
+                amount=invoice.total,
+                currency=invoice.currency,
+            ),
+            ChargeInfo,
+            **CHARGE,
+        )
+
+    async def _refund_payment(self) -> None:
+        if self._charge is None or self._order is None:
+            return  # the charge never went through: nothing to give back
+        self._refund = await workflow.execute_activity(
+            "refund_payment",
+            RefundInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                idempotency_key=idempotency_key(workflow.info().workflow_id, "refund"),
+                charge_id=self._charge.id,
+            ),
+            result_type=ChargeInfo,
+            **UNDO,
+        )
+
+    async def _provision(
+        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
+        self._push_undo("undo_provisioning", self._undo("undo_provisioning", "provision"))
+        while True:
+            self._set_state(CheckoutStatus.PROVISIONING)
+            try:
+                result = await self._step(
+                    "provision_subscriptions",
+                    ProvisionInput(
+                        order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+                    ),
+                    SubscriptionsResult,
+                    start_to_close_timeout=timedelta(seconds=60),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=policy.provisioning_max_attempts,
+                    ),
+                    count_attempts=False,
+                )
+            except ActivityError as error:
+                if is_cancelled_exception(error):
+                    raise
+                self._count("provision_subscriptions", policy.provisioning_max_attempts)
+                self._provision_rounds += 1
+                await self._park(error, policy)
+                continue
+            self._count("provision_subscriptions", result.attempt)
+            self._provision_rounds += 1
+            return result.subscriptions
+
+    async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
+        """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
+        timeout raise _Undo."""
+        self._last_error = f"provision_subscriptions: {_describe(error)}"
+        self._operator_action = None
+        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
+        workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
+        try:
+            await workflow.wait_condition(
+                lambda: self._operator_action is not None,
+                timeout=timedelta(seconds=policy.park_timeout_seconds),
+            )
+        except TimeoutError:
+            raise _Undo(
+                Reason.PROVISIONING_FAILED,
+                f"provisioning failed and nobody resolved it within"
+                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
+            ) from None
+        if self._operator_action == "compensate":
+            raise _Undo(
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {self._operator_reason}",
+            )
+
+    async def _reset_anchor(self, order: Order, plan: CheckoutPlan) -> list[SubscriptionView]:
+        self._set_state(CheckoutStatus.RESETTING_ANCHOR)
+        self._push_undo("undo_billing_anchor", self._undo("undo_billing_anchor", "anchor"))
+        try:
+            result = await self._step(
+                "reset_billing_anchor",
+                AnchorInput(
+                    order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+                ),
+                SubscriptionsResult,
+                start_to_close_timeout=timedelta(seconds=60),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(seconds=30), maximum_attempts=5
+                ),
+            )
+        except ActivityError as error:
+            raise _Undo(
+                Reason.PROVISIONING_FAILED,
+                f"the billing anchor could not be reset: {_describe(error)}",
+            ) from None
+        return result.subscriptions
+
+    def _undo(self, activity: str, step: str) -> Callable[[], Awaitable[Any]]:
+        def run() -> Awaitable[Any]:
+            assert self._order is not None
+            return workflow.execute_activity(
+                activity,
+                UndoInput(
+                    order_id=self._order.order_id,
+                    account_id=self._order.account_id,
+                    step=step,  # type: ignore[arg-type]  # "provision" | "anchor"
+                ),
+                result_type=bool,
+                **UNDO,
+            )
+
+        return run
+
+    async def _send_email(self, request: SendEmailInput) -> EmailInfo:
+        try:
+            return await self._step("send_email", request, EmailInfo, **EMAIL)
+        except ActivityError as error:
+            self._last_error = f"send_email: {_describe(error)}"
+            workflow.logger.warning("e-mail not sent: %s", self._last_error)
+            return EmailInfo(status=EmailStatus.FAILED)
+
+    async def _step(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[Any],
+        *,
+        count_attempts: bool = True,
+        **options: Any,
+    ) -> Any:
+        self._current_step = name
+        self._refresh_details()
+        try:
+            result = await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                activity_id=f"{name}-{len(self._steps_done) + 1}",
+                summary=name.replace("_", " "),
+                **options,
+            )
+        except ActivityError as error:
+            self._last_error = f"{name}: {_describe(error)}"
+            raise
+        finally:
+            if count_attempts:
+                self._count(name, 1)
+        self._steps_done.append(name)
+        self._current_step = None
+        return result
+
+    def _count(self, step: str, attempts: int) -> None:
+        self._attempts[step] = self._attempts.get(step, 0) + attempts
+
+    # --- compensation ---------------------------------------------------------------------------
+
+    def _push_undo(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
+        """Registered just before the step it undoes, so a step that failed halfway (or whose
+        result was lost) is undone too; every undo is safe when nothing was done."""
+        self._undo_stack.append((name, undo))
+
+    async def _compensate(self) -> None:
+        self._set_state(CheckoutStatus.COMPENSATING)
+        while self._undo_stack:
+            name, undo = self._undo_stack.pop()
+            self._current_step = name
+            self._refresh_details()
+            # Shielded: a cancellation of the run must not stop the undo half way.
+            await asyncio.shield(asyncio.ensure_future(undo()))
+            self._compensations_run.append(name)
+        self._current_step = None
+
+    # --- endings --------------------------------------------------------------------------------
+
+    async def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
+        self._last_error = f"{rejected.reason.value}: {rejected.message}"
+        self._result = CheckoutResult(
+            order_id=self._order.order_id if self._order else None,
+            status=ResultStatus.REJECTED,
+            reason=rejected.reason.value,
+            message=rejected.message,
+        )
+        self._set_state(CheckoutStatus.REJECTED)
+        return self._result
+
+    async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
+        assert self._order is not None
+        plan = self._plan
+        await self._compensate()
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                purpose=EmailPurpose.COMPENSATION,
+                invoice=plan.invoice if plan else None,
+                reason=reason.value,
+                message=message,
+                refund=self._refund,
+            )
+        )
+        self._result = CheckoutResult(
+            order_id=self._order.order_id,
+            status=ResultStatus.COMPENSATED,
+            reason=reason.value,
+            message=message,
+            invoice=plan.invoice if plan else None,
+            charge=self._charge,
+            refund=self._refund,
+            email=email,
+        )
+        self._set_state(CheckoutStatus.COMPENSATED)
+        return self._result
+
+    # --- visibility -----------------------------------------------------------------------------
+
+    def _set_state(self, state: CheckoutStatus, step: str | None = None) -> None:
+        self._state = state
+        if step is not None:
+            self._current_step = step
+        attributes = [CHECKOUT_STATUS.value_set(state.value)]
+        if self._order is not None:
+            attributes.append(ACCOUNT_ID.value_set(self._order.account_id))
+        workflow.upsert_search_attributes(attributes)
+        self._refresh_details()
+
+    def _refresh_details(self) -> None:
+        lines = [f"**{self._state.value}**"]
+        if self._current_step:
+            lines.append(f"now: {self._current_step}")
+        if self._steps_done:
+            lines.append(f"done: {', '.join(self._steps_done)}")
+        if self._compensations_run:
+            lines.append(f"undone: {', '.join(self._compensations_run)}")
+        if self._last_error:
+            lines.append(f"last error: {self._last_error}")
+        workflow.set_current_details("\n\n".join(lines))
+
+    @workflow.query(name="status")
+    def status(self) -> CheckoutState:
+        return CheckoutState(
+            order_id=self._order.order_id if self._order else None,
+            account_id=self._order.account_id if self._order else None,
+            state=self._state,
+            current_step=self._current_step,
+            steps_done=list(self._steps_done),
+            compensations_run=list(self._compensations_run),
+            last_error=self._last_error,
+            attempts=dict(self._attempts),
+            result=self._result,
+        )
+
+    # --- operator updates -----------------------------------------------------------------------
+
+    @workflow.update(name="retry_provisioning")
+    async def retry_provisioning(self) -> CheckoutState:
+        """Run provisioning again with a fresh retry budget; answers when that round is over."""
+        self._claim_operator_action("retry")
+        rounds = self._provision_rounds
+        await workflow.wait_condition(lambda: self._provision_rounds > rounds)
+        return self.status()
+
+    def _claim_operator_action(self, action: str) -> None:
+        # Two updates accepted in the same workflow task both pass their validators; only the
+        # first handler to run acts, so two operators clicking retry provision once.
+        if self._operator_action is not None:
+            raise ApplicationError(
+                f"another operator action ({self._operator_action}) is already under way",
+                type="OperatorActionInProgress",
+            )
+        self._operator_action = action
+
+    @retry_provisioning.validator
+    def _validate_retry(self) -> None:
+        if self._state != CheckoutStatus.NEEDS_ATTENTION or self._operator_action is not None:
+            raise ValueError(
+                f"retry_provisioning is only possible in NeedsAttention; the order is"
+                f" {self._state.value}"
+            )
+
+    @workflow.update(name="compensate")
+    async def compensate(self, request: CompensateRequest) -> CheckoutState:
+        self._claim_operator_action("compensate")
+        self._operator_reason = request.reason
+        await workflow.wait_condition(lambda: self._result is not None)
+        return self.status()
+
+    @compensate.validator
+    def _validate_compensate(self, request: CompensateRequest) -> None:
+        if (
+            self._state not in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL)
+            or self._operator_action is not None
+        ):
+            raise ValueError(
+                f"compensate is only possible in NeedsAttention or AwaitingApproval; the order"
+                f" is {self._state.value}"
+            )
+
+
+__all__ = ["CheckoutWorkflow", "checkout_workflow_id"]
