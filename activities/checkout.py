@@ -34,6 +34,10 @@ from checkout.models import (
     ChargeInfo,
     ChargeInput,
     CheckoutPlan,
+    CheckoutResult,
+    ClaimOrderInput,
+    FinishOrderInput,
+    OrderClaim,
     CheckoutPolicy,
     EmailInfo,
     EmailStatus,
@@ -84,6 +88,27 @@ class CheckoutActivities:
             provisioning_max_attempts=self._settings.provisioning_max_attempts,
             park_timeout_seconds=self._settings.park_timeout_seconds,
             approval_timeout_seconds=self._settings.approval_timeout_seconds,
+        )
+
+    @activity.defn
+    async def claim_order(self, request: ClaimOrderInput) -> OrderClaim:
+        """The first run of an order owns it; a later run with the same order id (the workflow id
+        is free again once a run has ended) gets the first run's result instead of running."""
+        owner, result = await self._store.claim_order(
+            request.order_id, request.account_id, request.run_id
+        )
+        return OrderClaim(
+            owner_run_id=owner,
+            earlier_result=CheckoutResult.model_validate_json(result) if result else None,
+        )
+
+    @activity.defn
+    async def finish_order(self, request: FinishOrderInput) -> None:
+        await self._store.finish_order(
+            request.order_id,
+            request.run_id,
+            request.result.status.value,
+            request.result.model_dump_json(),
         )
 
     @activity.defn
@@ -240,6 +265,8 @@ class CheckoutActivities:
         """Every activity, for the worker."""
         return [
             self.load_checkout_policy,
+            self.claim_order,
+            self.finish_order,
             self.validate_vat_id,
             self.price_order,
             self.charge_payment,

@@ -3,6 +3,7 @@ commands and the tests read."""
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -42,8 +43,9 @@ def parse_duration(text: str, name: str = "duration") -> float:
             + parts.get("minutes", 0) * 60
             + parts.get("seconds", 0)
         )
-    if seconds <= 0:
-        raise ConfigError(f"{name}: must be positive, got {text!r}")
+    # float() also reads "nan" and "inf": neither is a usable timeout.
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"{name}: must be a positive, finite number of seconds, got {text!r}")
     return seconds
 
 

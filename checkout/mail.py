@@ -130,7 +130,7 @@ def _zone(timezone: str | None) -> tzinfo:
         return UTC
     try:
         return ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         # An account with a zone we do not know still gets its e-mail, with dates in UTC.
         return UTC
 
@@ -373,7 +373,7 @@ def _reject_line_breaks(name: str, value: str) -> None:
 def _single_address(name: str, value: str) -> str:
     _reject_line_breaks(name, value)
     addresses = email.utils.getaddresses([value])
-    if len(addresses) != 1 or "@" not in addresses[0][1] or "," in value:
+    if len(addresses) != 1 or "@" not in addresses[0][1]:
         raise ValueError(f"{name} must be exactly one e-mail address, got {value!r}")
     return value.strip()
 
@@ -431,6 +431,8 @@ def compose_email(
 
 
 class Mailer(Protocol):
+    """Anything that delivers a message (SmtpMailer; a recorder in workflow tests)."""
+
     async def send(self, message: EmailMessage) -> None: ...
 
 

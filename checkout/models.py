@@ -375,6 +375,25 @@ class SendEmailInput(_Model):
     trial_end: UtcDateTime | None = None
 
 
+class ClaimOrderInput(_Model):
+    order_id: str
+    account_id: str
+    run_id: str
+
+
+class OrderClaim(_Model):
+    """Whether this run owns the order; if an earlier run owned and finished it, its result."""
+
+    owner_run_id: str
+    earlier_result: CheckoutResult | None = None
+
+
+class FinishOrderInput(_Model):
+    order_id: str
+    run_id: str
+    result: CheckoutResult
+
+
 class CheckoutPolicy(_Model):
     """Settings the workflow needs, read once from the worker's environment and kept in history."""
 

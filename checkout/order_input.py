@@ -76,12 +76,18 @@ def parse_order(raw: Any) -> Order:
             raw = json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise CheckoutRejected(Reason.INVALID_ORDER, f"order: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise CheckoutRejected(Reason.INVALID_ORDER, "order: nested too deeply") from None
     if not isinstance(raw, dict):
         raise CheckoutRejected(
             Reason.INVALID_ORDER,
             f"order: expected a JSON object, got {type(raw).__name__ if raw is not None else 'null'}",
         )
-    card_field = find_card_number(raw)
+    try:
+        card_field = find_card_number(raw)
+    except RecursionError:
+        # A deeply nested extra field must end the order, not fail the workflow task forever.
+        raise CheckoutRejected(Reason.INVALID_ORDER, "order: nested too deeply") from None
     if card_field is not None:
         # Never echo the number itself.
         raise CheckoutRejected(

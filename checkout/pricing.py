@@ -196,6 +196,12 @@ def _trial_line(
         )
     trial_end = anchor + timedelta(days=product.trial_days)
     plan = product.plans[item.plan]
+    if currency not in plan.prices:
+        # Same rule as for a purchase; it also keeps an unknown currency from crashing zero().
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            f"{where}.plan: {product.name} {plan.name} is not sold in {currency}",
+        )
     line = InvoiceLine(
         product=item.product,
         plan=item.plan,

@@ -1,31 +1,77 @@
-"""CheckoutWorkflow on the time-skipping server with the real activities, store and SMTP."""
+"""CheckoutWorkflow on the time-skipping server with the real activities, a real store (SQLite
+and PostgreSQL) and real SMTP. Long waits (retry backoff, the park timeout) pass at once."""
 
 from __future__ import annotations
 
-from decimal import Decimal
+import asyncio
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
+import pytest
+from temporalio import activity
+from temporalio.api.common.v1 import Payload
+from temporalio.client import WorkflowFailureError
+from temporalio.common import RawValue
+from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.models import ResultStatus
+from activities.checkout import CheckoutActivities
+from checkout.contract import checkout_workflow_id
+from checkout.models import (
+    AnchorInput,
+    CheckoutResult,
+    CheckoutState,
+    CheckoutStatus,
+    EmailStatus,
+    ResultStatus,
+    Subscription,
+    SubscriptionsResult,
+)
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, checkout_worker, order, run_order, store_url
+from tests.support import account, checkout_worker, eventually, order, run_order, store_url
+from worker import build_activities
+
+CENT = Decimal("0.01")
+
+
+def existing_annual(start: datetime, seats: int = 5, amount: str = "1450.00") -> dict[str, Any]:
+    return {
+        "product": "remote-support",
+        "plan": "standard",
+        "seats": seats,
+        "billing_cycle": "annual",
+        "status": "active",
+        "current_period_start": start.isoformat(),
+        "current_period_end": start.replace(year=start.year + 1).isoformat(),
+        "period_amount": amount,
+    }
+
+
+@pytest.fixture
+def env(time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
+    return time_skipping_env
 
 
 async def test_german_consumer_buys_remote_support(
-    time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """A German consumer pays 19 % German VAT on a new annual subscription, charged once."""
     acc = account()
     await store.import_accounts([acc])
     settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(time_skipping_env.client, settings, store):
-        result = await run_order(time_skipping_env.client, settings, order(acc.account_id))
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id))
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
-    assert result.invoice.net == Decimal("2450.00")
-    assert result.invoice.vat == Decimal("465.50")
-    assert result.invoice.total == Decimal("2915.50")
+    assert (result.invoice.net, result.invoice.vat, result.invoice.total) == (
+        Decimal("2450.00"),
+        Decimal("465.50"),
+        Decimal("2915.50"),
+    )
+    assert result.invoice.tax_treatment.value == "standard"
+    assert result.invoice.vat_country == "DE"
     assert result.charge is not None and result.charge.amount == Decimal("2915.50")
     payments = await store.payments(account_id=acc.account_id)
     assert [(p.kind, p.amount, p.status) for p in payments] == [
@@ -35,5 +81,366 @@ async def test_german_consumer_buys_remote_support(
     assert [(s.product, s.plan, s.seats, s.status.value) for s in subs] == [
         ("remote-support", "premium", 5, "active")
     ]
-    messages = await smtp_sink.wait_for(1)
-    assert messages[0]["To"] == "billing@muster.example"
+    line = result.invoice.lines[0]
+    assert subs[0].current_period_start == line.period_start
+    assert subs[0].current_period_end == line.period_end
+    assert subs[0].period_amount == Decimal("2450.00")
+    (message,) = await smtp_sink.wait_for(1)
+    assert message["To"] == "billing@muster.example"
+    assert result.email is not None and result.email.status is EmailStatus.SENT
+    assert message["Message-ID"] == result.email.message_id
+    body = message.get_body(("plain",))
+    assert body is not None
+    assert "2.915,50" in body.get_content()
+
+
+async def test_french_business_with_vat_id_is_reverse_charged(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A French business with a valid VAT ID pays no VAT; the invoice names both VAT IDs."""
+    acc = account(country="FR", locale="fr", name="Dupont SARL")
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(
+            env.client, settings, order(acc.account_id, vat_id="FR 40 303265045")
+        )
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.invoice is not None
+    assert result.invoice.tax_treatment.value == "reverse_charge"
+    assert (result.invoice.vat, result.invoice.total) == (Decimal("0.00"), Decimal("2450.00"))
+    assert result.invoice.customer_vat_id == "FR40303265045"
+    assert result.vat_id_status == "valid"
+    (message,) = await smtp_sink.wait_for(1)
+    text = message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert "Reverse charge" in text  # locale fr falls back to English
+    assert "FR40303265045" in text
+
+
+async def test_us_customer_pays_in_dollars_outside_eu_vat(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A US customer is billed USD prices with no VAT (outside scope)."""
+    acc = account(country="US", locale="en", currency="USD", timezone="America/New_York")
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    item = {"product": "meetings", "plan": "business", "seats": 3, "billing_cycle": "monthly"}
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id, item))
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.invoice is not None
+    assert result.invoice.currency == "USD"
+    assert result.invoice.tax_treatment.value == "outside_scope"
+    assert (result.invoice.net, result.invoice.vat, result.invoice.total) == (
+        Decimal("48.00"),
+        Decimal("0.00"),
+        Decimal("48.00"),
+    )
+    (message,) = await smtp_sink.wait_for(1)
+    assert "$48.00" in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+
+
+async def test_seat_increase_mid_term_credits_unused_time_and_moves_anchor(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Adding seats mid-term bills a full new period less the unused part of what was paid,
+    to the second, and moves the billing date to the day of the change."""
+    start = (await env.get_current_time() - timedelta(days=100)).replace(microsecond=0)
+    acc = account(subscriptions=[existing_annual(start)])
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    item = {"product": "remote-support", "plan": "standard", "seats": 8, "billing_cycle": "annual"}
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id, item))
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.invoice is not None
+    (line,) = result.invoice.lines
+    anchor = line.period_start
+    end = start.replace(year=start.year + 1)
+    expected_credit = (
+        Decimal("1450.00")
+        * Decimal(int((end - anchor).total_seconds()))
+        / Decimal(int((end - start).total_seconds()))
+    ).quantize(CENT, rounding=ROUND_HALF_UP)
+    assert line.kind.value == "change"
+    assert line.amount == Decimal("2320.00")
+    assert line.credit == expected_credit
+    assert line.new_seats == 3
+    assert result.invoice.net == Decimal("2320.00") - expected_credit
+    (sub,) = await store.subscriptions(acc.account_id)
+    assert sub.seats == 8
+    assert sub.current_period_start == anchor
+    assert sub.current_period_end == anchor.replace(year=anchor.year + 1)
+    assert sub.period_amount == result.invoice.net
+
+
+async def test_cart_with_a_purchase_and_a_trial_charges_only_the_purchase(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A cart of two products: the bought one is charged, the trial one is trialing, free."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    items = [
+        {"product": "device-backup", "plan": "essentials", "seats": 10,
+         "billing_cycle": "monthly"},
+        {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
+    ]
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id, *items))
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.invoice is not None
+    assert [line.kind.value for line in result.invoice.lines] == ["new", "trial"]
+    assert result.invoice.net == Decimal("99.90")
+    assert result.invoice.total == Decimal("118.88")  # 99.90 + 18.981 VAT rounded half-up
+    subs = {s.product: s for s in await store.subscriptions(acc.account_id)}
+    assert subs["device-backup"].status.value == "active"
+    trial = subs["meetings"]
+    assert trial.status.value == "trialing"
+    assert trial.trial_end == result.invoice.lines[1].period_start + timedelta(days=14)
+    assert [p.amount for p in await store.payments(account_id=acc.account_id)] == [
+        Decimal("118.88")
+    ]
+
+
+async def test_trial_only_order_charges_nothing(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Nothing due: no charge at all, not even of zero, and no payment method needed."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    item = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(
+            env.client, settings, order(acc.account_id, item, payment_method=None)
+        )
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.charge is None
+    assert await store.payments(account_id=acc.account_id) == []
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        ("pm_card_chargeDeclined", "card_declined"),
+        ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+        ("pm_card_chargeDeclinedExpiredCard", "expired_card"),
+        ("tok_made_up", "invalid_payment_method"),
+    ],
+)
+async def test_declined_card_rejects_the_order_and_changes_nothing(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink, token: str, reason: str
+) -> None:
+    """A decline is final: rejected with its reason, no seats, no retry, no e-mail."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(
+            env.client, settings, order(acc.account_id, payment_method=token)
+        )
+    assert (result.status, result.reason) == (ResultStatus.REJECTED, reason)
+    assert await store.subscriptions(acc.account_id) == []
+    payments = await store.payments(account_id=acc.account_id)
+    assert [(p.kind, p.status, p.failure_code) for p in payments] == [
+        ("charge", "failed", reason)
+    ]
+    assert smtp_sink.messages == []
+
+
+async def test_bad_vat_id_is_rejected_before_anything_is_charged(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A VAT ID with a wrong check digit ends invalid_vat_id; nothing is charged."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id, vat_id="DE136695977"))
+    assert (result.status, result.reason) == (ResultStatus.REJECTED, "invalid_vat_id")
+    assert result.message is not None and "vat_id" in result.message
+    assert await store.payments(account_id=acc.account_id) == []
+
+
+async def test_unknown_account_is_rejected(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """An order for an account the store does not know ends unknown_account."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order("acc-nobody"))
+    assert (result.status, result.reason) == (ResultStatus.REJECTED, "unknown_account")
+
+
+@pytest.mark.parametrize(
+    ("payload", "field"),
+    [
+        (Payload(metadata={"encoding": b"json/plain"}, data=b'{"order_id": "x", '), "order"),
+        (Payload(metadata={"encoding": b"json/plain"}, data=b"[1, 2]"), "order"),
+        (Payload(metadata={"encoding": b"json/plain"}, data=b'"just a string"'), "order"),
+        (Payload(metadata={"encoding": b"binary/null"}), "order"),
+        (
+            Payload(
+                metadata={"encoding": b"json/plain"},
+                data=b'{"order_id": "o1", "account_id": "a", "items": [{"product": "meetings",'
+                b' "plan": "business", "seats": -2, "mode": "buy", "billing_cycle": "annual"}]}',
+            ),
+            "items[0].seats",
+        ),
+    ],
+)
+async def test_malformed_orders_end_rejected_not_retrying(
+    env: WorkflowEnvironment, store: Store, payload: Payload, field: str
+) -> None:
+    """Whatever bytes a JSON client sends, the run ends rejected/invalid_order naming the field."""
+    settings = settings_for(store_url(store), None, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        handle = await env.client.start_workflow(
+            "CheckoutWorkflow",
+            RawValue(payload),
+            id=f"order-malformed-{id(payload)}-{unique_queue()}",
+            task_queue=settings.task_queue,
+            result_type=CheckoutResult,
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert (result.status, result.reason) == (ResultStatus.REJECTED, "invalid_order")
+    assert result.message is not None and result.message.startswith(field)
+
+
+async def test_same_order_started_twice_charges_once(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A second start with the same order id finds the first run: one charge, one e-mail."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    raw = order(acc.account_id)
+    async with checkout_worker(env.client, settings, store):
+        first = await run_order(env.client, settings, raw)
+        # The default id reuse policy lets a second run start once the first has ended.
+        second = await run_order(env.client, settings, raw)
+    assert first.status is ResultStatus.COMPLETED
+    assert second == first
+    assert len(await store.payments(account_id=acc.account_id)) == 1
+    assert len(smtp_sink.messages) == 1
+
+
+async def test_parked_order_is_compensated_when_the_park_timeout_passes(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Provisioning that keeps failing after the charge parks the order; when nobody acts
+    within the park timeout it is refunded in full and the previous state restored exactly."""
+    start = (await env.get_current_time() - timedelta(days=40)).replace(microsecond=0)
+    acc = account(subscriptions=[existing_annual(start)])
+    await store.import_accounts([acc])
+    before = await store.subscriptions(acc.account_id)
+    await store.set_paused("remote-support", True)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=2,
+        park_timeout_seconds=6 * 3600,
+    )
+    item = {"product": "remote-support", "plan": "premium", "seats": 7, "billing_cycle": "annual"}
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id, item))
+    assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "provisioning_failed")
+    assert result.charge is not None and result.refund is not None
+    assert result.refund.amount == result.charge.amount
+    payments = await store.payments(account_id=acc.account_id)
+    assert sorted((p.kind, p.amount) for p in payments) == [
+        ("charge", result.charge.amount),
+        ("refund", result.charge.amount),
+    ]
+    assert await store.subscriptions(acc.account_id) == before
+    (notice,) = await smtp_sink.wait_for(1)
+    assert "compensation" in notice["Message-ID"]
+    assert result.email is not None and result.email.status is EmailStatus.SENT
+
+
+class FailingAnchor(CheckoutActivities):
+    """The real activities, except that moving the billing anchor always fails."""
+
+    @activity.defn(name="reset_billing_anchor")
+    async def reset_billing_anchor(self, request: AnchorInput) -> SubscriptionsResult:
+        raise ApplicationError("billing system rejected the new anchor", non_retryable=True)
+
+
+async def test_failed_anchor_reset_undoes_provisioning_and_the_charge(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """When the billing anchor cannot be reset, the seats and the charge are undone too."""
+    start = (await env.get_current_time() - timedelta(days=10)).replace(microsecond=0)
+    acc = account(subscriptions=[existing_annual(start)])
+    await store.import_accounts([acc])
+    before = await store.subscriptions(acc.account_id)
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    real = build_activities(settings, store)
+    failing = FailingAnchor(
+        store=real._store, gateway=real._gateway, mailer=real._mailer, catalog=real._catalog,
+        settings=settings, vat_verifier=real._vat,
+    )
+    item = {"product": "remote-support", "plan": "standard", "seats": 9, "billing_cycle": "annual"}
+    async with checkout_worker(env.client, settings, store, activities=failing):
+        handle_raw = order(acc.account_id, item)
+        result = await run_order(env.client, settings, handle_raw)
+        state = await env.client.get_workflow_handle(
+            checkout_workflow_id(handle_raw["order_id"])
+        ).query("status", result_type=CheckoutState)
+    assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "provisioning_failed")
+    assert result.refund is not None and result.charge is not None
+    assert result.refund.amount == result.charge.amount
+    assert await store.subscriptions(acc.account_id) == before
+    assert state.compensations_run == ["undo_billing_anchor", "undo_provisioning", "refund_payment"]
+
+
+async def test_failed_email_leaves_the_paid_order_completed(
+    env: WorkflowEnvironment, store: Store
+) -> None:
+    """An SMTP server that is down never undoes a paid order: completed, email failed."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), None, unique_queue())  # nothing listens there
+    async with checkout_worker(env.client, settings, store):
+        result = await run_order(env.client, settings, order(acc.account_id))
+    assert result.status is ResultStatus.COMPLETED
+    assert result.email is not None and result.email.status is EmailStatus.FAILED
+    assert len(await store.subscriptions(acc.account_id)) == 1
+    (entry,) = await store.outbox()
+    assert entry.status == "failed"
+
+
+async def test_cancelling_a_parked_order_runs_the_compensations(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """`temporal workflow cancel` on a parked order refunds, restores, then ends cancelled."""
+    acc = account()
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    settings = settings_for(store_url(store), smtp_sink, unique_queue(),
+                            provisioning_max_attempts=1)
+    raw = order(acc.account_id)
+    async with checkout_worker(env.client, settings, store):
+        handle = await env.client.start_workflow(
+            "CheckoutWorkflow", raw, id=checkout_workflow_id(raw["order_id"]),
+            task_queue=settings.task_queue,
+        )
+
+        async def parked() -> None:
+            state = await handle.query("status", result_type=CheckoutState)
+            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
+
+        await eventually(parked)
+        await handle.cancel()
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        state = await handle.query("status", result_type=CheckoutState)
+    assert state.state is CheckoutStatus.CANCELLED
+    assert state.compensations_run == ["undo_provisioning", "refund_payment"]
+    payments = await store.payments(account_id=acc.account_id)
+    assert sorted(p.kind for p in payments) == ["charge", "refund"]
+    assert await store.subscriptions(acc.account_id) == []
+
+
+def _subscription(sub: Subscription) -> tuple[Any, ...]:
+    return tuple(sub.model_dump().values())

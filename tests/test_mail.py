@@ -611,6 +611,7 @@ def test_sender_domain_from_mail_from() -> None:
     """The Message-ID domain is the domain of the From address."""
     assert sender_domain(SENDER) == "billing.kestrel.example"
     assert sender_domain("no-reply@Billing.Kestrel.Example") == "billing.kestrel.example"
+    assert sender_domain('"Kestrel Cloud, Billing" <a@kestrel.example>') == "kestrel.example"
     with pytest.raises(ValueError):
         sender_domain("no domain here")
 

@@ -31,11 +31,14 @@ with workflow.unsafe.imports_passed_through():
         CheckoutResult,
         CheckoutState,
         CheckoutStatus,
+        ClaimOrderInput,
         CompensateRequest,
         EmailInfo,
         EmailPurpose,
         EmailStatus,
+        FinishOrderInput,
         Order,
+        OrderClaim,
         PriceOrderInput,
         ProvisionInput,
         RefundInput,
@@ -76,17 +79,20 @@ EMAIL = {
 }
 
 
-class _Park(Exception):
-    """Provisioning ran out of attempts: wait for an operator."""
-
-
-class _Undo(Exception):
+class _MustCompensateError(Exception):
     """Undo what was done and end ``compensated`` with this reason."""
 
     def __init__(self, reason: Reason, message: str) -> None:
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+
+_ENDING_STATE = {
+    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
+    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
+    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+}
 
 
 def _rejection_of(error: BaseException) -> CheckoutRejected | None:
@@ -146,16 +152,50 @@ class CheckoutWorkflow:
     async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
         # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
         # at it: a malformed order ends rejected instead of failing workflow tasks forever.
-        anchor = workflow.info().workflow_start_time.replace(microsecond=0)
         try:
             order = parse_order(_decode(raw_order))
         except CheckoutRejected as rejected:
-            return await self._end_rejected(rejected)
+            return self._end_rejected(rejected)
         self._order = order
         self._set_state(CheckoutStatus.VALIDATING)
         policy = await workflow.execute_activity(
             "load_checkout_policy", result_type=CheckoutPolicy, **QUICK
         )
+        run_id = workflow.info().run_id
+        claim = await workflow.execute_activity(
+            "claim_order",
+            ClaimOrderInput(order_id=order.order_id, account_id=order.account_id, run_id=run_id),
+            result_type=OrderClaim,
+            **QUICK,
+        )
+        if claim.owner_run_id != run_id and claim.earlier_result is not None:
+            # The workflow id is free again once a run ended: a repeated start returns what the
+            # first run did instead of running the order twice.
+            self._result = claim.earlier_result
+            self._set_state(_ENDING_STATE[claim.earlier_result.status])
+            return claim.earlier_result
+        try:
+            result = await self._checkout(order, policy)
+        except BaseException as error:
+            if is_cancelled_exception(error):
+                await self._compensate()
+                self._set_state(CheckoutStatus.CANCELLED)
+                await self._record(
+                    CheckoutResult(
+                        order_id=order.order_id,
+                        status=ResultStatus.COMPENSATED,
+                        reason=Reason.CANCELLED.value,
+                        message="the checkout was cancelled; everything done was undone",
+                        charge=self._charge,
+                        refund=self._refund,
+                    )
+                )
+            raise
+        await self._record(result)
+        return result
+
+    async def _checkout(self, order: Order, policy: CheckoutPolicy) -> CheckoutResult:
+        anchor = workflow.info().workflow_start_time.replace(microsecond=0)
         try:
             vat: VatCheck | None = None
             if order.vat_id is not None:
@@ -179,19 +219,16 @@ class CheckoutWorkflow:
             await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan) or subscriptions
-        except _Undo as undo:
+        except _MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
-        except BaseException as error:
-            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
-            if rejected is not None:
-                # Rejections come before anything took effect (a declined charge took nothing),
-                # so the registered undo steps have nothing to do.
-                self._undo_stack.clear()
-                return await self._end_rejected(rejected)
-            if is_cancelled_exception(error):
-                await self._compensate()
-                self._set_state(CheckoutStatus.CANCELLED)
-            raise
+        except ActivityError as error:
+            rejected = _rejection_of(error)
+            if rejected is None:
+                raise
+            # Rejections come before anything took effect (a declined charge took nothing), so
+            # the registered undo steps have nothing to do.
+            self._undo_stack.clear()
+            return self._end_rejected(rejected)
 
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
@@ -215,6 +252,16 @@ class CheckoutWorkflow:
         )
         self._set_state(CheckoutStatus.COMPLETED)
         return self._result
+
+    async def _record(self, result: CheckoutResult) -> None:
+        assert self._order is not None
+        await workflow.execute_activity(
+            "finish_order",
+            FinishOrderInput(
+                order_id=self._order.order_id, run_id=workflow.info().run_id, result=result
+            ),
+            **QUICK,
+        )
 
     # --- steps ----------------------------------------------------------------------------------
 
@@ -288,7 +335,7 @@ class CheckoutWorkflow:
 
     async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
-        timeout raise _Undo."""
+        timeout raise _MustCompensateError."""
         self._last_error = f"provision_subscriptions: {_describe(error)}"
         self._operator_action = None
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
@@ -299,13 +346,13 @@ class CheckoutWorkflow:
                 timeout=timedelta(seconds=policy.park_timeout_seconds),
             )
         except TimeoutError:
-            raise _Undo(
+            raise _MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"provisioning failed and nobody resolved it within"
                 f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
             ) from None
         if self._operator_action == "compensate":
-            raise _Undo(
+            raise _MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {self._operator_reason}",
             )
@@ -326,7 +373,7 @@ class CheckoutWorkflow:
                 ),
             )
         except ActivityError as error:
-            raise _Undo(
+            raise _MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"the billing anchor could not be reset: {_describe(error)}",
             ) from None
@@ -409,7 +456,7 @@ class CheckoutWorkflow:
 
     # --- endings --------------------------------------------------------------------------------
 
-    async def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
+    def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
         self._last_error = f"{rejected.reason.value}: {rejected.message}"
         self._result = CheckoutResult(
             order_id=self._order.order_id if self._order else None,

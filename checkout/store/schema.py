@@ -158,3 +158,17 @@ class ProductFlagRow(Base):
     product: Mapped[str] = mapped_column(String(64), primary_key=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     updated_at: Mapped[datetime] = mapped_column(UtcTimestamp())
+
+
+class OrderRow(Base):
+    """The run that owns an order, and its result once it ended."""
+
+    __tablename__ = "orders"
+
+    order_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    account_id: Mapped[str] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
+    finished_at: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)

@@ -37,6 +37,7 @@ from checkout.models import (
 )
 from checkout.store.schema import (
     AccountRow,
+    OrderRow,
     OrderStepRow,
     OutboxRow,
     PaymentRow,
@@ -462,6 +463,31 @@ class Store:
         async with self._tx() as session:
             row = await session.get(OrderStepRow, (order_id, step))
             return None if row is None else row.status
+
+    # --- orders ---------------------------------------------------------------------------------
+
+    async def claim_order(
+        self, order_id: str, account_id: str, run_id: str
+    ) -> tuple[str, str | None]:
+        """Record ``run_id`` as the run of this order unless another run got there first; return
+        the owning run and, if it ended, its result (JSON)."""
+        async with self._tx() as session:
+            row = await session.get(OrderRow, order_id, with_for_update=True)
+            if row is None:
+                row = OrderRow(
+                    order_id=order_id, account_id=account_id, run_id=run_id, created_at=_now()
+                )
+                session.add(row)
+            return row.run_id, row.result
+
+    async def finish_order(self, order_id: str, run_id: str, status: str, result: str) -> None:
+        async with self._tx() as session:
+            row = await session.get(OrderRow, order_id, with_for_update=True)
+            if row is None or row.run_id != run_id or row.result is not None:
+                return
+            row.status = status
+            row.result = result
+            row.finished_at = _now()
 
     # --- e-mail outbox --------------------------------------------------------------------------
 
