@@ -34,14 +34,14 @@ from checkout.models import (
     ChargeInfo,
     ChargeInput,
     CheckoutPlan,
+    CheckoutPolicy,
     CheckoutResult,
     ClaimOrderInput,
-    FinishOrderInput,
-    OrderClaim,
-    CheckoutPolicy,
     EmailInfo,
     EmailStatus,
+    FinishOrderInput,
     InvoicePaymentInput,
+    OrderClaim,
     PriceOrderInput,
     ProvisionInput,
     RefundInput,
@@ -221,7 +221,8 @@ class CheckoutActivities:
         account = await self._store.get_account(request.account_id)
         if account is None:
             raise ApplicationError(
-                f"no account {request.account_id} to e-mail", type="UnknownAccount",
+                f"no account {request.account_id} to e-mail",
+                type="UnknownAccount",
                 non_retryable=True,
             )
         product = self._catalog.products.get(request.product or "")

@@ -9,8 +9,8 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from checkout.money import MINOR_UNITS
 from checkout.models import BillingCycle
+from checkout.money import MINOR_UNITS
 
 #: The catalog shipped with the project (``CHECKOUT_CATALOG_PATH`` overrides it).
 DEFAULT_CATALOG_PATH = Path(__file__).resolve().parent / "catalog.toml"

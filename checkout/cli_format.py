@@ -34,7 +34,9 @@ def percent(rate: Decimal) -> str:
     return f"{value:f} %"
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None) -> str:
+def table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], right: set[int] | None = None
+) -> str:
     """Columns padded to their widest cell; the columns in ``right`` (numbers) right-aligned."""
     right = right or set()
     widths = [len(h) for h in header]

@@ -44,7 +44,7 @@ UtcDateTime = Annotated[
 #: Money as a decimal. JSON carries it as a string ("1234.50") in both directions.
 Money = Annotated[
     Decimal,
-    PlainSerializer(lambda d: str(d), return_type=str, when_used="json"),
+    PlainSerializer(str, return_type=str, when_used="json"),
 ]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]

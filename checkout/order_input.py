@@ -62,9 +62,10 @@ def _location(loc: tuple[int | str, ...]) -> str:
 
 
 def describe_validation_error(exc: ValidationError) -> str:
-    parts = []
-    for error in exc.errors(include_url=False, include_input=False)[:5]:
-        parts.append(f"{_location(error['loc'])}: {error['msg']}")
+    parts = [
+        f"{_location(error['loc'])}: {error['msg']}"
+        for error in exc.errors(include_url=False, include_input=False)[:5]
+    ]
     more = len(exc.errors()) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
@@ -81,7 +82,7 @@ def parse_order(raw: Any) -> Order:
     if not isinstance(raw, dict):
         raise CheckoutRejected(
             Reason.INVALID_ORDER,
-            f"order: expected a JSON object, got {type(raw).__name__ if raw is not None else 'null'}",
+            f"order: expected a JSON object, got {'null' if raw is None else type(raw).__name__}",
         )
     try:
         card_field = find_card_number(raw)

@@ -85,7 +85,7 @@ def _product_and_plan(catalog: Catalog, item: OrderItem, where: str) -> Product:
     return product
 
 
-def _paid_line(
+def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in order
     item: OrderItem,
     where: str,
     product: Product,
@@ -173,7 +173,7 @@ def _paid_line(
     return line, target
 
 
-def _trial_line(
+def _trial_line(  # noqa: PLR0917 - as _paid_line
     item: OrderItem,
     where: str,
     product: Product,

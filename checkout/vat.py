@@ -18,7 +18,35 @@ from checkout.models import TaxTreatment
 
 #: ISO 3166 codes of the EU member states. Greece is "GR" in ISO, "EL" in VAT IDs.
 EU_COUNTRIES = frozenset(
-    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split()
+    [
+        "AT",
+        "BE",
+        "BG",
+        "CY",
+        "CZ",
+        "DE",
+        "DK",
+        "EE",
+        "ES",
+        "FI",
+        "FR",
+        "GR",
+        "HR",
+        "HU",
+        "IE",
+        "IT",
+        "LT",
+        "LU",
+        "LV",
+        "MT",
+        "NL",
+        "PL",
+        "PT",
+        "RO",
+        "SE",
+        "SI",
+        "SK",
+    ]
 )
 
 #: (country, standard rate, effective from): newest row per country whose date has come wins.
@@ -106,13 +134,9 @@ def tax_treatment(
 ) -> TaxDecision:
     """The treatment of a B2B/B2C sale of electronically supplied services (DOMAIN.md, VAT)."""
     if customer_country not in EU_COUNTRIES:
-        return TaxDecision(TaxTreatment.OUTSIDE_SCOPE, None, Decimal("0"))
+        return TaxDecision(TaxTreatment.OUTSIDE_SCOPE, None, Decimal(0))
     if customer_country == seller_country:
-        return TaxDecision(
-            TaxTreatment.STANDARD, seller_country, standard_rate(seller_country, on)
-        )
+        return TaxDecision(TaxTreatment.STANDARD, seller_country, standard_rate(seller_country, on))
     if verified_vat_id:
-        return TaxDecision(TaxTreatment.REVERSE_CHARGE, customer_country, Decimal("0"))
-    return TaxDecision(
-        TaxTreatment.STANDARD, customer_country, standard_rate(customer_country, on)
-    )
+        return TaxDecision(TaxTreatment.REVERSE_CHARGE, customer_country, Decimal(0))
+    return TaxDecision(TaxTreatment.STANDARD, customer_country, standard_rate(customer_country, on))

@@ -16,8 +16,9 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
-from aiosmtpd.controller import Controller  # type: ignore[import-untyped]
+from aiosmtpd.controller import Controller
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
@@ -83,8 +84,6 @@ class _StoreFactory:
                 if os.environ.get("CI"):
                     pytest.fail(f"CI must run the PostgreSQL tests: {why}")
                 pytest.skip(why)
-            import asyncpg  # type: ignore[import-untyped]
-
             self._db = f"checkout_test_{uuid.uuid4().hex[:12]}"
             admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
             try:
@@ -100,8 +99,6 @@ class _StoreFactory:
         assert self.store is not None
         await self.store.close()
         if self._db:
-            import asyncpg
-
             admin = await asyncpg.connect(_asyncpg_dsn(POSTGRES_ADMIN_URL))
             try:
                 await admin.execute(f'DROP DATABASE IF EXISTS "{self._db}" WITH (FORCE)')
@@ -144,8 +141,8 @@ class SmtpSink:
     def to(self, address: str) -> list[EmailMessage]:
         return [m for m in self.messages if m["To"] and address in m["To"]]
 
-    async def wait_for(self, count: int, timeout: float = 20) -> list[EmailMessage]:
-        deadline = asyncio.get_running_loop().time() + timeout
+    async def wait_for(self, count: int, within: float = 20) -> list[EmailMessage]:
+        deadline = asyncio.get_running_loop().time() + within
         while len(self.messages) < count:
             if asyncio.get_running_loop().time() > deadline:
                 raise AssertionError(f"expected {count} e-mails, got {len(self.messages)}")

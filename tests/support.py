@@ -101,10 +101,10 @@ async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutRes
 
 
 async def eventually(
-    check: Callable[[], Awaitable[T]], *, timeout: float = 30, interval: float = 0.2
+    check: Callable[[], Awaitable[T]], *, within: float = 30, interval: float = 0.2
 ) -> T:
     """Poll ``check`` until it returns without AssertionError."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         try:
             return await check()

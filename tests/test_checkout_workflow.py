@@ -4,7 +4,7 @@ and PostgreSQL) and real SMTP. Long waits (retry backoff, the park timeout) pass
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -182,8 +182,7 @@ async def test_cart_with_a_purchase_and_a_trial_charges_only_the_purchase(
     await store.import_accounts([acc])
     settings = settings_for(store_url(store), smtp_sink, unique_queue())
     items = [
-        {"product": "device-backup", "plan": "essentials", "seats": 10,
-         "billing_cycle": "monthly"},
+        {"product": "device-backup", "plan": "essentials", "seats": 10, "billing_cycle": "monthly"},
         {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
     ]
     async with checkout_worker(env.client, settings, store):
@@ -237,15 +236,11 @@ async def test_declined_card_rejects_the_order_and_changes_nothing(
     await store.import_accounts([acc])
     settings = settings_for(store_url(store), smtp_sink, unique_queue())
     async with checkout_worker(env.client, settings, store):
-        result = await run_order(
-            env.client, settings, order(acc.account_id, payment_method=token)
-        )
+        result = await run_order(env.client, settings, order(acc.account_id, payment_method=token))
     assert (result.status, result.reason) == (ResultStatus.REJECTED, reason)
     assert await store.subscriptions(acc.account_id) == []
     payments = await store.payments(account_id=acc.account_id)
-    assert [(p.kind, p.status, p.failure_code) for p in payments] == [
-        ("charge", "failed", reason)
-    ]
+    assert [(p.kind, p.status, p.failure_code) for p in payments] == [("charge", "failed", reason)]
     assert smtp_sink.messages == []
 
 
@@ -337,7 +332,10 @@ async def test_parked_order_is_compensated_when_the_park_timeout_passes(
     before = await store.subscriptions(acc.account_id)
     await store.set_paused("remote-support", True)
     settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=2,
+        store_url(store),
+        smtp_sink,
+        unique_queue(),
+        provisioning_max_attempts=2,
         park_timeout_seconds=6 * 3600,
     )
     item = {"product": "remote-support", "plan": "premium", "seats": 7, "billing_cycle": "annual"}
@@ -376,8 +374,12 @@ async def test_failed_anchor_reset_undoes_provisioning_and_the_charge(
     settings = settings_for(store_url(store), smtp_sink, unique_queue())
     real = build_activities(settings, store)
     failing = FailingAnchor(
-        store=real._store, gateway=real._gateway, mailer=real._mailer, catalog=real._catalog,
-        settings=settings, vat_verifier=real._vat,
+        store=real._store,
+        gateway=real._gateway,
+        mailer=real._mailer,
+        catalog=real._catalog,
+        settings=settings,
+        vat_verifier=real._vat,
     )
     item = {"product": "remote-support", "plan": "standard", "seats": 9, "billing_cycle": "annual"}
     async with checkout_worker(env.client, settings, store, activities=failing):
@@ -416,12 +418,15 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
     acc = account()
     await store.import_accounts([acc])
     await store.set_paused("remote-support", True)
-    settings = settings_for(store_url(store), smtp_sink, unique_queue(),
-                            provisioning_max_attempts=1)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
+    )
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store):
         handle = await env.client.start_workflow(
-            "CheckoutWorkflow", raw, id=checkout_workflow_id(raw["order_id"]),
+            "CheckoutWorkflow",
+            raw,
+            id=checkout_workflow_id(raw["order_id"]),
             task_queue=settings.task_queue,
         )
 

@@ -7,7 +7,7 @@ import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal, TypedDict, TypeVar, Unpack
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
@@ -52,31 +52,40 @@ with workflow.unsafe.imports_passed_through():
     )
     from checkout.order_input import parse_order
 
+
+class ActivityOptions(TypedDict):
+    start_to_close_timeout: timedelta
+    retry_policy: RetryPolicy
+
+
 # Reads and pure computations: short, retried until they work (an outage of the store heals).
-QUICK = {
-    "start_to_close_timeout": timedelta(seconds=30),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=30)),
-}
+QUICK = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
 # Undo steps must get through: retried without limit, backing off to a minute.
-UNDO = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(seconds=60)),
-}
+UNDO = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
+)
 # The charge is idempotent by key, so retrying a gateway outage or timeout charges once;
 # declines are typed non-retryable by the activity.
-CHARGE = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(maximum_interval=timedelta(minutes=2)),
-}
+CHARGE = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=2)),
+)
 # An e-mail that cannot go out after a few tries is reported, never allowed to undo the order.
-EMAIL = {
-    "start_to_close_timeout": timedelta(seconds=60),
-    "retry_policy": RetryPolicy(
+EMAIL = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(
         initial_interval=timedelta(seconds=2),
         maximum_interval=timedelta(seconds=30),
         maximum_attempts=5,
     ),
-}
+)
+
+
+T = TypeVar("T")
 
 
 class _MustCompensateError(Exception):
@@ -162,7 +171,7 @@ class CheckoutWorkflow:
             "load_checkout_policy", result_type=CheckoutPolicy, **QUICK
         )
         run_id = workflow.info().run_id
-        claim = await workflow.execute_activity(
+        claim: OrderClaim = await workflow.execute_activity(
             "claim_order",
             ClaimOrderInput(order_id=order.order_id, account_id=order.account_id, run_id=run_id),
             result_type=OrderClaim,
@@ -379,7 +388,9 @@ class CheckoutWorkflow:
             ) from None
         return result.subscriptions
 
-    def _undo(self, activity: str, step: str) -> Callable[[], Awaitable[Any]]:
+    def _undo(
+        self, activity: str, step: Literal["provision", "anchor"]
+    ) -> Callable[[], Awaitable[Any]]:
         def run() -> Awaitable[Any]:
             assert self._order is not None
             return workflow.execute_activity(
@@ -387,7 +398,7 @@ class CheckoutWorkflow:
                 UndoInput(
                     order_id=self._order.order_id,
                     account_id=self._order.account_id,
-                    step=step,  # type: ignore[arg-type]  # "provision" | "anchor"
+                    step=step,
                 ),
                 result_type=bool,
                 **UNDO,
@@ -407,15 +418,15 @@ class CheckoutWorkflow:
         self,
         name: str,
         arg: Any,
-        result_type: type[Any],
+        result_type: type[T],
         *,
         count_attempts: bool = True,
-        **options: Any,
-    ) -> Any:
+        **options: Unpack[ActivityOptions],
+    ) -> T:
         self._current_step = name
         self._refresh_details()
         try:
-            result = await workflow.execute_activity(
+            result: T = await workflow.execute_activity(
                 name,
                 arg,
                 result_type=result_type,
@@ -570,7 +581,7 @@ class CheckoutWorkflow:
         return self.status()
 
     @compensate.validator
-    def _validate_compensate(self, request: CompensateRequest) -> None:
+    def _validate_compensate(self, request: CompensateRequest) -> None:  # noqa: ARG002
         if (
             self._state not in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL)
             or self._operator_action is not None

@@ -1,5 +1,5 @@
 """Persistence: see :mod:`checkout.store.store`."""
 
-from checkout.store.store import OutboxEntry, Store, StepUndone
+from checkout.store.store import OutboxEntry, StepUndone, Store
 
 __all__ = ["OutboxEntry", "StepUndone", "Store"]

@@ -22,7 +22,12 @@ from alembic.config import Config
 from sqlalchemy import delete, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from checkout.models import (
@@ -90,7 +95,7 @@ def _sqlite_immediate_transactions(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: DBAPIConnection, _: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None  # type: ignore[attr-defined]  # let us emit BEGIN
+        dbapi_connection.isolation_level = None  # let us emit BEGIN ourselves
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -173,9 +178,7 @@ class Store:
                     delete(SubscriptionRow).where(SubscriptionRow.account_id == account.account_id)
                 )
                 for sub in account.subscriptions:
-                    session.add(
-                        SubscriptionRow(account_id=account.account_id, **_row_values(sub))
-                    )
+                    session.add(SubscriptionRow(account_id=account.account_id, **_row_values(sub)))
 
     async def get_account(self, account_id: str) -> Account | None:
         async with self._tx() as session:
@@ -306,11 +309,11 @@ class Store:
     def _payment(row: PaymentRow) -> PaymentRecord:
         return PaymentRecord(
             id=row.id,
-            kind=row.kind,  # type: ignore[arg-type]  # written only from the same Literal
+            kind=row.kind,  # pydantic checks it against the Literal
             amount=row.amount,
             currency=row.currency,
             order_id=row.order_id,
-            status=row.status,  # type: ignore[arg-type]  # as above
+            status=row.status,
             failure_code=row.failure_code,
             due_date=row.due_date,
             created_at=row.created_at,
@@ -329,9 +332,7 @@ class Store:
             for target in targets:
                 row = rows.get(target.product)
                 if row is None:
-                    session.add(
-                        SubscriptionRow(account_id=account_id, **_row_values(target))
-                    )
+                    session.add(SubscriptionRow(account_id=account_id, **_row_values(target)))
                     continue
                 row.plan = target.plan
                 row.seats = target.seats
@@ -346,7 +347,7 @@ class Store:
     ) -> list[SubscriptionView]:
         """Move each touched subscription's billing period to the order's anchor."""
 
-        def mutate(rows: dict[str, SubscriptionRow], session: AsyncSession) -> None:
+        def mutate(rows: dict[str, SubscriptionRow], _: AsyncSession) -> None:
             for target in targets:
                 row = rows.get(target.product)
                 if row is None:
