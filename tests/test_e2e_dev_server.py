@@ -1,0 +1,345 @@
+"""End to end on the real Temporal dev server: orders started with the plain `temporal` CLI as
+JSON, the real worker, a real database (SQLite and PostgreSQL) and a real SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import uuid
+from datetime import timedelta
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from checkout.contract import checkout_workflow_id
+from checkout.models import CheckoutResult, CheckoutState, CheckoutStatus, ResultStatus
+from checkout.store import Store
+from tests.conftest import SmtpSink, settings_for, tool_path, unique_queue
+from tests.support import account, checkout_worker, eventually, now, order, store_url
+
+pytestmark = pytest.mark.e2e
+
+
+def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
+    address = env.client.service_client.config.target_host
+    completed = subprocess.run(
+        [tool_path("temporal"), *args, "--address", address],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    return completed.stdout
+
+
+def cli_start(
+    env: WorkflowEnvironment, task_queue: str, workflow_id: str, raw: str, *, encoding: str = ""
+) -> None:
+    """`temporal workflow start` with the order as the JSON text a client would type; with an
+    encoding, the bytes as they are (the CLI refuses broken JSON as json/plain itself)."""
+    extra = (
+        ["--input-base64", "--input-meta", f"encoding={encoding}",
+         "--input", base64.b64encode(raw.encode()).decode()]
+        if encoding
+        else ["--input", raw]
+    )  # fmt: skip
+    temporal_cli(
+        env,
+        "workflow", "start",
+        "--type", "CheckoutWorkflow",
+        "--task-queue", task_queue,
+        "--workflow-id", workflow_id,
+        *extra,
+    )  # fmt: skip
+
+
+async def result_of(env: WorkflowEnvironment, workflow_id: str) -> CheckoutResult:
+    handle = env.client.get_workflow_handle(workflow_id, result_type=CheckoutResult)
+    result = await asyncio.wait_for(handle.result(), 90)
+    assert isinstance(result, CheckoutResult)
+    return result
+
+
+def text_of(message: Any) -> str:
+    body = message.get_body(("plain",))
+    assert body is not None
+    return str(body.get_content())
+
+
+async def test_json_orders_started_with_the_temporal_cli(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Eight orders typed as JSON into `temporal workflow start` end as DOMAIN.md says, to the
+    cent, in the result, the store and the e-mail."""
+    t0 = now().replace(microsecond=0)
+    existing_start = t0 - timedelta(days=100)
+    de = account(billing_email="de@kunde.example")
+    fr = account(country="FR", locale="fr", name="Dupont SARL", billing_email="fr@client.example")
+    us = account(
+        country="US", locale="en", currency="USD", timezone="America/New_York",
+        billing_email="us@customer.example",
+    )  # fmt: skip
+    upgrade = account(
+        billing_email="upgrade@kunde.example",
+        subscriptions=[
+            {
+                "product": "remote-support", "plan": "standard", "seats": 5,
+                "billing_cycle": "annual", "status": "active",
+                "current_period_start": existing_start.isoformat(),
+                "current_period_end": (existing_start + timedelta(days=365)).isoformat(),
+                "period_amount": "1450.00",
+            }
+        ],
+    )  # fmt: skip
+    declined = account(billing_email="declined@kunde.example")
+    await store.import_accounts([de, fr, us, upgrade, declined])
+    annual_premium = {
+        "product": "remote-support", "plan": "premium", "seats": 5,
+        "billing_cycle": "annual", "mode": "buy",
+    }  # fmt: skip
+    orders = {
+        "de": order(de.account_id, annual_premium),
+        "fr": order(fr.account_id, annual_premium, vat_id="FR40303265045"),
+        "us": order(us.account_id, annual_premium),
+        "upgrade": order(
+            upgrade.account_id,
+            {"product": "remote-support", "plan": "standard", "seats": 8,
+             "billing_cycle": "annual"},
+        ),  # fmt: skip
+        "cart": order(
+            de.account_id,
+            {"product": "password-vault", "plan": "teams", "seats": 12,
+             "billing_cycle": "monthly"},
+            {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
+        ),  # fmt: skip
+        "declined": order(
+            declined.account_id, annual_premium, payment_method="pm_card_chargeDeclined"
+        ),
+        "bad_vat": order(fr.account_id, annual_premium, vat_id="FR40303265046"),
+    }
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(dev_env.client, settings, store):
+        ids = {}
+        for name, raw in orders.items():
+            ids[name] = checkout_workflow_id(raw["order_id"])
+            cli_start(dev_env, settings.task_queue, ids[name], json.dumps(raw))
+        ids["malformed"] = f"order-malformed-{uuid.uuid4().hex[:8]}"
+        cli_start(dev_env, settings.task_queue, ids["malformed"], '{"order_id": "x", "items": 7}')
+        ids["broken"] = f"order-broken-{uuid.uuid4().hex[:8]}"
+        cli_start(
+            dev_env,
+            settings.task_queue,
+            ids["broken"],
+            '{"order_id": "x", "items": [',
+            encoding="binary/plain",
+        )
+        results = {name: await result_of(dev_env, wf_id) for name, wf_id in ids.items()}
+
+    def totals(name: str) -> tuple[Decimal, Decimal, Decimal]:
+        invoice = results[name].invoice
+        assert invoice is not None, results[name]
+        return invoice.net, invoice.vat, invoice.total
+
+    # A German consumer: German VAT (seller is Irish), 5 x 490.00.
+    assert results["de"].status is ResultStatus.COMPLETED
+    assert totals("de") == (Decimal("2450.00"), Decimal("465.50"), Decimal("2915.50"))
+    # A French business with a valid VAT ID: reverse charge.
+    assert results["fr"].invoice is not None
+    assert results["fr"].invoice.tax_treatment.value == "reverse_charge"
+    assert totals("fr") == (Decimal("2450.00"), Decimal("0.00"), Decimal("2450.00"))
+    # A US customer: USD prices, outside the scope of EU VAT.
+    assert totals("us") == (Decimal("2700.00"), Decimal("0.00"), Decimal("2700.00"))
+    # A seat increase mid-term: full new period less the unused part of what was paid.
+    (line,) = results["upgrade"].invoice.lines  # type: ignore[union-attr]
+    (old,) = upgrade.subscriptions
+    expected_credit = (
+        Decimal("1450.00")
+        * Decimal(int((old.current_period_end - line.period_start).total_seconds()))
+        / Decimal(int((old.current_period_end - old.current_period_start).total_seconds()))
+    ).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert (line.amount, line.credit) == (Decimal("2320.00"), expected_credit)
+    net = Decimal("2320.00") - expected_credit
+    vat = (net * Decimal("0.19")).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+    assert totals("upgrade") == (net, vat, net + vat)
+    # A cart: 12 x 4.00 monthly bought, a free trial beside it.
+    assert totals("cart") == (Decimal("48.00"), Decimal("9.12"), Decimal("57.12"))
+    # Declined card, bad VAT ID, malformed JSON.
+    assert (results["declined"].status, results["declined"].reason) == (
+        ResultStatus.REJECTED,
+        "card_declined",
+    )
+    assert (results["bad_vat"].status, results["bad_vat"].reason) == (
+        ResultStatus.REJECTED,
+        "invalid_vat_id",
+    )
+    for name in ("malformed", "broken"):
+        assert (results[name].status, results[name].reason) == (
+            ResultStatus.REJECTED,
+            "invalid_order",
+        )
+    assert results["malformed"].message is not None
+    assert "items" in results["malformed"].message
+
+    # The store: one successful charge per paid order, for the exact total.
+    for name, acc in (("de", de), ("fr", fr), ("us", us), ("upgrade", upgrade)):
+        charges = [
+            p
+            for p in await store.payments(order_id=orders[name]["order_id"])
+            if p.kind == "charge"
+        ]
+        assert [(c.amount, c.status) for c in charges] == [(totals(name)[2], "succeeded")], name
+        assert charges[0].currency == acc.currency
+    (sub,) = await store.subscriptions(upgrade.account_id)
+    assert (sub.seats, sub.current_period_start, sub.period_amount) == (8, line.period_start, net)
+    assert await store.payments(order_id=orders["bad_vat"]["order_id"]) == []
+
+    # The e-mails: one confirmation per completed order, in the account's language.
+    await smtp_sink.wait_for(5)
+
+    def mail(name: str) -> str:
+        (message,) = [
+            m for m in smtp_sink.messages if f".{orders[name]['order_id']}@" in m["Message-ID"]
+        ]
+        return text_of(message)
+
+    assert "2.915,50 €" in mail("de")
+    assert "Reverse charge" in mail("fr")
+    assert "€2,450.00" in mail("fr")
+    assert "$2,700.00" in mail("us")
+    assert "57,12 €" in mail("cart")
+    assert f"{vat + net:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".") in mail(
+        "upgrade"
+    )
+    assert len(smtp_sink.messages) == 5
+
+
+async def test_search_attributes_and_details_are_visible(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A finished run carries CheckoutStatus and AccountId (no personal data) and a summary."""
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    raw = order(acc.account_id)
+    async with checkout_worker(dev_env.client, settings, store):
+        cli_start(dev_env, settings.task_queue, checkout_workflow_id(raw["order_id"]), json.dumps(raw))
+        await result_of(dev_env, checkout_workflow_id(raw["order_id"]))
+    describe = await dev_env.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"])
+    ).describe()
+    attributes = {pair.key.name: pair.value for pair in describe.typed_search_attributes}
+    attributes.pop("BuildIds", None)  # the server's own
+    assert attributes == {"CheckoutStatus": "Completed", "AccountId": acc.account_id}
+
+    async def listed() -> None:
+        found = [
+            w.id
+            async for w in dev_env.client.list_workflows(
+                f'CheckoutStatus = "Completed" AND AccountId = "{acc.account_id}"'
+            )
+        ]
+        assert found == [checkout_workflow_id(raw["order_id"])]
+
+    await eventually(listed)
+
+
+async def test_operator_retries_a_parked_order_to_completion(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A paused product parks the paid order; after resume, retry_provisioning completes it
+    with exactly one charge and the ordered seats."""
+    acc = account()
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=2
+    )
+    raw = order(acc.account_id)
+    handle = dev_env.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
+    )
+    async with checkout_worker(dev_env.client, settings, store):
+        cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
+
+        async def parked() -> CheckoutState:
+            state = await handle.query("status", result_type=CheckoutState)
+            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
+            return state
+
+        state = await eventually(parked)
+        assert state.current_step == "provision_subscriptions"
+        assert state.last_error is not None and "paused" in state.last_error
+        # An update whose argument does not validate is refused and changes nothing.
+        with pytest.raises(WorkflowUpdateFailedError):
+            await handle.execute_update("compensate", {"reason": ""})
+        assert (await handle.query("status", result_type=CheckoutState)).state is (
+            CheckoutStatus.NEEDS_ATTENTION
+        )
+        await store.set_paused("remote-support", False)
+        after = await handle.execute_update("retry_provisioning", result_type=CheckoutState)
+        assert after.state is not CheckoutStatus.NEEDS_ATTENTION
+        result = await asyncio.wait_for(handle.result(), 60)
+        # A finished run takes no more updates: the server refuses them.
+        with pytest.raises(RPCError, match="already completed"):
+            await handle.execute_update("retry_provisioning")
+    assert result.status is ResultStatus.COMPLETED
+    assert [p.kind for p in await store.payments(account_id=acc.account_id)] == ["charge"]
+    (sub,) = await store.subscriptions(acc.account_id)
+    assert (sub.product, sub.seats, sub.status.value) == ("remote-support", 5, "active")
+
+
+async def test_operator_compensates_a_parked_order(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """`compensate` on a parked order refunds in full and restores the previous state."""
+    start = now().replace(microsecond=0) - timedelta(days=30)
+    acc = account(
+        subscriptions=[
+            {
+                "product": "remote-support", "plan": "standard", "seats": 5,
+                "billing_cycle": "monthly", "status": "active",
+                "current_period_start": start.isoformat(),
+                "current_period_end": (start + timedelta(days=31)).isoformat(),
+                "period_amount": "145.00",
+            }
+        ]
+    )  # fmt: skip
+    await store.import_accounts([acc])
+    before = await store.subscriptions(acc.account_id)
+    await store.set_paused("remote-support", True)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
+    )
+    raw = order(
+        acc.account_id,
+        {"product": "remote-support", "plan": "premium", "seats": 6, "billing_cycle": "monthly"},
+    )
+    handle = dev_env.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
+    )
+    async with checkout_worker(dev_env.client, settings, store):
+        cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
+
+        async def parked() -> None:
+            state = await handle.query("status", result_type=CheckoutState)
+            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
+
+        await eventually(parked)
+        state = await handle.execute_update(
+            "compensate", {"reason": "customer asked to cancel"}, result_type=CheckoutState
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert state.state is CheckoutStatus.COMPENSATED
+    assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "operator_compensated")
+    assert result.refund is not None and result.charge is not None
+    assert result.refund.amount == result.charge.amount
+    assert await store.subscriptions(acc.account_id) == before
+    await smtp_sink.wait_for(1)
+    assert "compensation" in smtp_sink.messages[0]["Message-ID"]
