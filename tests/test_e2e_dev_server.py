@@ -110,15 +110,18 @@ async def test_json_orders_started_with_the_temporal_cli(
         "us": order(us.account_id, annual_premium),
         "upgrade": order(
             upgrade.account_id,
-            {"product": "remote-support", "plan": "standard", "seats": 8,
-             "billing_cycle": "annual"},
-        ),  # fmt: skip
+            {
+                "product": "remote-support",
+                "plan": "standard",
+                "seats": 8,
+                "billing_cycle": "annual",
+            },
+        ),
         "cart": order(
             de.account_id,
-            {"product": "password-vault", "plan": "teams", "seats": 12,
-             "billing_cycle": "monthly"},
+            {"product": "password-vault", "plan": "teams", "seats": 12, "billing_cycle": "monthly"},
             {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
-        ),  # fmt: skip
+        ),
         "declined": order(
             declined.account_id, annual_premium, payment_method="pm_card_chargeDeclined"
         ),
@@ -190,9 +193,7 @@ async def test_json_orders_started_with_the_temporal_cli(
     # The store: one successful charge per paid order, for the exact total.
     for name, acc in (("de", de), ("fr", fr), ("us", us), ("upgrade", upgrade)):
         charges = [
-            p
-            for p in await store.payments(order_id=orders[name]["order_id"])
-            if p.kind == "charge"
+            p for p in await store.payments(order_id=orders[name]["order_id"]) if p.kind == "charge"
         ]
         assert [(c.amount, c.status) for c in charges] == [(totals(name)[2], "succeeded")], name
         assert charges[0].currency == acc.currency
@@ -229,7 +230,9 @@ async def test_search_attributes_and_details_are_visible(
     settings = settings_for(store_url(store), smtp_sink, unique_queue())
     raw = order(acc.account_id)
     async with checkout_worker(dev_env.client, settings, store):
-        cli_start(dev_env, settings.task_queue, checkout_workflow_id(raw["order_id"]), json.dumps(raw))
+        cli_start(
+            dev_env, settings.task_queue, checkout_workflow_id(raw["order_id"]), json.dumps(raw)
+        )
         await result_of(dev_env, checkout_workflow_id(raw["order_id"]))
     describe = await dev_env.client.get_workflow_handle(
         checkout_workflow_id(raw["order_id"])
@@ -269,7 +272,7 @@ async def test_operator_retries_a_parked_order_to_completion(
         cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
 
         async def parked() -> CheckoutState:
-            state = await handle.query("status", result_type=CheckoutState)
+            state: CheckoutState = await handle.query("status", result_type=CheckoutState)
             assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
             return state
 
