@@ -1,0 +1,48 @@
+# The few commands a newcomer needs. `make demo` runs the checkout on the embedded stack;
+# `make test` runs the linters, the type checker and the whole test suite (what CI runs).
+PYTHON ?= python3
+UV_VERSION := 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install demo worker test lint fmt chaos bench histories clean
+
+# uv itself is pinned and installed into a private venv, then installs exactly uv.lock.
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --locked --quiet
+	touch $@
+
+install: $(VENV)/.synced
+
+demo: install
+	$(BIN)/python -m checkout.stack
+
+worker: install
+	$(BIN)/python worker.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+test: lint
+	$(BIN)/pytest
+
+chaos: install
+	$(BIN)/pytest -m chaos
+
+histories: install
+	$(BIN)/python -m tests.record_histories
+
+fmt: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .data .pytest_cache .mypy_cache .ruff_cache
