@@ -1,0 +1,88 @@
+"""The names others rely on (CONTRACT.md section 1): workflow ids and idempotency keys."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from checkout.contract import (
+    ACCOUNT_ID,
+    CHECKOUT_STATUS,
+    CHECKOUT_WORKFLOW,
+    DEFAULT_TASK_QUEUE,
+    TRIAL_WORKFLOW,
+    checkout_workflow_id,
+    idempotency_key,
+    order_id_from_workflow_id,
+    trial_workflow_id,
+)
+
+order_ids = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",
+    min_size=1,
+    max_size=64,
+)
+
+
+def test_checkout_workflow_id_is_order_dash_order_id() -> None:
+    """The checkout workflow id is "order-<order_id>"."""
+    assert checkout_workflow_id("ord-1001") == "order-ord-1001"
+
+
+def test_trial_workflow_id() -> None:
+    """The trial workflow id is "trial-<account_id>-<product>"."""
+    assert trial_workflow_id("acc-42", "meetings") == "trial-acc-42-meetings"
+
+
+def test_names_of_the_contract() -> None:
+    """Task queue, workflow types and search attribute names are the contract's."""
+    assert DEFAULT_TASK_QUEUE == "checkout"
+    assert (CHECKOUT_WORKFLOW, TRIAL_WORKFLOW) == ("CheckoutWorkflow", "TrialWorkflow")
+    assert (CHECKOUT_STATUS.name, ACCOUNT_ID.name) == ("CheckoutStatus", "AccountId")
+
+
+@given(order_ids)
+def test_order_id_round_trips_through_the_workflow_id(order_id: str) -> None:
+    """order_id_from_workflow_id(checkout_workflow_id(x)) == x for every valid order id."""
+    assert order_id_from_workflow_id(checkout_workflow_id(order_id)) == order_id
+
+
+def test_order_id_from_the_contract_example() -> None:
+    """ "order-ord-1001" gives back "ord-1001", keeping the inner "order-" of an id like it."""
+    assert order_id_from_workflow_id("order-ord-1001") == "ord-1001"
+    assert order_id_from_workflow_id("order-order-7") == "order-7"
+
+
+def test_other_workflow_ids_have_no_order_id() -> None:
+    """Ids that are not checkout workflow ids give None."""
+    assert order_id_from_workflow_id("trial-acc-42-meetings") is None
+    assert order_id_from_workflow_id("ord-1001") is None
+    assert order_id_from_workflow_id("Order-ord-1001") is None
+
+
+def test_idempotency_key_is_deterministic() -> None:
+    """The same workflow id and step always give the same key (never random)."""
+    first = idempotency_key("order-ord-1001", "charge")
+    assert first == idempotency_key("order-ord-1001", "charge")
+    assert "order-ord-1001" in first
+    assert "charge" in first
+
+
+def test_idempotency_key_differs_per_step_and_per_order() -> None:
+    """Charge and refund of one order, and the charges of two orders, have distinct keys."""
+    keys = {
+        idempotency_key("order-ord-1001", "charge"),
+        idempotency_key("order-ord-1001", "refund"),
+        idempotency_key("order-ord-1001", "invoice"),
+        idempotency_key("order-ord-1002", "charge"),
+    }
+    assert len(keys) == 4
+
+
+@given(order_ids, order_ids, st.sampled_from(["charge", "refund", "invoice", "provision"]))
+def test_idempotency_keys_never_collide(a: str, b: str, step: str) -> None:
+    """Different orders never share a key for the same step; one order never across steps."""
+    key_a = idempotency_key(checkout_workflow_id(a), step)
+    key_b = idempotency_key(checkout_workflow_id(b), step)
+    assert (key_a == key_b) == (a == b)
+    assert key_a != idempotency_key(checkout_workflow_id(a), step + "-undo")
