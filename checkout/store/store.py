@@ -22,6 +22,7 @@ from alembic.config import Config
 from sqlalchemy import delete, event, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -270,29 +271,37 @@ class Store:
         due_date: datetime | None = None,
     ) -> PaymentRecord:
         """Insert a payment once per idempotency key; a second call returns the first record."""
-        async with self._tx() as session:
-            existing = await session.scalar(
-                select(PaymentRow).where(PaymentRow.idempotency_key == idempotency_key)
-            )
-            if existing is not None:
-                return self._payment(existing)
-            row = PaymentRow(
-                id=payment_id,
-                idempotency_key=idempotency_key,
-                account_id=account_id,
-                order_id=order_id,
-                kind=kind,
-                amount=amount,
-                currency=currency,
-                status=status,
-                failure_code=failure_code,
-                payment_method=payment_method,
-                refunded_payment_id=refunded_payment_id,
-                due_date=due_date,
-                created_at=_now(),
-            )
-            session.add(row)
-            return self._payment(row)
+        try:
+            async with self._tx() as session:
+                existing = await session.scalar(
+                    select(PaymentRow).where(PaymentRow.idempotency_key == idempotency_key)
+                )
+                if existing is not None:
+                    return self._payment(existing)
+                row = PaymentRow(
+                    id=payment_id,
+                    idempotency_key=idempotency_key,
+                    account_id=account_id,
+                    order_id=order_id,
+                    kind=kind,
+                    amount=amount,
+                    currency=currency,
+                    status=status,
+                    failure_code=failure_code,
+                    payment_method=payment_method,
+                    refunded_payment_id=refunded_payment_id,
+                    due_date=due_date,
+                    created_at=_now(),
+                )
+                session.add(row)
+                return self._payment(row)
+        except IntegrityError:
+            # A concurrent call with the same key inserted first (PostgreSQL): its record is the
+            # answer, as it would be for a later call.
+            first = await self.payment_by_key(idempotency_key)
+            if first is None:
+                raise
+            return first
 
     async def payments(
         self, *, account_id: str | None = None, order_id: str | None = None
@@ -464,6 +473,35 @@ class Store:
         async with self._tx() as session:
             row = await session.get(OrderStepRow, (order_id, step))
             return None if row is None else row.status
+
+    async def expire_trial(
+        self, account_id: str, product: str, trial_end: datetime
+    ) -> tuple[bool, SubscriptionStatus | None]:
+        """Withdraw a trial's seats and mark it expired, only if it is still that trial."""
+        async with self._tx() as session:
+            await session.get(AccountRow, account_id, with_for_update=True)
+            row = await session.scalar(
+                select(SubscriptionRow)
+                .where(SubscriptionRow.account_id == account_id, SubscriptionRow.product == product)
+                .with_for_update()
+            )
+            if row is None:
+                return False, None
+            if row.status != SubscriptionStatus.TRIALING.value or row.trial_end != trial_end:
+                return False, SubscriptionStatus(row.status)
+            row.status = SubscriptionStatus.EXPIRED.value
+            row.seats = 0
+            return True, SubscriptionStatus.EXPIRED
+
+    async def void_payment(self, payment_id: str, reason: str) -> bool:
+        """Void a pending invoice payment (the undo of invoicing); True if it was pending."""
+        async with self._tx() as session:
+            row = await session.get(PaymentRow, payment_id, with_for_update=True)
+            if row is None or row.status != "pending":
+                return False
+            row.status = "failed"
+            row.failure_code = reason
+            return True
 
     # --- orders ---------------------------------------------------------------------------------
 
