@@ -1,13 +1,25 @@
 """Plain-text output for the commands and the demo: aligned tables, money with its currency, UTC
-timestamps. No colours, no locale: operators paste this into tickets and compare it with JSON."""
+timestamps. No colours, no locale: operators paste this into tickets and compare it with JSON.
+And how those programs end."""
 
 from __future__ import annotations
 
+import logging
+import os
+import sys
 from collections.abc import Sequence
+from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 
-from checkout.models import CheckoutResult, Invoice, InvoiceLine, LineKind, TaxTreatment
+from checkout.models import (
+    ChargeInfo,
+    CheckoutResult,
+    Invoice,
+    InvoiceLine,
+    LineKind,
+    TaxTreatment,
+)
 
 NONE = "-"
 
@@ -15,6 +27,11 @@ NONE = "-"
 def money(amount: Decimal | None, currency: str) -> str:
     """``1725.50 EUR``: the exact decimal of the JSON, with its currency."""
     return NONE if amount is None else f"{amount} {currency}"
+
+
+def payment(info: ChargeInfo) -> str:
+    """``ch_123, 1725.50 EUR``."""
+    return f"{info.id}, {money(info.amount, info.currency)}"
 
 
 def timestamp(value: datetime | None) -> str:
@@ -54,15 +71,19 @@ def table(
     return "\n".join([line(header), *(line(row) for row in rows)])
 
 
-def fields(pairs: Sequence[tuple[str, str]]) -> str:
-    """``Label   value`` lines with the values aligned."""
+def fields(pairs: Sequence[tuple[str, str]], *, numbers: bool = False) -> str:
+    """``Label   value`` lines with the values aligned (right-aligned for ``numbers``)."""
     width = max((len(label) for label, _ in pairs), default=0)
-    return "\n".join(f"{label.ljust(width)}  {value}".rstrip() for label, value in pairs)
+    values = max((len(value) for _, value in pairs), default=0)
+    return "\n".join(
+        f"{label.ljust(width)}  {value.rjust(values) if numbers else value}".rstrip()
+        for label, value in pairs
+    )
 
 
 def _kind(line: InvoiceLine) -> str:
     if line.kind is LineKind.CHANGE and line.new_seats:
-        return f"change (+{line.new_seats} seats)"
+        return f"change (+{line.new_seats} seat{'s' if line.new_seats != 1 else ''})"
     return line.kind.value
 
 
@@ -102,7 +123,8 @@ def invoice_totals(invoice: Invoice) -> str:
             ("Net", money(invoice.net, currency)),
             (vat_label(invoice), money(invoice.vat, currency)),
             ("Total due", money(invoice.total, currency)),
-        ]
+        ],
+        numbers=True,
     )
 
 
@@ -117,3 +139,14 @@ def total(result: CheckoutResult) -> str:
 
 def email_status(result: CheckoutResult) -> str:
     return result.email.status.value if result.email else NONE
+
+
+def exit_process(code: int) -> None:
+    """End the process now that the output is flushed, skipping the interpreter's teardown: the
+    Temporal client's Rust threads can abort it ("PyGILState_Release ... must be current when
+    releasing", temporalio/sdk-python#300), which turns a success into exit status 134."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with suppress(Exception):
+            stream.flush()
+    os._exit(code)

