@@ -22,10 +22,11 @@ from checkout.mail import SmtpMailer
 from checkout.store import Store
 from checkout.vies import VatVerifier
 from workflows.checkout import CheckoutWorkflow
+from workflows.trial import TrialWorkflow
 
 log = logging.getLogger("checkout.worker")
 
-WORKFLOWS: Sequence[type] = (CheckoutWorkflow,)
+WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow)
 
 
 def build_activities(

@@ -39,6 +39,8 @@ from checkout.models import (
     ClaimOrderInput,
     EmailInfo,
     EmailStatus,
+    ExpireTrialInput,
+    ExpireTrialResult,
     FinishOrderInput,
     InvoicePaymentInput,
     OrderClaim,
@@ -50,6 +52,7 @@ from checkout.models import (
     UndoInput,
     VatCheck,
     VatCheckInput,
+    VoidInvoiceInput,
 )
 from checkout.pricing import price_order
 from checkout.store import StepUndone, Store
@@ -179,6 +182,21 @@ class CheckoutActivities:
         return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
 
     @activity.defn
+    async def void_invoice_payment(self, request: VoidInvoiceInput) -> bool:
+        """The undo of invoicing: the pending invoice payment is voided."""
+        return await self._store.void_payment(request.invoice_payment_id, "voided")
+
+    @activity.defn
+    async def expire_trial(self, request: ExpireTrialInput) -> ExpireTrialResult:
+        """At the trial's end: seats withdrawn, status expired, unless it was bought meanwhile."""
+        expired, status = await self._store.expire_trial(
+            request.account_id, request.product, request.trial_end
+        )
+        if expired:
+            log.info("trial of %s for %s expired", request.product, request.account_id)
+        return ExpireTrialResult(expired=expired, status=status)
+
+    @activity.defn
     async def provision_subscriptions(self, request: ProvisionInput) -> SubscriptionsResult:
         paused = await self._store.paused_products() & {t.product for t in request.targets}
         if paused:
@@ -273,6 +291,8 @@ class CheckoutActivities:
             self.charge_payment,
             self.refund_payment,
             self.record_invoice_payment,
+            self.void_invoice_payment,
+            self.expire_trial,
             self.provision_subscriptions,
             self.undo_provisioning,
             self.reset_billing_anchor,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import tomllib
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from checkout.config import parse_duration
 from checkout.models import BillingCycle
 from checkout.money import MINOR_UNITS
 
@@ -53,8 +55,27 @@ class Product(BaseModel):
 
     name: str
     trial_days: Annotated[int, Field(ge=0)] = 0
+    #: Overrides trial_days with a duration ("PT2M", "90"): short trials for demos and tests.
+    trial_length: str | None = None
     max_seats: Annotated[int, Field(ge=1)] = 1000
     plans: dict[str, Plan]
+
+    @field_validator("trial_length")
+    @classmethod
+    def _duration(cls, value: str | None) -> str | None:
+        if value is not None:
+            parse_duration(value, "trial_length")
+        return value
+
+    @property
+    def has_trial(self) -> bool:
+        return self.trial_period > timedelta(0)
+
+    @property
+    def trial_period(self) -> timedelta:
+        if self.trial_length is not None:
+            return timedelta(seconds=parse_duration(self.trial_length, "trial_length"))
+        return timedelta(days=self.trial_days)
 
 
 class Seller(BaseModel):

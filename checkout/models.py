@@ -255,6 +255,9 @@ class CheckoutResult(_Model):
     subscriptions: list[SubscriptionView] = Field(default_factory=list)
     vat_id_status: Literal["valid", "unverified"] | None = None
     email: EmailInfo | None = None
+    #: Corporate orders: the invoice payment recorded instead of a card charge.
+    invoice_payment: ChargeInfo | None = None
+    approved_by: str | None = None
 
 
 # --- activity inputs and results ----------------------------------------------------------------
@@ -394,12 +397,65 @@ class FinishOrderInput(_Model):
     result: CheckoutResult
 
 
+class TrialInput(_Model):
+    """The argument of ``TrialWorkflow``: one trial line of one order."""
+
+    account_id: str
+    product: str
+    plan: str
+    seats: int
+    order_id: str
+    trial_start: UtcDateTime
+    trial_end: UtcDateTime
+
+
+class TrialOutcome(StrEnum):
+    RUNNING = "running"
+    CONVERTED = "converted"
+    EXPIRED = "expired"
+
+
+class TrialState(_Model):
+    """``TrialWorkflow``'s ``status`` query and result."""
+
+    account_id: str
+    product: str
+    trial_end: UtcDateTime
+    outcome: TrialOutcome
+    reminder_sent: bool
+    converted_by_order: str | None = None
+
+
+class ConvertTrialRequest(_Model):
+    order_id: str
+
+
+class ExpireTrialInput(_Model):
+    account_id: str
+    product: str
+    trial_end: UtcDateTime
+
+
+class ExpireTrialResult(_Model):
+    #: False when the subscription was no longer trialing (bought meanwhile): nothing withdrawn.
+    expired: bool
+    status: SubscriptionStatus | None
+
+
+class VoidInvoiceInput(_Model):
+    order_id: str
+    account_id: str
+    invoice_payment_id: str
+
+
 class CheckoutPolicy(_Model):
     """Settings the workflow needs, read once from the worker's environment and kept in history."""
 
     provisioning_max_attempts: int = 5
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
+    #: Days until an approved corporate order's invoice is due.
+    invoice_due_days: int = 30
 
 
 # --- query --------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ the same way (DOMAIN.md, "Periods and the billing anchor" and "Amounts").
 from __future__ import annotations
 
 import calendar
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from checkout.catalog import Catalog, Product
@@ -168,7 +168,9 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         current_period_end=end,
         # A trial that converts keeps its trial_end: it records that the trial was used.
         trial_end=current.trial_end if current is not None else None,
-        period_amount=amount - credit,
+        # What the new period was paid with: the charge plus the credit carried over from the old
+        # one. Storing only the charge would shrink the credit of a second change in one period.
+        period_amount=amount,
     )
     return line, target
 
@@ -181,7 +183,7 @@ def _trial_line(  # noqa: PLR0917 - as _paid_line
     currency: str,
     anchor: datetime,
 ) -> tuple[InvoiceLine, SubscriptionTarget]:
-    if product.trial_days == 0:
+    if not product.has_trial:
         raise CheckoutRejected(
             Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: {product.name} has no free trial"
         )
@@ -194,7 +196,7 @@ def _trial_line(  # noqa: PLR0917 - as _paid_line
         raise CheckoutRejected(
             Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: no trial of {product.name}: {why}"
         )
-    trial_end = anchor + timedelta(days=product.trial_days)
+    trial_end = anchor + product.trial_period
     plan = product.plans[item.plan]
     if currency not in plan.prices:
         # Same rule as for a purchase; it also keeps an unknown currency from crashing zero().

@@ -4,6 +4,7 @@ time-skipping test server and the Temporal dev server, each started once per ses
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import socket
@@ -182,7 +183,21 @@ def settings_for(
 
 @pytest.fixture(scope="session")
 async def time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Java time-skipping test server: long timers (park timeouts) pass at once."""
+    """The Java time-skipping test server, shared by the tests that skip no long timers."""
+    async with _time_skipping() as env:
+        yield env
+
+
+@pytest.fixture
+async def own_time_skipping_env() -> AsyncIterator[WorkflowEnvironment]:
+    """A time-skipping server of the test's own, for tests whose long timers must pass: on a
+    shared server, runs left behind by earlier tests can hold time still."""
+    async with _time_skipping() as env:
+        yield env
+
+
+@contextlib.asynccontextmanager
+async def _time_skipping() -> AsyncIterator[WorkflowEnvironment]:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=tool_path("temporal-test-server"),
         data_converter=pydantic_data_converter,

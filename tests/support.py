@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -10,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
-from checkout.contract import checkout_workflow_id
+from checkout.contract import checkout_workflow_id, trial_workflow_id
 from checkout.models import Account, CheckoutResult
 from checkout.store import Store
 from worker import build_activities, build_worker
@@ -95,9 +97,22 @@ async def start_order(client: Client, settings: Settings, raw: Any) -> WorkflowH
 
 async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutResult:
     handle = await start_order(client, settings, raw)
-    result = await asyncio.wait_for(handle.result(), timeout=120)
+    try:
+        result = await asyncio.wait_for(handle.result(), timeout=90)
+    except TimeoutError:
+        state = await handle.query("status")
+        raise AssertionError(f"order did not end in time; status: {state}") from None
     assert isinstance(result, CheckoutResult)
     return result
+
+
+async def end_trial(client: Client, account_id: str, product: str) -> None:
+    """Terminate a trial workflow a test started: on the time-skipping server a trial whose
+    worker is gone holds its pending activity and so stops time skipping for later tests."""
+    with contextlib.suppress(RPCError):
+        await client.get_workflow_handle(trial_workflow_id(account_id, product)).terminate(
+            reason="test over"
+        )
 
 
 async def eventually(

@@ -198,11 +198,16 @@ async def test_json_orders_started_with_the_temporal_cli(
         assert [(c.amount, c.status) for c in charges] == [(totals(name)[2], "succeeded")], name
         assert charges[0].currency == acc.currency
     (sub,) = await store.subscriptions(upgrade.account_id)
-    assert (sub.seats, sub.current_period_start, sub.period_amount) == (8, line.period_start, net)
+    assert (sub.seats, sub.current_period_start, sub.period_amount) == (
+        8,
+        line.period_start,
+        line.amount,
+    )
     assert await store.payments(order_id=orders["bad_vat"]["order_id"]) == []
 
     # The e-mails: one confirmation per completed order, in the account's language.
-    await smtp_sink.wait_for(5)
+    # Five confirmations and the welcome of the cart's trial.
+    await smtp_sink.wait_for(6)
 
     def mail(name: str) -> str:
         (message,) = [
@@ -218,7 +223,9 @@ async def test_json_orders_started_with_the_temporal_cli(
     assert f"{vat + net:,.2f}".replace(",", "X").replace(".", ",").replace("X", ".") in mail(
         "upgrade"
     )
-    assert len(smtp_sink.messages) == 5
+    assert len(smtp_sink.messages) == 6
+    welcome = [m for m in smtp_sink.messages if "trial_welcome" in m["Message-ID"]]
+    assert [m["To"] for m in welcome] == ["de@kunde.example"]
 
 
 async def test_search_attributes_and_details_are_visible(

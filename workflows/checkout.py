@@ -6,13 +6,19 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
-from typing import Any, Literal, TypedDict, TypeVar, Unpack
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, Unpack
 
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import (
@@ -20,10 +26,12 @@ with workflow.unsafe.imports_passed_through():
         CHECKOUT_STATUS,
         checkout_workflow_id,
         idempotency_key,
+        trial_workflow_id,
     )
     from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
     from checkout.models import (
         AnchorInput,
+        ApproveRequest,
         ChargeInfo,
         ChargeInput,
         CheckoutPlan,
@@ -33,56 +41,31 @@ with workflow.unsafe.imports_passed_through():
         CheckoutStatus,
         ClaimOrderInput,
         CompensateRequest,
+        ConvertTrialRequest,
         EmailInfo,
         EmailPurpose,
         EmailStatus,
         FinishOrderInput,
+        InvoicePaymentInput,
+        LineKind,
         Order,
         OrderClaim,
         PriceOrderInput,
         ProvisionInput,
         RefundInput,
+        RejectRequest,
         ResultStatus,
         SendEmailInput,
         SubscriptionsResult,
         SubscriptionView,
+        TrialInput,
         UndoInput,
         VatCheck,
         VatCheckInput,
+        VoidInvoiceInput,
     )
     from checkout.order_input import parse_order
-
-
-class ActivityOptions(TypedDict):
-    start_to_close_timeout: timedelta
-    retry_policy: RetryPolicy
-
-
-# Reads and pure computations: short, retried until they work (an outage of the store heals).
-QUICK = ActivityOptions(
-    start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-)
-# Undo steps must get through: retried without limit, backing off to a minute.
-UNDO = ActivityOptions(
-    start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=60)),
-)
-# The charge is idempotent by key, so retrying a gateway outage or timeout charges once;
-# declines are typed non-retryable by the activity.
-CHARGE = ActivityOptions(
-    start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=2)),
-)
-# An e-mail that cannot go out after a few tries is reported, never allowed to undo the order.
-EMAIL = ActivityOptions(
-    start_to_close_timeout=timedelta(seconds=60),
-    retry_policy=RetryPolicy(
-        initial_interval=timedelta(seconds=2),
-        maximum_interval=timedelta(seconds=30),
-        maximum_attempts=5,
-    ),
-)
+    from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
 
 
 T = TypeVar("T")
@@ -132,7 +115,7 @@ def _decode(raw: RawValue) -> Any:
         return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
     try:
         return json.loads(payload.data)
-    except ValueError:
+    except (ValueError, RecursionError):
         return bytes(payload.data)
 
 
@@ -153,6 +136,10 @@ class CheckoutWorkflow:
         self._charge: ChargeInfo | None = None
         self._refund: ChargeInfo | None = None
         self._plan: CheckoutPlan | None = None
+        self._invoice_payment: ChargeInfo | None = None
+        self._invoice_due: datetime | None = None
+        self._approved_by: str | None = None
+        self._waiting_for: str | None = None
         self._provision_rounds = 0
 
     # --- the happy path -------------------------------------------------------------------------
@@ -225,19 +212,29 @@ class CheckoutWorkflow:
                 **QUICK,
             )
             self._plan = plan
-            await self._charge_payment(order, plan)
+            if plan.corporate:
+                await self._await_approval(policy)
+                due = anchor + timedelta(days=policy.invoice_due_days)
+                await self._invoice(order, plan, due)
+            else:
+                await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan) or subscriptions
         except _MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
-        except ActivityError as error:
-            rejected = _rejection_of(error)
+        except (ActivityError, CheckoutRejected) as error:
+            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
             if rejected is None:
                 raise
             # Rejections come before anything took effect (a declined charge took nothing), so
             # the registered undo steps have nothing to do.
             self._undo_stack.clear()
+            if rejected.reason in (Reason.APPROVAL_REJECTED, Reason.APPROVAL_TIMEOUT):
+                return await self._end_rejected_with_notice(rejected)
             return self._end_rejected(rejected)
+
+        await self._start_trials(order, plan)
+        await self._convert_trials(order, plan)
 
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
@@ -246,8 +243,9 @@ class CheckoutWorkflow:
                 account_id=order.account_id,
                 purpose=EmailPurpose.CONFIRMATION,
                 invoice=plan.invoice,
-                payment_method=order.payment_method,
+                payment_method=None if plan.corporate else order.payment_method,
                 paid_by_invoice=plan.corporate,
+                due_date=self._invoice_due,
             )
         )
         self._result = CheckoutResult(
@@ -255,6 +253,8 @@ class CheckoutWorkflow:
             status=ResultStatus.COMPLETED,
             invoice=plan.invoice,
             charge=self._charge,
+            invoice_payment=self._invoice_payment,
+            approved_by=self._approved_by,
             subscriptions=subscriptions,
             vat_id_status=vat.status if vat else None,
             email=email,
@@ -273,6 +273,111 @@ class CheckoutWorkflow:
         )
 
     # --- steps ----------------------------------------------------------------------------------
+
+    async def _await_approval(self, policy: CheckoutPolicy) -> None:
+        """Corporate orders wait for their account manager; nothing has happened yet."""
+        self._operator_action = None
+        self._set_state(CheckoutStatus.AWAITING_APPROVAL, step="approval")
+        self._waiting_for = "the account manager: approve or reject the order"
+        self._refresh_details()
+        try:
+            await workflow.wait_condition(
+                lambda: self._operator_action is not None,
+                timeout=timedelta(seconds=policy.approval_timeout_seconds),
+            )
+        except TimeoutError:
+            raise CheckoutRejected(
+                Reason.APPROVAL_TIMEOUT,
+                "nobody approved the order within"
+                f" {timedelta(seconds=policy.approval_timeout_seconds)}",
+            ) from None
+        finally:
+            self._waiting_for = None
+        if self._operator_action == "reject":
+            raise CheckoutRejected(
+                Reason.APPROVAL_REJECTED,
+                f"rejected by {self._approved_by}: {self._operator_reason}",
+            )
+        if self._operator_action == "compensate":
+            raise _MustCompensateError(
+                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator_reason}"
+            )
+        self._steps_done.append("approval")
+        self._current_step = None
+
+    async def _invoice(self, order: Order, plan: CheckoutPlan, due: datetime) -> None:
+        """Approved corporate orders are invoiced with a due date; no card is charged."""
+        self._set_state(CheckoutStatus.CHARGING)
+        self._push_undo("void_invoice", self._void_invoice)
+        self._invoice_due = due
+        self._invoice_payment = await self._step(
+            "record_invoice_payment",
+            InvoicePaymentInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(workflow.info().workflow_id, "invoice"),
+                amount=plan.invoice.total,
+                currency=plan.invoice.currency,
+                due_date=due,
+            ),
+            ChargeInfo,
+            **QUICK,
+        )
+
+    async def _void_invoice(self) -> None:
+        if self._invoice_payment is None or self._order is None:
+            return
+        await workflow.execute_activity(
+            "void_invoice_payment",
+            VoidInvoiceInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                invoice_payment_id=self._invoice_payment.id,
+            ),
+            result_type=bool,
+            **MUST_FINISH,
+        )
+
+    async def _start_trials(self, order: Order, plan: CheckoutPlan) -> None:
+        """Each trial line runs on as its own workflow, outliving this checkout."""
+        for line in plan.invoice.lines:
+            if line.kind is not LineKind.TRIAL:
+                continue
+            trial_id = trial_workflow_id(order.account_id, line.product)
+            try:
+                await workflow.start_child_workflow(
+                    "TrialWorkflow",
+                    TrialInput(
+                        account_id=order.account_id,
+                        product=line.product,
+                        plan=line.plan,
+                        seats=line.seats,
+                        order_id=order.order_id,
+                        trial_start=line.period_start,
+                        trial_end=line.period_end,
+                    ),
+                    id=trial_id,
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    static_summary=f"Trial of {line.product_name or line.product}:"
+                    f" {line.seats} seats until {line.period_end.date().isoformat()}",
+                )
+            except WorkflowAlreadyStartedError:
+                workflow.logger.info("trial workflow %s already runs", trial_id)
+            self._steps_done.append(f"start_trial:{line.product}")
+
+    async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:
+        """A purchase of a product in trial tells its trial workflow, which ends converted."""
+        for product in plan.converts_trials:
+            handle = workflow.get_external_workflow_handle(
+                trial_workflow_id(order.account_id, product)
+            )
+            try:
+                await handle.signal("convert", ConvertTrialRequest(order_id=order.order_id))
+            except ApplicationError as error:
+                # The trial workflow already ended; the store is what counts.
+                workflow.logger.info("trial of %s not signalled: %s", product, error)
+            self._steps_done.append(f"convert_trial:{product}")
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
         invoice = plan.invoice
@@ -307,7 +412,7 @@ class CheckoutWorkflow:
                 charge_id=self._charge.id,
             ),
             result_type=ChargeInfo,
-            **UNDO,
+            **MUST_FINISH,
         )
 
     async def _provision(
@@ -401,7 +506,7 @@ class CheckoutWorkflow:
                     step=step,
                 ),
                 result_type=bool,
-                **UNDO,
+                **MUST_FINISH,
             )
 
         return run
@@ -467,6 +572,24 @@ class CheckoutWorkflow:
 
     # --- endings --------------------------------------------------------------------------------
 
+    async def _end_rejected_with_notice(self, rejected: CheckoutRejected) -> CheckoutResult:
+        """Rejected after the customer waited (approval): they hear why by e-mail."""
+        assert self._order is not None
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                purpose=EmailPurpose.REJECTION,
+                invoice=self._plan.invoice if self._plan else None,
+                reason=rejected.reason.value,
+                message=rejected.message,
+            )
+        )
+        result = self._end_rejected(rejected)
+        self._result = result.model_copy(update={"email": email})
+        return self._result
+
     def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
         self._last_error = f"{rejected.reason.value}: {rejected.message}"
         self._result = CheckoutResult(
@@ -502,6 +625,8 @@ class CheckoutWorkflow:
             invoice=plan.invoice if plan else None,
             charge=self._charge,
             refund=self._refund,
+            invoice_payment=self._invoice_payment,
+            approved_by=self._approved_by,
             email=email,
         )
         self._set_state(CheckoutStatus.COMPENSATED)
@@ -523,6 +648,8 @@ class CheckoutWorkflow:
         lines = [f"**{self._state.value}**"]
         if self._current_step:
             lines.append(f"now: {self._current_step}")
+        if self._waiting_for:
+            lines.append(f"waiting for {self._waiting_for}")
         if self._steps_done:
             lines.append(f"done: {', '.join(self._steps_done)}")
         if self._compensations_run:
@@ -571,6 +698,37 @@ class CheckoutWorkflow:
             raise ValueError(
                 f"retry_provisioning is only possible in NeedsAttention; the order is"
                 f" {self._state.value}"
+            )
+
+    @workflow.update(name="approve")
+    async def approve(self, request: ApproveRequest) -> CheckoutState:
+        """An account manager approves a corporate order: it is invoiced and provisioned."""
+        self._claim_operator_action("approve")
+        self._approved_by = request.approver
+        await workflow.wait_condition(lambda: self._state != CheckoutStatus.AWAITING_APPROVAL)
+        return self.status()
+
+    @approve.validator
+    def _validate_approve(self, request: ApproveRequest) -> None:  # noqa: ARG002
+        self._require_awaiting_approval("approve")
+
+    @workflow.update(name="reject")
+    async def reject(self, request: RejectRequest) -> CheckoutState:
+        """An account manager rejects a corporate order: nothing is done, the contact is told."""
+        self._claim_operator_action("reject")
+        self._approved_by = request.approver
+        self._operator_reason = request.reason
+        await workflow.wait_condition(lambda: self._result is not None)
+        return self.status()
+
+    @reject.validator
+    def _validate_reject(self, request: RejectRequest) -> None:  # noqa: ARG002
+        self._require_awaiting_approval("reject")
+
+    def _require_awaiting_approval(self, update: str) -> None:
+        if self._state != CheckoutStatus.AWAITING_APPROVAL or self._operator_action is not None:
+            raise ValueError(
+                f"{update} is only possible in AwaitingApproval; the order is {self._state.value}"
             )
 
     @workflow.update(name="compensate")

@@ -1,0 +1,139 @@
+"""``TrialWorkflow``: a free trial that runs its course on durable timers.
+
+Started by the checkout for each trial line (as a child that outlives it), it sends the welcome
+e-mail, a reminder three days before the end (at once when fewer remain) and, unless the product
+was bought meanwhile, withdraws the seats at the end and says so by e-mail. Its history holds a
+fixed handful of events whatever the trial's length (two timers, a few activities), so it needs no
+continue-as-new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from checkout.contract import ACCOUNT_ID, trial_workflow_id
+    from checkout.models import (
+        ConvertTrialRequest,
+        EmailInfo,
+        EmailPurpose,
+        ExpireTrialInput,
+        ExpireTrialResult,
+        SendEmailInput,
+        TrialInput,
+        TrialOutcome,
+        TrialState,
+    )
+    from workflows.options import EMAIL, MUST_FINISH
+
+REMIND_BEFORE_END = timedelta(days=3)
+
+
+def mail_key(account_id: str, product: str) -> str:
+    """The outbox key of a trial's e-mails: its workflow id, hashed when it would not fit."""
+    key = trial_workflow_id(account_id, product)
+    return key if len(key) <= 64 else "trial-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+@workflow.defn(name="TrialWorkflow")
+class TrialWorkflow:
+    def __init__(self) -> None:
+        self._input: TrialInput | None = None
+        self._outcome = TrialOutcome.RUNNING
+        self._reminder_sent = False
+        self._converted_by: str | None = None
+
+    @workflow.run
+    async def run(self, trial: TrialInput) -> TrialState:
+        self._input = trial
+        # AccountId only: CheckoutStatus holds the checkout's states, which a trial has none of.
+        workflow.upsert_search_attributes([ACCOUNT_ID.value_set(trial.account_id)])
+        self._details()
+        await self._email(trial, EmailPurpose.TRIAL_WELCOME)
+
+        remind_at = trial.trial_end - REMIND_BEFORE_END
+        if await self._converted_within(remind_at - workflow.now()):
+            return self._end(TrialOutcome.CONVERTED)
+        await self._email(trial, EmailPurpose.TRIAL_REMINDER)
+        self._reminder_sent = True
+        self._details()
+
+        if await self._converted_within(trial.trial_end - workflow.now()):
+            return self._end(TrialOutcome.CONVERTED)
+        expired = await workflow.execute_activity(
+            "expire_trial",
+            ExpireTrialInput(
+                account_id=trial.account_id, product=trial.product, trial_end=trial.trial_end
+            ),
+            result_type=ExpireTrialResult,
+            **MUST_FINISH,
+        )
+        if not expired.expired:
+            # Bought (or changed) in the store without the signal reaching us: nothing to take.
+            return self._end(TrialOutcome.CONVERTED)
+        await self._email(trial, EmailPurpose.TRIAL_EXPIRED)
+        return self._end(TrialOutcome.EXPIRED)
+
+    async def _converted_within(self, wait: timedelta) -> bool:
+        """Sleep on a durable timer until ``wait`` passes or a purchase converts the trial."""
+        if wait > timedelta(0):
+            try:
+                await workflow.wait_condition(lambda: self._converted_by is not None, timeout=wait)
+            except TimeoutError:
+                return False
+        return self._converted_by is not None
+
+    async def _email(self, trial: TrialInput, purpose: EmailPurpose) -> None:
+        try:
+            await workflow.execute_activity(
+                "send_email",
+                SendEmailInput(
+                    order_id=mail_key(trial.account_id, trial.product),
+                    account_id=trial.account_id,
+                    purpose=purpose,
+                    product=trial.product,
+                    trial_end=trial.trial_end,
+                ),
+                result_type=EmailInfo,
+                summary=purpose.value.replace("_", " "),
+                **EMAIL,
+            )
+        except ActivityError as error:  # an e-mail never stops the trial's course
+            workflow.logger.warning("trial e-mail %s not sent: %s", purpose.value, error)
+
+    def _end(self, outcome: TrialOutcome) -> TrialState:
+        self._outcome = outcome
+        self._details()
+        return self.status()
+
+    def _details(self) -> None:
+        assert self._input is not None
+        trial = self._input
+        workflow.set_current_details(
+            f"**{self._outcome.value}**\n\n{trial.product} ({trial.plan}, {trial.seats} seats)"
+            f" until {trial.trial_end.isoformat()}"
+            + ("\n\nreminder sent" if self._reminder_sent else "")
+            + (f"\n\nconverted by order {self._converted_by}" if self._converted_by else "")
+        )
+
+    @workflow.signal(name="convert")
+    def convert(self, request: ConvertTrialRequest) -> None:
+        """A completed purchase of the product ends the trial as converted."""
+        if self._converted_by is None:
+            self._converted_by = request.order_id
+
+    @workflow.query(name="status")
+    def status(self) -> TrialState:
+        assert self._input is not None
+        return TrialState(
+            account_id=self._input.account_id,
+            product=self._input.product,
+            trial_end=self._input.trial_end,
+            outcome=self._outcome,
+            reminder_sent=self._reminder_sent,
+            converted_by_order=self._converted_by,
+        )
