@@ -61,6 +61,7 @@ from checkout.order_input import describe_validation_error, find_card_number, pa
 from checkout.pricing import price_order
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
+from checkout.summary import order_summary
 from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
@@ -188,6 +189,7 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             # A finished checkout is never run again under the same order id; a running one
             # raises too, and we attach to it below.
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=order_summary(raw),
         )
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id, result_type=CheckoutResult)

@@ -50,6 +50,7 @@ from checkout.models import (
 from checkout.pricing import CYCLE_MONTHS, add_months
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
+from checkout.summary import order_summary
 from worker import run_worker
 
 log = logging.getLogger("checkout.stack")
@@ -389,6 +390,7 @@ async def submit_all(
             task_queue=settings.task_queue,
             result_type=CheckoutResult,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=order_summary(order.raw),
         )
         for order in orders
     ]
@@ -483,9 +485,9 @@ def where_to_look(
     if env:
         pairs.append(("", f"export {' '.join(env)}"))
     pairs += [
-        ("", f"python starter.py status {example}"),
-        ("", "python starter.py list --status Completed"),
-        ("", "python starter.py accounts show acc-de"),
+        ("", f".venv/bin/checkout status {example}"),
+        ("", ".venv/bin/checkout list --status Completed"),
+        ("", ".venv/bin/checkout accounts show acc-de"),
     ]
     return fmt.fields(pairs)
 

@@ -65,6 +65,7 @@ with workflow.unsafe.imports_passed_through():
         VoidInvoiceInput,
     )
     from checkout.order_input import parse_order
+    from checkout.summary import invoice_summary, order_summary
     from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
 
 
@@ -155,13 +156,17 @@ class CheckoutWorkflow:
         self._order = order
         self._set_state(CheckoutStatus.VALIDATING)
         policy = await workflow.execute_activity(
-            "load_checkout_policy", result_type=CheckoutPolicy, **QUICK
+            "load_checkout_policy",
+            result_type=CheckoutPolicy,
+            summary="read the worker's checkout settings",
+            **QUICK,
         )
         run_id = workflow.info().run_id
         claim: OrderClaim = await workflow.execute_activity(
             "claim_order",
             ClaimOrderInput(order_id=order.order_id, account_id=order.account_id, run_id=run_id),
             result_type=OrderClaim,
+            summary="claim the order for this run",
             **QUICK,
         )
         if claim.owner_run_id != run_id and claim.earlier_result is not None:
@@ -269,6 +274,7 @@ class CheckoutWorkflow:
             FinishOrderInput(
                 order_id=self._order.order_id, run_id=workflow.info().run_id, result=result
             ),
+            summary=f"record the outcome: {result.status.value}",
             **QUICK,
         )
 
@@ -335,6 +341,7 @@ class CheckoutWorkflow:
                 invoice_payment_id=self._invoice_payment.id,
             ),
             result_type=bool,
+            summary="undo: void the invoice",
             **MUST_FINISH,
         )
 
@@ -412,6 +419,7 @@ class CheckoutWorkflow:
                 charge_id=self._charge.id,
             ),
             result_type=ChargeInfo,
+            summary=f"undo: refund {self._charge.amount} {self._charge.currency}",
             **MUST_FINISH,
         )
 
@@ -506,6 +514,7 @@ class CheckoutWorkflow:
                     step=step,
                 ),
                 result_type=bool,
+                summary=f"undo: restore the {'seats' if step == 'provision' else 'billing dates'}",
                 **MUST_FINISH,
             )
 
@@ -646,6 +655,10 @@ class CheckoutWorkflow:
 
     def _refresh_details(self) -> None:
         lines = [f"**{self._state.value}**"]
+        if self._order is not None:
+            lines.append(order_summary(self._order))
+        if self._plan is not None:
+            lines.append(invoice_summary(self._plan.invoice))
         if self._current_step:
             lines.append(f"now: {self._current_step}")
         if self._waiting_for:
