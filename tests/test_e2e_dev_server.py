@@ -13,6 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
@@ -20,8 +21,17 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult, CheckoutState, CheckoutStatus, ResultStatus
 from checkout.store import Store
+from checkout.summary import order_summary
 from tests.conftest import SmtpSink, settings_for, tool_path, unique_queue
-from tests.support import account, checkout_worker, eventually, now, order, store_url
+from tests.support import (
+    account,
+    checkout_worker,
+    eventually,
+    now,
+    order,
+    start_order,
+    store_url,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -353,3 +363,89 @@ async def test_operator_compensates_a_parked_order(
     assert await store.subscriptions(acc.account_id) == before
     await smtp_sink.wait_for(1)
     assert "compensation" in smtp_sink.messages[0]["Message-ID"]
+
+
+async def test_describe_shows_summary_details_and_search_attributes(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A parked run shows its static summary, current details naming the failing step and error,
+    and both search attributes, as `temporal workflow describe` does."""
+    acc = account()
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
+    )
+    raw = order(acc.account_id)
+    handle = dev_env.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
+    )
+    async with checkout_worker(dev_env.client, settings, store):
+        await dev_env.client.start_workflow(
+            "CheckoutWorkflow",
+            raw,
+            id=handle.id,
+            task_queue=settings.task_queue,
+            static_summary=order_summary(raw),
+        )
+
+        async def parked() -> None:
+            state = await handle.query("status", result_type=CheckoutState)
+            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
+
+        await eventually(parked)
+        metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+        describe = await handle.describe()
+        described = temporal_cli(dev_env, "workflow", "describe", "--workflow-id", handle.id)
+        await handle.cancel()
+    details = metadata.current_details
+    assert "NeedsAttention" in details
+    assert "provision_subscriptions" in details
+    assert "paused" in details
+    assert "total 2915.50 EUR" in details
+    assert await describe.static_summary() == order_summary(raw)
+    attributes = {pair.key.name: pair.value for pair in describe.typed_search_attributes}
+    assert attributes["CheckoutStatus"] == "NeedsAttention"
+    assert attributes["AccountId"] == acc.account_id
+    assert "NeedsAttention" in described
+    assert "remote-support premium x5 annual" in described
+    assert acc.billing_email not in described
+
+
+async def test_two_operators_retrying_at_once_provision_once(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Two retry_provisioning updates sent together: one runs, the other is refused, and the
+    seats are provisioned once."""
+    acc = account()
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    settings = settings_for(
+        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
+    )
+    raw = order(acc.account_id)
+    handle = dev_env.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
+    )
+    async with checkout_worker(dev_env.client, settings, store):
+        await start_order(dev_env.client, settings, raw)
+
+        async def parked() -> None:
+            state = await handle.query("status", result_type=CheckoutState)
+            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
+
+        await eventually(parked)
+        await store.set_paused("remote-support", False)
+        outcomes = await asyncio.gather(
+            handle.execute_update("retry_provisioning", result_type=CheckoutState),
+            handle.execute_update("retry_provisioning", result_type=CheckoutState),
+            return_exceptions=True,
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+        state = await handle.query("status", result_type=CheckoutState)
+    refused = [o for o in outcomes if isinstance(o, WorkflowUpdateFailedError)]
+    accepted = [o for o in outcomes if isinstance(o, CheckoutState)]
+    assert (len(accepted), len(refused)) == (1, 1), outcomes
+    assert result.status is ResultStatus.COMPLETED
+    assert state.steps_done.count("provision_subscriptions") == 1
+    assert [p.kind for p in await store.payments(account_id=acc.account_id)] == ["charge"]
