@@ -129,7 +129,9 @@ class Order(_Model):
 # --- accounts and subscriptions -----------------------------------------------------------------
 
 
-class Subscription(_Model):
+class SubscriptionView(_Model):
+    """A subscription as the result and the e-mails show it."""
+
     product: str
     plan: str
     seats: int
@@ -138,7 +140,12 @@ class Subscription(_Model):
     current_period_start: UtcDateTime
     current_period_end: UtcDateTime
     trial_end: UtcDateTime | None = None
-    #: The net amount actually paid for the current period: the base of proration credit.
+
+
+class Subscription(SubscriptionView):
+    """A subscription as the store keeps it."""
+
+    #: The net amount paid for the current period: the base of proration credit.
     period_amount: Money = Decimal("0.00")
 
 
@@ -227,17 +234,6 @@ class EmailInfo(_Model):
     message_id: str | None = None
 
 
-class SubscriptionView(_Model):
-    product: str
-    plan: str
-    seats: int
-    status: SubscriptionStatus
-    billing_cycle: BillingCycle | None
-    current_period_start: UtcDateTime
-    current_period_end: UtcDateTime
-    trial_end: UtcDateTime | None = None
-
-
 class ResultStatus(StrEnum):
     COMPLETED = "completed"
     REJECTED = "rejected"
@@ -281,18 +277,8 @@ class PriceOrderInput(_Model):
     vat: VatCheck | None = None
 
 
-class SubscriptionTarget(_Model):
+class SubscriptionTarget(Subscription):
     """What one line makes of a subscription: its state once the order is through."""
-
-    product: str
-    plan: str
-    seats: int
-    status: SubscriptionStatus
-    billing_cycle: BillingCycle | None
-    current_period_start: UtcDateTime
-    current_period_end: UtcDateTime
-    trial_end: UtcDateTime | None
-    period_amount: Money
 
 
 class CheckoutPlan(_Model):
