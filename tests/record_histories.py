@@ -1,4 +1,5 @@
-"""Record the event histories of every CheckoutWorkflow path into tests/histories/.
+"""Record the event histories of every CheckoutWorkflow and TrialWorkflow path into
+tests/histories/.
 
 Run it after a deliberate, compatible change to the workflow, and commit the new files next to
 the old ones (never delete histories of paths that may still be running in production):
@@ -21,22 +22,44 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
-from checkout.contract import SEARCH_ATTRIBUTES, checkout_workflow_id
-from checkout.models import CheckoutState, CheckoutStatus
+from checkout.contract import SEARCH_ATTRIBUTES, checkout_workflow_id, trial_workflow_id
+from checkout.models import CheckoutState, CheckoutStatus, TrialOutcome, TrialState
 from checkout.store import Store
 from tests.conftest import SmtpSink, free_port, settings_for, tool_path, unique_queue
 from tests.support import account, checkout_worker, eventually, order, start_order
+from worker import build_activities
 
 HISTORIES = Path(__file__).parent / "histories"
+TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
+
+
+async def _reaches(handle: WorkflowHandle[object, object], wanted: CheckoutStatus) -> None:
+    async def check() -> None:
+        state = await handle.query("status", result_type=CheckoutState)
+        assert state.state is wanted
+
+    await eventually(check, within=60)
 
 
 async def _parked(handle: WorkflowHandle[object, object]) -> None:
-    async def check() -> None:
-        state = await handle.query("status", result_type=CheckoutState)
-        assert state.state is CheckoutStatus.NEEDS_ATTENTION
+    await _reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
 
-    await eventually(check, within=60)
+
+def _short_trial_catalog() -> Catalog:
+    """The shipped catalog with a 3-second meetings trial, so a trial expires while we wait."""
+    data = load_catalog().model_dump()
+    data["products"]["meetings"]["trial_length"] = "PT3S"
+    return Catalog.model_validate(data)
+
+
+async def _trial_ended(client: Client, account_id: str, outcome: TrialOutcome) -> None:
+    handle = client.get_workflow_handle(
+        trial_workflow_id(account_id, "meetings"), result_type=TrialState
+    )
+    state = await asyncio.wait_for(handle.result(), 60)
+    assert isinstance(state, TrialState) and state.outcome is outcome, state
 
 
 async def _record(client: Client, name: str, handle: WorkflowHandle[object, object]) -> None:
@@ -69,13 +92,26 @@ async def main() -> None:
         quick_park = dataclasses.replace(
             settings, task_queue=unique_queue(), park_timeout_seconds=2.0
         )
+        quick_approval = dataclasses.replace(
+            settings, task_queue=unique_queue(), approval_timeout_seconds=2.0
+        )
+        short_trial = dataclasses.replace(settings, task_queue=unique_queue())
         client = env.client
         try:
             async with (
                 checkout_worker(client, settings, store),
                 checkout_worker(client, quick_park, store),
+                checkout_worker(client, quick_approval, store),
+                checkout_worker(
+                    client,
+                    short_trial,
+                    store,
+                    activities=build_activities(short_trial, store, catalog=_short_trial_catalog()),
+                ),
             ):
                 await _scenarios(client, settings, quick_park, store)
+                await _corporate_scenarios(client, settings, quick_approval, store)
+                await _trial_scenarios(client, settings, short_trial, store)
         finally:
             await store.close()
             await env.shutdown()
@@ -157,6 +193,73 @@ async def _scenarios(
         await handle.result()
     await _record(client, "parked_then_cancelled", handle)
     await store.set_paused("remote-support", False)
+
+
+async def _corporate_scenarios(
+    client: Client, settings: Settings, quick_approval: Settings, store: Store
+) -> None:
+    names = ("approved", "rejected", "timeout")
+    accounts = {name: account(f"acc-history-corporate-{name}", corporate=True) for name in names}
+    await store.import_accounts(list(accounts.values()))
+
+    def fixed(name: str) -> dict[str, object]:
+        raw = order(accounts[name].account_id, payment_method=None)
+        raw["order_id"] = f"ord-history-corporate-{name}"
+        return raw
+
+    # approved by the account manager: invoiced, provisioned, confirmed
+    handle = await start_order(client, settings, fixed("approved"))
+    await _reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    await handle.execute_update("approve", {"approver": "Petra Prokurist"})
+    await handle.result()
+    await _record(client, "corporate_approved", handle)
+
+    # rejected by the account manager
+    handle = await start_order(client, settings, fixed("rejected"))
+    await _reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    await handle.execute_update("reject", {"approver": "Petra Prokurist", "reason": "budget"})
+    await handle.result()
+    await _record(client, "corporate_rejected", handle)
+
+    # nobody answered before the approval deadline
+    handle = await start_order(client, quick_approval, fixed("timeout"))
+    await handle.result()
+    await _record(client, "corporate_approval_timed_out", handle)
+
+
+async def _trial_scenarios(
+    client: Client, settings: Settings, short_trial: Settings, store: Store
+) -> None:
+    expired, converted = account("acc-history-trial-expired"), account("acc-history-trial-bought")
+    await store.import_accounts([expired, converted])
+
+    # a trial that ran its course: welcome, reminder at once, expiry after 3 s
+    raw = order(expired.account_id, TRIAL)
+    raw["order_id"] = "ord-history-trial-expired"
+    await (await start_order(client, short_trial, raw)).result()
+    await _trial_ended(client, expired.account_id, TrialOutcome.EXPIRED)
+    await _record_trial(client, "trial_expired", expired.account_id)
+
+    # a 14-day trial bought the same day: the purchase converts it
+    raw = order(converted.account_id, TRIAL)
+    raw["order_id"] = "ord-history-trial-started"
+    await (await start_order(client, settings, raw)).result()
+    buy = order(
+        converted.account_id,
+        {"product": "meetings", "plan": "business", "seats": 4, "billing_cycle": "annual"},
+    )
+    buy["order_id"] = "ord-history-trial-bought"
+    handle = await start_order(client, settings, buy)
+    await handle.result()
+    await _record(client, "bought_during_trial", handle)
+    await _trial_ended(client, converted.account_id, TrialOutcome.CONVERTED)
+    await _record_trial(client, "trial_converted", converted.account_id)
+
+
+async def _record_trial(client: Client, name: str, account_id: str) -> None:
+    await _record(
+        client, name, client.get_workflow_handle(trial_workflow_id(account_id, "meetings"))
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Replaying recorded histories of every CheckoutWorkflow path: a workflow change that would
-break orders in flight fails here, before it reaches a worker."""
+"""Replaying recorded histories of every CheckoutWorkflow and TrialWorkflow path: a workflow
+change that would break orders or trials in flight fails here, before it reaches a worker."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
 from workflows.checkout import CheckoutWorkflow
+from workflows.trial import TrialWorkflow
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
 
@@ -34,13 +35,33 @@ def test_histories_cover_every_path() -> None:
         "parked_then_compensated",
         "parked_then_timed_out",
         "parked_then_cancelled",
+        "corporate_approved",
+        "corporate_rejected",
+        "corporate_approval_timed_out",
+        "bought_during_trial",
+        "trial_expired",
+        "trial_converted",
     }
+
+
+def workflow_type(path: Path) -> str:
+    started = load(path).events[0].workflow_execution_started_event_attributes
+    return started.workflow_type.name
+
+
+def test_histories_include_both_workflow_types() -> None:
+    """Trials in flight are covered as well as checkouts: each type has recorded histories."""
+    types = {path.stem: workflow_type(path) for path in HISTORIES}
+    assert types["trial_expired"] == types["trial_converted"] == "TrialWorkflow"
+    assert types["corporate_approved"] == types["completed"] == "CheckoutWorkflow"
 
 
 @pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     """The current workflow code makes the same decisions as the code that recorded it."""
-    replayer = Replayer(workflows=[CheckoutWorkflow], data_converter=pydantic_data_converter)
+    replayer = Replayer(
+        workflows=[CheckoutWorkflow, TrialWorkflow], data_converter=pydantic_data_converter
+    )
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
     assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"
 

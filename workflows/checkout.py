@@ -219,8 +219,9 @@ class CheckoutWorkflow:
             self._plan = plan
             if plan.corporate:
                 await self._await_approval(policy)
-                due = anchor + timedelta(days=policy.invoice_due_days)
-                await self._invoice(order, plan, due)
+                if plan.invoice.total > 0:  # nothing due (trials only): no invoice at all
+                    due = anchor + timedelta(days=policy.invoice_due_days)
+                    await self._invoice(order, plan, due)
             else:
                 await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
@@ -249,7 +250,7 @@ class CheckoutWorkflow:
                 purpose=EmailPurpose.CONFIRMATION,
                 invoice=plan.invoice,
                 payment_method=None if plan.corporate else order.payment_method,
-                paid_by_invoice=plan.corporate,
+                paid_by_invoice=self._invoice_payment is not None,
                 due_date=self._invoice_due,
             )
         )
@@ -624,6 +625,7 @@ class CheckoutWorkflow:
                 reason=reason.value,
                 message=message,
                 refund=self._refund,
+                paid_by_invoice=self._invoice_payment is not None,
             )
         )
         self._result = CheckoutResult(
