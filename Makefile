@@ -37,6 +37,9 @@ test: lint
 chaos: install
 	$(BIN)/pytest -m chaos
 
+bench: install
+	$(BIN)/python benchmarks/checkout_throughput.py
+
 histories: install
 	$(BIN)/python -m tests.record_histories
 

@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -25,6 +27,8 @@ from workflows.checkout import CheckoutWorkflow
 from workflows.trial import TrialWorkflow
 
 log = logging.getLogger("checkout.worker")
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
 WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow)
 
@@ -58,6 +62,9 @@ def build_worker(
         # Small limits: the worker shares two cores with the Temporal server and the database.
         max_concurrent_activities=20,
         max_concurrent_workflow_tasks=20,
+        # On SIGTERM, running activities get this long to finish before they are cancelled
+        # (and retried by another worker); our activities are short.
+        graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         **options,  # type: ignore[arg-type]
     )
 
@@ -65,6 +72,13 @@ def build_worker(
 async def run_worker(settings: Settings | None = None, stop: asyncio.Event | None = None) -> None:
     settings = settings or Settings.from_env()
     store = Store.from_url(settings.database_url)
+    try:
+        await _run(settings, store, stop)
+    finally:
+        await store.close()
+
+
+async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> None:
     await store.migrate()
     client = await connect_client()
     worker = build_worker(client, settings, build_activities(settings, store))
@@ -82,8 +96,10 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
     )
     async with worker:
         await stop.wait()
-        log.info("shutting down: finishing running activities")
-    await store.close()
+        log.info(
+            "shutting down: running activities get %ss to finish",
+            int(GRACEFUL_SHUTDOWN.total_seconds()),
+        )
     log.info("worker stopped")
 
 
@@ -91,11 +107,18 @@ def main() -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    code = 0
     try:
         asyncio.run(run_worker())
     except Exception as exc:
         print(f"worker: {exc}", file=sys.stderr)  # noqa: T201 - the one-line error for operators
-        raise SystemExit(1) from exc
+        code = 1
+    # The SDK's native threads can touch Python while the interpreter finalises and abort the
+    # process (temporalio/sdk-python#300); everything is closed by now, so leave directly.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

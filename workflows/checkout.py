@@ -437,7 +437,7 @@ class CheckoutWorkflow:
                         order_id=order.order_id, account_id=order.account_id, targets=plan.targets
                     ),
                     SubscriptionsResult,
-                    start_to_close_timeout=timedelta(seconds=60),
+                    start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(
                         initial_interval=timedelta(seconds=1),
                         maximum_interval=timedelta(seconds=30),
@@ -490,7 +490,7 @@ class CheckoutWorkflow:
                     order_id=order.order_id, account_id=order.account_id, targets=plan.targets
                 ),
                 SubscriptionsResult,
-                start_to_close_timeout=timedelta(seconds=60),
+                start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(
                     maximum_interval=timedelta(seconds=30), maximum_attempts=5
                 ),
