@@ -25,26 +25,18 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
 from checkout.contract import SEARCH_ATTRIBUTES, checkout_workflow_id, trial_workflow_id
-from checkout.models import CheckoutState, CheckoutStatus, TrialOutcome, TrialState
+from checkout.models import CheckoutStatus, TrialOutcome, TrialState
 from checkout.store import Store
 from tests.conftest import SmtpSink, free_port, settings_for, tool_path, unique_queue
-from tests.support import account, checkout_worker, eventually, order, start_order
+from tests.support import account, checkout_worker, order, reaches, start_order
 from worker import build_activities
 
 HISTORIES = Path(__file__).parent / "histories"
 TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
 
 
-async def _reaches(handle: WorkflowHandle[object, object], wanted: CheckoutStatus) -> None:
-    async def check() -> None:
-        state = await handle.query("status", result_type=CheckoutState)
-        assert state.state is wanted
-
-    await eventually(check, within=60)
-
-
 async def _parked(handle: WorkflowHandle[object, object]) -> None:
-    await _reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    await reaches(handle, CheckoutStatus.NEEDS_ATTENTION, within=60)
 
 
 def _short_trial_catalog() -> Catalog:
@@ -209,14 +201,14 @@ async def _corporate_scenarios(
 
     # approved by the account manager: invoiced, provisioned, confirmed
     handle = await start_order(client, settings, fixed("approved"))
-    await _reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
     await handle.execute_update("approve", {"approver": "Petra Prokurist"})
     await handle.result()
     await _record(client, "corporate_approved", handle)
 
     # rejected by the account manager
     handle = await start_order(client, settings, fixed("rejected"))
-    await _reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
     await handle.execute_update("reject", {"approver": "Petra Prokurist", "reason": "budget"})
     await handle.result()
     await _record(client, "corporate_rejected", handle)

@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id, trial_workflow_id
-from checkout.models import Account, CheckoutResult
+from checkout.models import Account, CheckoutResult, CheckoutState, CheckoutStatus
 from checkout.store import Store
 from worker import build_activities, build_worker
 
@@ -113,6 +113,25 @@ async def end_trial(client: Client, account_id: str, product: str) -> None:
         await client.get_workflow_handle(trial_workflow_id(account_id, product)).terminate(
             reason="test over"
         )
+
+
+async def state_of(handle: WorkflowHandle[Any, Any]) -> CheckoutState:
+    """The checkout's ``status`` query."""
+    state: CheckoutState = await handle.query("status", result_type=CheckoutState)
+    return state
+
+
+async def reaches(
+    handle: WorkflowHandle[Any, Any], wanted: CheckoutStatus, *, within: float = 30
+) -> CheckoutState:
+    """Poll the ``status`` query until the checkout is in ``wanted``."""
+
+    async def check() -> CheckoutState:
+        state = await state_of(handle)
+        assert state.state is wanted, state
+        return state
+
+    return await eventually(check, within=within)
 
 
 async def eventually(

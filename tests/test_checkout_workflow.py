@@ -34,8 +34,8 @@ from tests.support import (
     account,
     checkout_worker,
     end_trial,
-    eventually,
     order,
+    reaches,
     run_order,
     store_url,
 )
@@ -441,11 +441,7 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
             task_queue=settings.task_queue,
         )
 
-        async def parked() -> None:
-            state = await handle.query("status", result_type=CheckoutState)
-            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
-
-        await eventually(parked)
+        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()

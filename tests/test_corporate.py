@@ -27,7 +27,16 @@ from checkout.models import (
 )
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, checkout_worker, eventually, order, start_order, store_url
+from tests.support import (
+    account,
+    checkout_worker,
+    eventually,
+    order,
+    reaches,
+    start_order,
+    state_of,
+    store_url,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -37,20 +46,6 @@ MANAGER = "Petra Prokurist"
 def corporate_order(account_id: str) -> dict[str, Any]:
     """5 annual premium seats of remote-support, no payment method: corporate orders need none."""
     return order(account_id, payment_method=None)
-
-
-async def state_of(handle: WorkflowHandle[Any, Any]) -> CheckoutState:
-    state: CheckoutState = await handle.query("status", result_type=CheckoutState)
-    return state
-
-
-async def reaches(handle: WorkflowHandle[Any, Any], wanted: CheckoutStatus) -> CheckoutState:
-    async def check() -> CheckoutState:
-        state = await state_of(handle)
-        assert state.state is wanted, state
-        return state
-
-    return await eventually(check)
 
 
 async def result_of(handle: WorkflowHandle[Any, Any]) -> CheckoutResult:

@@ -29,6 +29,7 @@ from tests.support import (
     eventually,
     now,
     order,
+    reaches,
     start_order,
     store_url,
 )
@@ -288,12 +289,7 @@ async def test_operator_retries_a_parked_order_to_completion(
     async with checkout_worker(dev_env.client, settings, store):
         cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
 
-        async def parked() -> CheckoutState:
-            state: CheckoutState = await handle.query("status", result_type=CheckoutState)
-            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
-            return state
-
-        state = await eventually(parked)
+        state = await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         assert state.current_step == "provision_subscriptions"
         assert state.last_error is not None and "paused" in state.last_error
         # An update whose argument does not validate is refused and changes nothing.
@@ -347,11 +343,7 @@ async def test_operator_compensates_a_parked_order(
     async with checkout_worker(dev_env.client, settings, store):
         cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
 
-        async def parked() -> None:
-            state = await handle.query("status", result_type=CheckoutState)
-            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
-
-        await eventually(parked)
+        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         state = await handle.execute_update(
             "compensate", {"reason": "customer asked to cancel"}, result_type=CheckoutState
         )
@@ -389,11 +381,7 @@ async def test_describe_shows_summary_details_and_search_attributes(
             static_summary=order_summary(raw),
         )
 
-        async def parked() -> None:
-            state = await handle.query("status", result_type=CheckoutState)
-            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
-
-        await eventually(parked)
+        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         describe = await handle.describe()
         described = temporal_cli(dev_env, "workflow", "describe", "--workflow-id", handle.id)
@@ -430,11 +418,7 @@ async def test_two_operators_retrying_at_once_provision_once(
     async with checkout_worker(dev_env.client, settings, store):
         await start_order(dev_env.client, settings, raw)
 
-        async def parked() -> None:
-            state = await handle.query("status", result_type=CheckoutState)
-            assert state.state is CheckoutStatus.NEEDS_ATTENTION, state
-
-        await eventually(parked)
+        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         await store.set_paused("remote-support", False)
         outcomes = await asyncio.gather(
             handle.execute_update("retry_provisioning", result_type=CheckoutState),
