@@ -15,11 +15,12 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
 from checkout.contract import trial_workflow_id
-from checkout.models import ResultStatus, TrialOutcome, TrialState
+from checkout.models import ResultStatus, SubscriptionTarget, TrialOutcome, TrialState
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
 from tests.support import account, checkout_worker, eventually, order, run_order, store_url
 from worker import build_activities
+from workflows.trial import PURCHASE_GRACE
 
 TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
 
@@ -248,3 +249,33 @@ async def test_product_without_trials_offers_none(
     async with checkout_worker(time_skipping_env.client, settings, store):
         result = await run_order(time_skipping_env.client, settings, order(acc.account_id, item))
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "trial_not_available")
+
+
+async def test_purchase_half_done_at_the_trial_end_that_is_undone_lets_the_trial_expire(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A purchase provisioned but not completed when the trial ends holds the expiry back; when
+    that purchase is undone, the trial (back to trialing) still expires."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        account_id = await start_trial(env, store, smtp_sink, settings)
+        await wait_for_mail(smtp_sink, "trial_welcome")
+        (trialing,) = await store.subscriptions(account_id)
+        # A purchase's provisioning step, as a buy order in flight would leave it.
+        bought = SubscriptionTarget.model_validate(
+            trialing.model_dump() | {"status": "active", "billing_cycle": "annual", "seats": 4}
+        )
+        await store.apply_provisioning("ord-in-flight", account_id, [bought])
+        trial_end = (await trial_state(env.client, account_id)).trial_end
+        await env.sleep(trial_end - await env.get_current_time() + timedelta(seconds=1))
+        await asyncio.sleep(0.5)
+        assert (await store.subscriptions(account_id))[0].status.value == "active"
+        assert (await trial_state(env.client, account_id)).outcome is TrialOutcome.RUNNING
+
+        assert await store.undo_step("ord-in-flight", "provision")  # the purchase compensated
+        await env.sleep(PURCHASE_GRACE + timedelta(seconds=1))
+        state = await trial_result(env, account_id)
+        await wait_for_mail(smtp_sink, "trial_expired")
+    assert state.outcome is TrialOutcome.EXPIRED
+    (sub,) = await store.subscriptions(account_id)
+    assert (sub.status.value, sub.seats) == ("expired", 0)

@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         ExpireTrialInput,
         ExpireTrialResult,
         SendEmailInput,
+        SubscriptionStatus,
         TrialInput,
         TrialOutcome,
         TrialState,
@@ -31,6 +32,9 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import EMAIL, MUST_FINISH
 
 REMIND_BEFORE_END = timedelta(days=3)
+#: How long a purchase found half-done at the trial's end may take to complete or be undone:
+#: longer than a parked order waits for an operator (CHECKOUT_PARK_TIMEOUT, 72 h by default).
+PURCHASE_GRACE = timedelta(days=4)
 
 
 def mail_key(account_id: str, product: str) -> str:
@@ -64,19 +68,30 @@ class TrialWorkflow:
 
         if await self._converted_within(trial.trial_end - workflow.now()):
             return self._end(TrialOutcome.CONVERTED)
-        expired = await workflow.execute_activity(
-            "expire_trial",
-            ExpireTrialInput(
-                account_id=trial.account_id, product=trial.product, trial_end=trial.trial_end
-            ),
-            result_type=ExpireTrialResult,
-            **MUST_FINISH,
-        )
+        expired = await self._expire(trial)
+        if not expired.expired and expired.status is SubscriptionStatus.ACTIVE:
+            # A purchase is under way (provisioned, not yet completed). If it completes, its
+            # signal converts us; if it is compensated, the trial comes back and expires now.
+            if await self._converted_within(PURCHASE_GRACE):
+                return self._end(TrialOutcome.CONVERTED)
+            expired = await self._expire(trial)
         if not expired.expired:
             # Bought (or changed) in the store without the signal reaching us: nothing to take.
             return self._end(TrialOutcome.CONVERTED)
         await self._email(trial, EmailPurpose.TRIAL_EXPIRED)
         return self._end(TrialOutcome.EXPIRED)
+
+    async def _expire(self, trial: TrialInput) -> ExpireTrialResult:
+        result: ExpireTrialResult = await workflow.execute_activity(
+            "expire_trial",
+            ExpireTrialInput(
+                account_id=trial.account_id, product=trial.product, trial_end=trial.trial_end
+            ),
+            result_type=ExpireTrialResult,
+            summary="withdraw the trial's seats",
+            **MUST_FINISH,
+        )
+        return result
 
     async def _converted_within(self, wait: timedelta) -> bool:
         """Sleep on a durable timer until ``wait`` passes or a purchase converts the trial."""
