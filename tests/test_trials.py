@@ -279,3 +279,35 @@ async def test_purchase_half_done_at_the_trial_end_that_is_undone_lets_the_trial
     assert state.outcome is TrialOutcome.EXPIRED
     (sub,) = await store.subscriptions(account_id)
     assert (sub.status.value, sub.seats) == ("expired", 0)
+
+
+async def test_new_trial_while_an_old_trial_workflow_runs_restarts_it(
+    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """After an account is re-imported without its trial, a new trial of the product takes over
+    the still-running trial workflow, which then follows (and expires) the new trial."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    async with checkout_worker(env.client, settings, store):
+        account_id = await start_trial(env, store, smtp_sink, settings)
+        await wait_for_mail(smtp_sink, "trial_welcome")
+        first_end = (await trial_state(env.client, account_id)).trial_end
+        await env.sleep(timedelta(days=2))
+        await store.import_accounts([account(account_id)])  # re-imported: no subscriptions
+        with env.auto_time_skipping_disabled():
+            again = await run_order(env.client, settings, order(account_id, TRIAL))
+        assert again.status is ResultStatus.COMPLETED, again
+
+        async def restarted() -> TrialState:
+            state = await trial_state(env.client, account_id)
+            assert state.trial_end > first_end, state
+            return state
+
+        await eventually(restarted)
+        state = await trial_result(env, account_id)
+        await wait_for_mail(smtp_sink, "trial_expired")
+    assert state.outcome is TrialOutcome.EXPIRED
+    # The second trial was ordered two days (and the time the first checkout took) later.
+    assert timedelta(days=2) <= state.trial_end - first_end < timedelta(days=2, minutes=1)
+    (sub,) = await store.subscriptions(account_id)
+    assert (sub.status.value, sub.trial_end) == ("expired", state.trial_end)
+    assert purposes(smtp_sink).count("trial_welcome") == 2

@@ -352,18 +352,19 @@ class CheckoutWorkflow:
             if line.kind is not LineKind.TRIAL:
                 continue
             trial_id = trial_workflow_id(order.account_id, line.product)
+            trial = TrialInput(
+                account_id=order.account_id,
+                product=line.product,
+                plan=line.plan,
+                seats=line.seats,
+                order_id=order.order_id,
+                trial_start=line.period_start,
+                trial_end=line.period_end,
+            )
             try:
                 await workflow.start_child_workflow(
                     "TrialWorkflow",
-                    TrialInput(
-                        account_id=order.account_id,
-                        product=line.product,
-                        plan=line.plan,
-                        seats=line.seats,
-                        order_id=order.order_id,
-                        trial_start=line.period_start,
-                        trial_end=line.period_end,
-                    ),
+                    trial,
                     id=trial_id,
                     task_queue=workflow.info().task_queue,
                     parent_close_policy=ParentClosePolicy.ABANDON,
@@ -371,7 +372,9 @@ class CheckoutWorkflow:
                     f" {line.seats} seats until {line.period_end.date().isoformat()}",
                 )
             except WorkflowAlreadyStartedError:
-                workflow.logger.info("trial workflow %s already runs", trial_id)
+                # An older trial of the product still runs (the store let a new one in, e.g.
+                # after the account was re-imported): it follows the new trial from here.
+                await workflow.get_external_workflow_handle(trial_id).signal("restart", trial)
             self._steps_done.append(f"start_trial:{line.product}")
 
     async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:

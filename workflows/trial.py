@@ -37,9 +37,9 @@ REMIND_BEFORE_END = timedelta(days=3)
 PURCHASE_GRACE = timedelta(days=4)
 
 
-def mail_key(account_id: str, product: str) -> str:
-    """The outbox key of a trial's e-mails: its workflow id, hashed when it would not fit."""
-    key = trial_workflow_id(account_id, product)
+def mail_key(trial: TrialInput) -> str:
+    """The outbox key of one trial's e-mails: its workflow id and start, hashed to fit."""
+    key = f"{trial_workflow_id(trial.account_id, trial.product)}-{trial.trial_start:%Y%m%d%H%M%S}"
     return key if len(key) <= 64 else "trial-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
@@ -50,6 +50,7 @@ class TrialWorkflow:
         self._outcome = TrialOutcome.RUNNING
         self._reminder_sent = False
         self._converted_by: str | None = None
+        self._restart: TrialInput | None = None
 
     @workflow.run
     async def run(self, trial: TrialInput) -> TrialState:
@@ -97,9 +98,16 @@ class TrialWorkflow:
         """Sleep on a durable timer until ``wait`` passes or a purchase converts the trial."""
         if wait > timedelta(0):
             try:
-                await workflow.wait_condition(lambda: self._converted_by is not None, timeout=wait)
+                await workflow.wait_condition(
+                    lambda: self._converted_by is not None or self._restart is not None,
+                    timeout=wait,
+                )
             except TimeoutError:
                 return False
+        if self._restart is not None and self._converted_by is None:
+            # A new trial of the same product (the account was re-imported without this one):
+            # follow the new trial from the start, in a fresh history.
+            workflow.continue_as_new(self._restart)
         return self._converted_by is not None
 
     async def _email(self, trial: TrialInput, purpose: EmailPurpose) -> None:
@@ -107,7 +115,7 @@ class TrialWorkflow:
             await workflow.execute_activity(
                 "send_email",
                 SendEmailInput(
-                    order_id=mail_key(trial.account_id, trial.product),
+                    order_id=mail_key(trial),
                     account_id=trial.account_id,
                     purpose=purpose,
                     product=trial.product,
@@ -140,6 +148,12 @@ class TrialWorkflow:
         """A completed purchase of the product ends the trial as converted."""
         if self._converted_by is None:
             self._converted_by = request.order_id
+
+    @workflow.signal(name="restart")
+    def restart(self, trial: TrialInput) -> None:
+        """A checkout provisioned a new trial of this product while this one still runs."""
+        if self._input is None or trial.trial_start != self._input.trial_start:
+            self._restart = trial
 
     @workflow.query(name="status")
     def status(self) -> TrialState:
