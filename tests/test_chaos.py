@@ -249,7 +249,9 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         ]
         assert confirmation == [1], (name, counts)
     for account_id, product in trials:
-        welcome = [n for mid, n in counts.items() if f"trial-{account_id}-{product}@" in mid]
+        welcome = [
+            n for mid, n in counts.items() if f"<trial_welcome.trial-{account_id}-{product}-" in mid
+        ]
         assert welcome == [1], (account_id, counts)
     assert sum(counts.values()) == len(orders) + len(trials), counts
 
