@@ -19,6 +19,7 @@ from checkout.config import Settings
 from checkout.contract import checkout_workflow_id, trial_workflow_id
 from checkout.models import Account, CheckoutResult, CheckoutState, CheckoutStatus
 from checkout.store import Store
+from tests.conftest import SmtpSink, settings_for, unique_queue
 from worker import build_activities, build_worker
 
 T = TypeVar("T")
@@ -104,6 +105,15 @@ async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutRes
         raise AssertionError(f"order did not end in time; status: {state}") from None
     assert isinstance(result, CheckoutResult)
     return result
+
+
+async def place_order(
+    client: Client, store: Store, smtp: SmtpSink | None, raw: Any, **settings: Any
+) -> CheckoutResult:
+    """Run one order to its end with a worker of its own (real activities, store and SMTP)."""
+    config = settings_for(store_url(store), smtp, unique_queue(), **settings)
+    async with checkout_worker(client, config, store):
+        return await run_order(client, config, raw)
 
 
 async def end_trial(client: Client, account_id: str, product: str) -> None:

@@ -35,6 +35,7 @@ from tests.support import (
     checkout_worker,
     end_trial,
     order,
+    place_order,
     reaches,
     run_order,
     store_url,
@@ -68,9 +69,7 @@ async def test_german_consumer_buys_remote_support(
     """A German consumer pays 19 % German VAT on a new annual subscription, charged once."""
     acc = account()
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id))
+    result = await place_order(env.client, store, smtp_sink, order(acc.account_id))
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
     assert (result.invoice.net, result.invoice.vat, result.invoice.total) == (
@@ -108,11 +107,9 @@ async def test_french_business_with_vat_id_is_reverse_charged(
     """A French business with a valid VAT ID pays no VAT; the invoice names both VAT IDs."""
     acc = account(country="FR", locale="fr", name="Dupont SARL")
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(
-            env.client, settings, order(acc.account_id, vat_id="FR 40 303265045")
-        )
+    result = await place_order(
+        env.client, store, smtp_sink, order(acc.account_id, vat_id="FR 40 303265045")
+    )
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
     assert result.invoice.tax_treatment.value == "reverse_charge"
@@ -244,9 +241,9 @@ async def test_declined_card_rejects_the_order_and_changes_nothing(
     """A decline is final: rejected with its reason, no seats, no retry, no e-mail."""
     acc = account()
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id, payment_method=token))
+    result = await place_order(
+        env.client, store, smtp_sink, order(acc.account_id, payment_method=token)
+    )
     assert (result.status, result.reason) == (ResultStatus.REJECTED, reason)
     assert await store.subscriptions(acc.account_id) == []
     payments = await store.payments(account_id=acc.account_id)
@@ -260,9 +257,9 @@ async def test_bad_vat_id_is_rejected_before_anything_is_charged(
     """A VAT ID with a wrong check digit ends invalid_vat_id; nothing is charged."""
     acc = account()
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id, vat_id="DE136695977"))
+    result = await place_order(
+        env.client, store, smtp_sink, order(acc.account_id, vat_id="DE136695977")
+    )
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "invalid_vat_id")
     assert result.message is not None and "vat_id" in result.message
     assert await store.payments(account_id=acc.account_id) == []
@@ -272,9 +269,7 @@ async def test_unknown_account_is_rejected(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """An order for an account the store does not know ends unknown_account."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order("acc-nobody"))
+    result = await place_order(env.client, store, smtp_sink, order("acc-nobody"))
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "unknown_account")
 
 
@@ -407,14 +402,13 @@ async def test_failed_anchor_reset_undoes_provisioning_and_the_charge(
 
 
 async def test_failed_email_leaves_the_paid_order_completed(
-    env: WorkflowEnvironment, store: Store
+    own_time_skipping_env: WorkflowEnvironment, store: Store
 ) -> None:
     """An SMTP server that is down never undoes a paid order: completed, email failed."""
     acc = account()
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), None, unique_queue())  # nothing listens there
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id))
+    # Nothing listens on the SMTP port; the retries' backoff passes in skipped time.
+    result = await place_order(own_time_skipping_env.client, store, None, order(acc.account_id))
     assert result.status is ResultStatus.COMPLETED
     assert result.email is not None and result.email.status is EmailStatus.FAILED
     assert len(await store.subscriptions(acc.account_id)) == 1
