@@ -18,12 +18,14 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
 from checkout.contract import checkout_workflow_id
+from checkout.gateway import ChargeRequest, SandboxGateway
 from checkout.models import (
     AnchorInput,
     CheckoutResult,
     CheckoutState,
     CheckoutStatus,
     EmailStatus,
+    PaymentRecord,
     ResultStatus,
     Subscription,
     SubscriptionsResult,
@@ -450,3 +452,51 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
 
 def _subscription(sub: Subscription) -> tuple[Any, ...]:
     return tuple(sub.model_dump().values())
+
+
+class FlakyGateway(SandboxGateway):
+    """The sandbox gateway behind a network that times out: the first calls never answer
+    after the charge went through (the worst case: money moved, the reply was lost)."""
+
+    def __init__(self, store: Store, failures: int) -> None:
+        super().__init__(store)
+        self.failures = failures
+        self.calls = 0
+
+    async def charge(self, request: ChargeRequest) -> PaymentRecord:
+        self.calls += 1
+        payment = await super().charge(request)
+        if self.calls <= self.failures:
+            raise TimeoutError("gateway did not answer in time")
+        return payment
+
+
+async def test_gateway_timeouts_are_retried_and_charge_once(
+    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """A charge whose reply is lost twice is retried with the same idempotency key: the order
+    completes and the customer is charged exactly once."""
+    env = own_time_skipping_env
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    gateway = FlakyGateway(store, failures=2)
+    real = build_activities(settings, store)
+    activities = CheckoutActivities(
+        store=store, gateway=gateway, mailer=real._mailer, catalog=real._catalog,
+        settings=settings, vat_verifier=real._vat,
+    )  # fmt: skip
+    raw = order(acc.account_id)
+    async with checkout_worker(env.client, settings, store, activities=activities):
+        result = await run_order(env.client, settings, raw)
+        state = await env.client.get_workflow_handle(checkout_workflow_id(raw["order_id"])).query(
+            "status", result_type=CheckoutState
+        )
+    assert result.status is ResultStatus.COMPLETED, result
+    assert gateway.calls == 3
+    payments = await store.payments(account_id=acc.account_id)
+    assert [(p.kind, p.amount, p.status) for p in payments] == [
+        ("charge", Decimal("2915.50"), "succeeded")
+    ]
+    assert result.charge is not None and result.charge.id == payments[0].id
+    assert state.steps_done.count("charge_payment") == 1
