@@ -15,12 +15,12 @@ from datetime import timedelta
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from activities.checkout import CheckoutActivities, Mailer
+from activities.checkout import CheckoutActivities
 from checkout.catalog import Catalog, load_catalog
 from checkout.client import connect_client
 from checkout.config import Settings
 from checkout.gateway import SandboxGateway
-from checkout.mail import SmtpMailer
+from checkout.mail import Mailer, SmtpMailer
 from checkout.store import Store
 from checkout.vies import VatVerifier
 from workflows.checkout import CheckoutWorkflow

@@ -6,9 +6,6 @@ gateway, mailer, catalog, VAT verifier); ``worker.py`` builds and wires them.
 
 from __future__ import annotations
 
-from email.message import EmailMessage
-from typing import Protocol
-
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -23,6 +20,7 @@ from checkout.errors import (
 )
 from checkout.gateway import ChargeRequest, PaymentDeclined, PaymentGateway, payment_id
 from checkout.mail import (
+    Mailer,
     build_message,
     email_context,
     message_id_for,
@@ -60,10 +58,6 @@ from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
 log = activity.logger
-
-
-class Mailer(Protocol):
-    async def send(self, message: EmailMessage) -> None: ...
 
 
 class CheckoutActivities:

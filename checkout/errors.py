@@ -40,20 +40,8 @@ REJECTION_REASONS = frozenset(Reason) - {
     Reason.CANCELLED,
 }
 
-#: Declines from the payment gateway: final for the order, never retried.
-DECLINE_REASONS = frozenset(
-    {
-        Reason.CARD_DECLINED,
-        Reason.INSUFFICIENT_FUNDS,
-        Reason.EXPIRED_CARD,
-        Reason.INVALID_PAYMENT_METHOD,
-    }
-)
-
 #: ``ApplicationError.type`` of a retryable outage of the provisioning backend.
 PROVISIONING_UNAVAILABLE = "ProvisioningUnavailable"
-#: ``ApplicationError.type`` of a retryable outage of the payment gateway.
-GATEWAY_UNAVAILABLE = "GatewayUnavailable"
 #: ``ApplicationError.type`` of a step that was undone and may not be applied again.
 STEP_ALREADY_UNDONE = "StepAlreadyUndone"
 

@@ -139,9 +139,6 @@ class SmtpSink:
         self.messages.append(parsed)
         return "250 OK"
 
-    def to(self, address: str) -> list[EmailMessage]:
-        return [m for m in self.messages if m["To"] and address in m["To"]]
-
     async def wait_for(self, count: int, within: float = 20) -> list[EmailMessage]:
         deadline = asyncio.get_running_loop().time() + within
         while len(self.messages) < count:

@@ -27,7 +27,6 @@ from checkout.models import (
     EmailStatus,
     PaymentRecord,
     ResultStatus,
-    Subscription,
     SubscriptionsResult,
 )
 from checkout.store import Store
@@ -448,10 +447,6 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
     payments = await store.payments(account_id=acc.account_id)
     assert sorted(p.kind for p in payments) == ["charge", "refund"]
     assert await store.subscriptions(acc.account_id) == []
-
-
-def _subscription(sub: Subscription) -> tuple[Any, ...]:
-    return tuple(sub.model_dump().values())
 
 
 class FlakyGateway(SandboxGateway):

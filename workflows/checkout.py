@@ -24,7 +24,6 @@ with workflow.unsafe.imports_passed_through():
     from checkout.contract import (
         ACCOUNT_ID,
         CHECKOUT_STATUS,
-        checkout_workflow_id,
         idempotency_key,
         trial_workflow_id,
     )
@@ -766,6 +765,3 @@ class CheckoutWorkflow:
                 f"compensate is only possible in NeedsAttention or AwaitingApproval; the order"
                 f" is {self._state.value}"
             )
-
-
-__all__ = ["CheckoutWorkflow", "checkout_workflow_id"]
