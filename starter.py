@@ -23,7 +23,9 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import (
     Client,
+    WorkflowExecutionStatus,
     WorkflowFailureError,
+    WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
@@ -40,6 +42,7 @@ from checkout.contract import (
     ACCOUNT_ID,
     CHECKOUT_STATUS,
     CHECKOUT_WORKFLOW,
+    RECONCILE_SCHEDULE_ID,
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
@@ -59,7 +62,7 @@ from checkout.models import (
 )
 from checkout.order_input import describe_validation_error, find_card_number, parse_order
 from checkout.pricing import price_order
-from checkout.search_attributes import register_search_attributes
+from checkout.search_attributes import ensure_reconcile_schedule, register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
 from checkout.vat import InvalidVatId
@@ -306,7 +309,7 @@ def _render_state(state: CheckoutState, workflow_id: str) -> str:
     return fmt.fields(pairs)
 
 
-async def cmd_status(args: argparse.Namespace, _: Settings) -> int:
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
     order_id: str = args.order_id
     workflow_id = checkout_workflow_id(order_id)
     client = await _client()
@@ -327,11 +330,46 @@ async def cmd_status(args: argparse.Namespace, _: Settings) -> int:
     except WorkflowQueryFailedError as exc:
         raise CliError(f"status query of {workflow_id} failed: {_one_line(exc.message)}") from None
     assert isinstance(state, CheckoutState)
+    state, note = await _after_hard_stop(handle, state, order_id, settings)
     if args.json:
         _print_json(state)
     else:
         print(_render_state(state, workflow_id))
+        if note:
+            print(note)
     return 0
+
+
+_RESULT_STATE = {
+    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
+    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
+    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+}
+
+
+async def _after_hard_stop(
+    handle: WorkflowHandle[Any, Any], state: CheckoutState, order_id: str, settings: Settings
+) -> tuple[CheckoutState, str | None]:
+    """A terminated (or failed) run's query shows where it stopped, not how the order ended:
+    the store knows, once `checkout reconcile --fix` repaired it."""
+    description = await handle.describe()
+    stopped = description.status not in (None, WorkflowExecutionStatus.RUNNING) and (
+        description.status is not WorkflowExecutionStatus.COMPLETED
+    )
+    if not stopped or state.result is not None:
+        return state, None
+    assert description.status is not None
+    how = description.status.name.lower()
+    async with _store(settings) as store:
+        record = await store.order(order_id)
+    if record is None or record.result is None:
+        return state, (
+            f"The run was {how} in {state.state.value} and nothing ran its compensation:"
+            " repair it with `checkout reconcile --fix`."
+        )
+    result = CheckoutResult.model_validate_json(record.result)
+    repaired = state.model_copy(update={"state": _RESULT_STATE[result.status], "result": result})
+    return repaired, f"The run was {how}; `checkout reconcile --fix` repaired the order."
 
 
 async def cmd_list(args: argparse.Namespace, _: Settings) -> int:
@@ -564,7 +602,7 @@ async def cmd_products_resume(args: argparse.Namespace, settings: Settings) -> i
 # --- setup -------------------------------------------------------------------------------------
 
 
-async def cmd_setup(_: argparse.Namespace, __: Settings) -> int:
+async def cmd_setup(_: argparse.Namespace, settings: Settings) -> int:
     client = await _client()
     added = await register_search_attributes(client)
     where = f"{client.service_client.config.target_host}, namespace {client.namespace}"
@@ -572,6 +610,46 @@ async def cmd_setup(_: argparse.Namespace, __: Settings) -> int:
         print(f"registered search attributes {', '.join(added)} on {where}")
     else:
         print(f"search attributes CheckoutStatus and AccountId already registered on {where}")
+    if await ensure_reconcile_schedule(client, settings.task_queue):
+        print(f"created schedule {RECONCILE_SCHEDULE_ID}: the reconciliation check, daily")
+    else:
+        print(f"schedule {RECONCILE_SCHEDULE_ID} already exists")
+    return 0
+
+
+# --- reconcile ---------------------------------------------------------------------------------
+
+
+async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
+    from activities.reconcile import Reconciler  # noqa: PLC0415 - only this command needs it
+    from worker import build_activities  # noqa: PLC0415 - the worker's own wiring
+
+    client = await _client()
+    async with _store(settings) as store:
+        reconciler = Reconciler(
+            client=client, store=store, activities=build_activities(settings, store)
+        )
+        report = await reconciler.run(fix=args.fix)
+    if args.json:
+        print(json.dumps({"findings": [f.model_dump(mode="json") for f in report.findings]}))
+        return 0
+    if not report.findings:
+        print(f"checked {report.checked_orders} unfinished orders: nothing inconsistent")
+        return 0
+    rows = [
+        [
+            f.order_id,
+            f.problem,
+            fmt.NONE if f.charged is None else str(f.charged),
+            fmt.NONE if f.refunded is None else str(f.refunded),
+            f.action or ("no" if not f.fixed else "yes"),
+            f.detail,
+        ]
+        for f in report.findings
+    ]
+    print(fmt.table(["ORDER", "PROBLEM", "CHARGED", "REFUNDED", "FIXED", "DETAIL"], rows))
+    if not args.fix:
+        print("repair with `checkout reconcile --fix` (safe to repeat)")
     return 0
 
 
@@ -646,8 +724,17 @@ def _add_admin_commands(commands: Any) -> None:
     resume.add_argument("product", metavar="PRODUCT")
     resume.set_defaults(handler=cmd_products_resume)
 
-    setup = commands.add_parser("setup", help="register the search attributes on the cluster")
+    setup = commands.add_parser(
+        "setup", help="register the search attributes and the daily reconcile schedule"
+    )
     setup.set_defaults(handler=cmd_setup)
+
+    reconcile = commands.add_parser(
+        "reconcile", help="find orders the store and Temporal disagree on (terminated runs)"
+    )
+    reconcile.add_argument("--fix", action="store_true", help="repair them (safe to repeat)")
+    reconcile.add_argument("--json", action="store_true", help="print the findings as JSON")
+    reconcile.set_defaults(handler=cmd_reconcile)
 
     commands.add_parser(
         "demo",

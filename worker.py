@@ -16,6 +16,7 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.checkout import CheckoutActivities
+from activities.reconcile import ReconcileActivities, Reconciler
 from checkout.catalog import Catalog, load_catalog
 from checkout.client import connect_client
 from checkout.config import Settings
@@ -24,13 +25,15 @@ from checkout.mail import Mailer, SmtpMailer
 from checkout.store import Store
 from checkout.vies import VatVerifier
 from workflows.checkout import CheckoutWorkflow
+from workflows.interceptors import CheckoutInterceptor
+from workflows.reconcile import ReconcileWorkflow
 from workflows.trial import TrialWorkflow
 
 log = logging.getLogger("checkout.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
-WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow)
+WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow, ReconcileWorkflow)
 
 
 def build_activities(
@@ -54,11 +57,15 @@ def build_activities(
 def build_worker(
     client: Client, settings: Settings, activities: CheckoutActivities, **options: object
 ) -> Worker:
+    reconcile = ReconcileActivities(
+        Reconciler(client=client, store=activities.store, activities=activities)
+    )
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=activities.all(),  # type: ignore[arg-type]  # bound activity methods
+        activities=[*activities.all(), reconcile.reconcile],  # type: ignore[list-item]
+        interceptors=[CheckoutInterceptor()],
         # Small limits: the worker shares two cores with the Temporal server and the database.
         max_concurrent_activities=20,
         max_concurrent_workflow_tasks=20,

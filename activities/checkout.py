@@ -14,11 +14,18 @@ from checkout.config import Settings
 from checkout.errors import (
     PROVISIONING_UNAVAILABLE,
     STEP_ALREADY_UNDONE,
+    SUBSCRIPTION_CHANGED,
     CheckoutRejected,
     Reason,
     rejection,
 )
-from checkout.gateway import ChargeRequest, PaymentDeclined, PaymentGateway, payment_id
+from checkout.gateway import (
+    ChargeRequest,
+    IdempotencyConflict,
+    PaymentDeclined,
+    PaymentGateway,
+    payment_id,
+)
 from checkout.mail import (
     Mailer,
     build_message,
@@ -39,6 +46,7 @@ from checkout.models import (
     EmailStatus,
     ExpireTrialInput,
     ExpireTrialResult,
+    FinishedOrder,
     FinishOrderInput,
     InvoicePaymentInput,
     OrderClaim,
@@ -47,13 +55,15 @@ from checkout.models import (
     RefundInput,
     SendEmailInput,
     SubscriptionsResult,
+    Turn,
+    TurnInput,
     UndoInput,
     VatCheck,
     VatCheckInput,
     VoidInvoiceInput,
 )
 from checkout.pricing import price_order
-from checkout.store import StepUndone, Store
+from checkout.store import StepUndone, Store, SubscriptionChanged
 from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
@@ -72,6 +82,8 @@ class CheckoutActivities:
         vat_verifier: VatVerifier,
     ) -> None:
         self._store = store
+        #: The store, for what works beside the activities (reconciliation).
+        self.store = store
         self._gateway = gateway
         self._mailer = mailer
         self._catalog = catalog
@@ -85,28 +97,42 @@ class CheckoutActivities:
             provisioning_max_attempts=self._settings.provisioning_max_attempts,
             park_timeout_seconds=self._settings.park_timeout_seconds,
             approval_timeout_seconds=self._settings.approval_timeout_seconds,
+            queue_timeout_seconds=self._settings.queue_timeout_seconds,
         )
 
     @activity.defn
     async def claim_order(self, request: ClaimOrderInput) -> OrderClaim:
         """The first run of an order owns it; a later run with the same order id (the workflow id
-        is free again once a run has ended) gets the first run's result instead of running."""
-        owner, result = await self._store.claim_order(
-            request.order_id, request.account_id, request.run_id
+        is free again once a run has ended) gets the first run's result instead of running. The
+        order also takes its place in line for each product it changes."""
+        claim = await self._store.claim_order(
+            request.order_id, request.account_id, request.run_id, request.products
         )
         return OrderClaim(
-            owner_run_id=owner,
-            earlier_result=CheckoutResult.model_validate_json(result) if result else None,
+            owner_run_id=claim.owner_run_id,
+            earlier_result=CheckoutResult.model_validate_json(claim.result)
+            if claim.result
+            else None,
+            blocked_by=claim.blocked_by,
         )
 
     @activity.defn
-    async def finish_order(self, request: FinishOrderInput) -> None:
-        await self._store.finish_order(
+    async def check_turn(self, request: TurnInput) -> Turn:
+        """Whether a queued order may go on: no earlier order of the account that changes one of
+        its products is unfinished."""
+        return Turn(blocked_by=await self._store.blocking_orders(request.order_id))
+
+    @activity.defn
+    async def finish_order(self, request: FinishOrderInput) -> FinishedOrder:
+        """Record the outcome and release the order's places in line; the orders now first in
+        line are returned for the workflow to wake."""
+        wake = await self._store.finish_order(
             request.order_id,
             request.run_id,
             request.result.status.value,
             request.result.model_dump_json(),
         )
+        return FinishedOrder(wake=wake)
 
     @activity.defn
     async def validate_vat_id(self, request: VatCheckInput) -> VatCheck:
@@ -126,9 +152,12 @@ class CheckoutActivities:
                 Reason.UNKNOWN_ACCOUNT, f"account_id: no account {request.order.account_id}"
             )
         try:
-            return price_order(request.order, account, self._catalog, request.anchor, request.vat)
+            plan = price_order(request.order, account, self._catalog, request.anchor, request.vat)
         except CheckoutRejected as exc:
             raise rejection(exc.reason, exc.message) from None
+        # Kept with the order, so a run that is terminated later can be finished or undone.
+        await self._store.save_plan(request.order.order_id, plan.model_dump_json())
+        return plan
 
     @activity.defn
     async def charge_payment(self, request: ChargeInput) -> ChargeInfo:
@@ -145,6 +174,11 @@ class CheckoutActivities:
             )
         except PaymentDeclined as exc:
             raise rejection(exc.reason, str(exc)) from None
+        except IdempotencyConflict as exc:
+            # A bug, never a customer's doing: stop here, loudly, with nothing charged.
+            raise ApplicationError(
+                str(exc), type="IdempotencyConflict", non_retryable=True
+            ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
         return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
 
@@ -205,6 +239,10 @@ class CheckoutActivities:
             )
         except StepUndone as exc:
             raise ApplicationError(str(exc), type=STEP_ALREADY_UNDONE, non_retryable=True) from None
+        except SubscriptionChanged as exc:
+            raise ApplicationError(
+                str(exc), type=SUBSCRIPTION_CHANGED, non_retryable=True
+            ) from None
         log.info("order %s: provisioned %s", request.order_id, [s.product for s in subs])
         return SubscriptionsResult(subscriptions=subs, attempt=activity.info().attempt)
 
@@ -279,6 +317,7 @@ class CheckoutActivities:
         return [
             self.load_checkout_policy,
             self.claim_order,
+            self.check_turn,
             self.finish_order,
             self.validate_vat_id,
             self.price_order,

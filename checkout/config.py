@@ -86,6 +86,7 @@ class Settings:
     provisioning_max_attempts: int = 5
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
+    queue_timeout_seconds: float = 600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -114,4 +115,5 @@ class Settings:
             provisioning_max_attempts=_int(env, "CHECKOUT_PROVISIONING_MAX_ATTEMPTS", 5),
             park_timeout_seconds=_duration(env, "CHECKOUT_PARK_TIMEOUT", 72 * 3600),
             approval_timeout_seconds=_duration(env, "CHECKOUT_APPROVAL_TIMEOUT", 7 * 24 * 3600),
+            queue_timeout_seconds=_duration(env, "CHECKOUT_QUEUE_TIMEOUT", 600),
         )

@@ -8,6 +8,9 @@ from temporalio.common import SearchAttributeKey
 DEFAULT_TASK_QUEUE = "checkout"
 CHECKOUT_WORKFLOW = "CheckoutWorkflow"
 TRIAL_WORKFLOW = "TrialWorkflow"
+RECONCILE_WORKFLOW = "ReconcileWorkflow"
+#: The schedule ``checkout setup`` creates: the reconciliation check, once a day.
+RECONCILE_SCHEDULE_ID = "checkout-reconcile"
 
 CHECKOUT_STATUS = SearchAttributeKey.for_keyword("CheckoutStatus")
 ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
@@ -28,7 +31,8 @@ def trial_workflow_id(account_id: str, product: str) -> str:
     return f"trial-{account_id}-{product}"
 
 
-def idempotency_key(workflow_id: str, step: str) -> str:
-    """The key for one side effect of one run: derived from business ids, never random, so a
-    retried or repeated activity hits the same record."""
-    return f"{workflow_id}/{step}"
+def idempotency_key(order_id: str, step: str) -> str:
+    """The key for one side effect of one order (``order-<order_id>/<step>``): from the order id
+    and the step, never random and never the run, so a retried activity, a second run of the
+    order or a repair by ``checkout reconcile --fix`` hits the same record."""
+    return f"{checkout_workflow_id(order_id)}/{step}"

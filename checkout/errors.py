@@ -31,6 +31,12 @@ class Reason(StrEnum):
     PROVISIONING_FAILED = "provisioning_failed"
     OPERATOR_COMPENSATED = "operator_compensated"
     CANCELLED = "cancelled"
+    #: An earlier order of the account that changes the same product did not end in time.
+    ORDER_IN_PROGRESS = "order_in_progress"
+    #: The card issuer wants the customer present (3-D Secure); nothing was charged.
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    #: A payment that settles later (SEPA Direct Debit) failed to settle.
+    PAYMENT_FAILED = "payment_failed"
 
 
 #: Codes that end an order before anything happened: the result is ``rejected``.
@@ -44,6 +50,12 @@ REJECTION_REASONS = frozenset(Reason) - {
 PROVISIONING_UNAVAILABLE = "ProvisioningUnavailable"
 #: ``ApplicationError.type`` of a step that was undone and may not be applied again.
 STEP_ALREADY_UNDONE = "StepAlreadyUndone"
+#: ``ApplicationError.type`` of a subscription that changed since the order was priced.
+SUBSCRIPTION_CHANGED = "SubscriptionChanged"
+#: ``ApplicationError.type`` of an outage of the store: it heals, so it never parks an order.
+STORE_UNAVAILABLE = "StoreUnavailable"
+#: Outages that heal: retried until they pass, never counted towards parking an order.
+OUTAGE_TYPES = frozenset({STORE_UNAVAILABLE})
 
 
 class CheckoutRejected(Exception):

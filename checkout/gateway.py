@@ -36,6 +36,12 @@ class PaymentDeclined(Exception):
         self.payment = payment
 
 
+class IdempotencyConflict(Exception):
+    """The idempotency key was used before for another amount or currency. Payment providers
+    refuse such a reuse; answering with the earlier charge would hide a re-run priced
+    differently."""
+
+
 @dataclass(frozen=True)
 class ChargeRequest:
     idempotency_key: str
@@ -87,6 +93,11 @@ class SandboxGateway:
                 status="failed" if decline else "succeeded",
                 failure_code=decline.value if decline else None,
                 payment_method=token,
+            )
+        if (previous.amount, previous.currency) != (request.amount, request.currency):
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key} was used for"
+                f" {previous.amount} {previous.currency}, not {request.amount} {request.currency}"
             )
         if previous.status == "failed":
             raise PaymentDeclined(

@@ -84,6 +84,8 @@ class CheckoutStatus(StrEnum):
     """The values of the ``CheckoutStatus`` search attribute (contract section 1)."""
 
     VALIDATING = "Validating"
+    #: Waits for an earlier, unfinished order of the account that changes one of its products.
+    QUEUED = "Queued"
     AWAITING_APPROVAL = "AwaitingApproval"
     CHARGING = "Charging"
     PROVISIONING = "Provisioning"
@@ -175,6 +177,7 @@ class PaymentRecord(_Model):
     failure_code: str | None = None
     due_date: UtcDateTime | None = None
     created_at: UtcDateTime | None = None
+    account_id: str | None = None
 
 
 class AccountView(Account):
@@ -184,6 +187,18 @@ class AccountView(Account):
 
 
 # --- invoice and result ------------------------------------------------------------------------
+
+
+class PreviousSubscription(_Model):
+    """The subscription a ``change`` line replaced, so a reader can check the credit."""
+
+    plan: str
+    seats: int
+    billing_cycle: BillingCycle | None
+    status: SubscriptionStatus
+    current_period_start: UtcDateTime
+    current_period_end: UtcDateTime
+    period_amount: Money
 
 
 class InvoiceLine(_Model):
@@ -201,6 +216,8 @@ class InvoiceLine(_Model):
     new_seats: int = 0
     product_name: str = ""
     plan_name: str = ""
+    #: ``change`` lines: the subscription as it was before this order.
+    previous: PreviousSubscription | None = None
 
 
 class Invoice(_Model):
@@ -277,8 +294,18 @@ class PriceOrderInput(_Model):
     vat: VatCheck | None = None
 
 
+class PricedOn(_Model):
+    """The subscription an order was priced on; ``None`` when the account had none of it."""
+
+    subscription: Subscription | None = None
+
+
 class SubscriptionTarget(Subscription):
     """What one line makes of a subscription: its state once the order is through."""
+
+    #: What the line was priced on. The store refuses to provision onto anything else (a last
+    #: line of defence behind the order queue). ``None`` only in plans priced before it existed.
+    priced_on: PricedOn | None = None
 
 
 class CheckoutPlan(_Model):
@@ -368,6 +395,8 @@ class ClaimOrderInput(_Model):
     order_id: str
     account_id: str
     run_id: str
+    #: The products the order changes: its place in line is taken for each of them.
+    products: list[str] = Field(default_factory=list)
 
 
 class OrderClaim(_Model):
@@ -375,12 +404,35 @@ class OrderClaim(_Model):
 
     owner_run_id: str
     earlier_result: CheckoutResult | None = None
+    #: Earlier unfinished orders of the account that change one of the same products.
+    blocked_by: list[str] = Field(default_factory=list)
+
+
+class TurnInput(_Model):
+    order_id: str
+
+
+class Turn(_Model):
+    """Whether an order may go on: it may when nothing blocks it."""
+
+    blocked_by: list[str] = Field(default_factory=list)
 
 
 class FinishOrderInput(_Model):
     order_id: str
     run_id: str
     result: CheckoutResult
+
+
+class FinishedOrder(_Model):
+    """What recording an order's end released: the orders now first in line, to wake."""
+
+    wake: list[str] = Field(default_factory=list)
+
+
+class SavePlanInput(_Model):
+    order_id: str
+    plan: CheckoutPlan
 
 
 class TrialInput(_Model):
@@ -440,16 +492,13 @@ class CheckoutPolicy(_Model):
     provisioning_max_attempts: int = 5
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
+    #: How long an order waits in Queued for an earlier order of the account.
+    queue_timeout_seconds: float = 600
     #: Days until an approved corporate order's invoice is due.
     invoice_due_days: int = 30
 
 
 # --- query --------------------------------------------------------------------------------------
-
-
-class StepAttempts(_Model):
-    step: str
-    attempts: int
 
 
 class CheckoutState(_Model):
@@ -464,6 +513,32 @@ class CheckoutState(_Model):
     last_error: str | None
     attempts: dict[str, int]
     result: CheckoutResult | None = None
+
+
+class ReconcileFinding(_Model):
+    """One order the store and Temporal disagree on (``checkout reconcile --json``)."""
+
+    order_id: str
+    workflow_id: str
+    #: ``run_ended_unfinished``: its run ended (terminated, failed, timed out) without recording
+    #: the order; ``charge_without_order``: a charge no finished order accounts for;
+    #: ``lease_held_by_closed_run``: a place in line held by an order that has ended.
+    problem: str
+    detail: str = ""
+    charged: Money | None = None
+    refunded: Money | None = None
+    fixed: bool = False
+    #: What ``--fix`` did: ``undone``, ``finished``, ``refunded`` or ``released``.
+    action: str | None = None
+
+
+class ReconcileReport(_Model):
+    findings: list[ReconcileFinding] = Field(default_factory=list)
+    checked_orders: int = 0
+
+
+class ReconcileInput(_Model):
+    fix: bool = False
 
 
 class CompensateRequest(_Model):

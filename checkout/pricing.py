@@ -22,6 +22,8 @@ from checkout.models import (
     LineKind,
     Order,
     OrderItem,
+    PreviousSubscription,
+    PricedOn,
     Subscription,
     SubscriptionStatus,
     SubscriptionTarget,
@@ -157,6 +159,7 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         new_seats=new_seats,
         product_name=product.name,
         plan_name=plan.name,
+        previous=_previous(current) if current is not None and kind is LineKind.CHANGE else None,
     )
     target = SubscriptionTarget(
         product=item.product,
@@ -171,8 +174,15 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         # What the new period was paid with: the charge plus the credit carried over from the old
         # one. Storing only the charge would shrink the credit of a second change in one period.
         period_amount=amount,
+        priced_on=PricedOn(subscription=current),
     )
     return line, target
+
+
+def _previous(current: Subscription) -> PreviousSubscription:
+    return PreviousSubscription.model_validate(
+        current.model_dump(include=set(PreviousSubscription.model_fields))
+    )
 
 
 def _trial_line(  # noqa: PLR0917 - as _paid_line
@@ -229,6 +239,7 @@ def _trial_line(  # noqa: PLR0917 - as _paid_line
         current_period_end=trial_end,
         trial_end=trial_end,
         period_amount=zero(currency),
+        priced_on=PricedOn(subscription=current),
     )
     return line, target
 

@@ -1,16 +1,30 @@
-"""Registering the contract's search attributes on a cluster, idempotently."""
+"""Setting up a cluster, idempotently: the contract's search attributes and the daily
+reconciliation schedule."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import (
     AddSearchAttributesRequest,
     ListSearchAttributesRequest,
 )
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleState,
+)
 from temporalio.service import RPCError, RPCStatusCode
 
-from checkout.contract import SEARCH_ATTRIBUTES
+from checkout.contract import RECONCILE_SCHEDULE_ID, RECONCILE_WORKFLOW, SEARCH_ATTRIBUTES
+from checkout.models import ReconcileInput
 
 
 async def register_search_attributes(client: Client) -> list[str]:
@@ -35,3 +49,23 @@ async def register_search_attributes(client: Client) -> list[str]:
             AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
         )
     return sorted(missing)
+
+
+async def ensure_reconcile_schedule(client: Client, task_queue: str) -> bool:
+    """Create the daily reconciliation schedule unless it exists; True when it was created."""
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            RECONCILE_WORKFLOW,
+            ReconcileInput(fix=False),
+            id=f"{RECONCILE_SCHEDULE_ID}-run",
+            task_queue=task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(days=1))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        state=ScheduleState(note="checks daily that the store and Temporal agree"),
+    )
+    try:
+        await client.create_schedule(RECONCILE_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        return False
+    return True

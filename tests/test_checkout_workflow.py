@@ -26,10 +26,11 @@ from checkout.models import (
     CheckoutStatus,
     EmailStatus,
     PaymentRecord,
+    ProvisionInput,
     ResultStatus,
     SubscriptionsResult,
 )
-from checkout.store import Store
+from checkout.store import Store, StoreUnavailable
 from tests.conftest import SmtpSink, settings_for, unique_queue
 from tests.support import (
     account,
@@ -370,10 +371,13 @@ class FailingAnchor(CheckoutActivities):
         raise ApplicationError("billing system rejected the new anchor", non_retryable=True)
 
 
-async def test_failed_anchor_reset_undoes_provisioning_and_the_charge(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+async def test_failing_anchor_reset_parks_and_only_the_park_timeout_undoes_it(
+    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
-    """When the billing anchor cannot be reset, the seats and the charge are undone too."""
+    """A billing anchor that cannot be reset parks the paid order in NeedsAttention, exactly as
+    provisioning does; only when nobody acts within the park timeout are the seats and the
+    charge undone."""
+    env = own_time_skipping_env
     start = (await env.get_current_time() - timedelta(days=10)).replace(microsecond=0)
     acc = account(subscriptions=[existing_annual(start)])
     await store.import_accounts([acc])
@@ -396,10 +400,64 @@ async def test_failed_anchor_reset_undoes_provisioning_and_the_charge(
             checkout_workflow_id(handle_raw["order_id"])
         ).query("status", result_type=CheckoutState)
     assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "provisioning_failed")
+    assert "reset billing anchor failed and nobody resolved it within 1:00:00" in (
+        result.message or ""
+    )
+    assert state.attempts["reset_billing_anchor"] == settings.provisioning_max_attempts
     assert result.refund is not None and result.charge is not None
     assert result.refund.amount == result.charge.amount
     assert await store.subscriptions(acc.account_id) == before
     assert state.compensations_run == ["undo_billing_anchor", "undo_provisioning", "refund_payment"]
+
+
+class StoreOutageWhileProvisioning(CheckoutActivities):
+    """The real activities; the store is unreachable for the first provisioning attempts."""
+
+    outage_attempts = 7
+
+    @activity.defn(name="provision_subscriptions")
+    async def provision_subscriptions(self, request: ProvisionInput) -> SubscriptionsResult:
+        if self.outage_attempts > 0:
+            self.outage_attempts -= 1
+            raise StoreUnavailable("database unavailable: OperationalError")
+        return await super().provision_subscriptions(request)
+
+
+async def test_a_store_outage_during_provisioning_heals_without_parking(
+    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """More failed attempts than parking allows, all of them an outage of our own store: the
+    order waits for it to pass and completes, never parked, never undone."""
+    env = own_time_skipping_env
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    real = build_activities(settings, store)
+    flaky = StoreOutageWhileProvisioning(
+        store=real._store,
+        gateway=real._gateway,
+        mailer=real._mailer,
+        catalog=real._catalog,
+        settings=settings,
+        vat_verifier=real._vat,
+    )
+    raw = order(acc.account_id)
+    async with checkout_worker(env.client, settings, store, activities=flaky):
+        result = await run_order(env.client, settings, raw)
+        history = await env.client.get_workflow_handle(
+            checkout_workflow_id(raw["order_id"])
+        ).fetch_history()
+    assert result.status is ResultStatus.COMPLETED, result
+    assert flaky.outage_attempts == 0
+    assert result.refund is None
+    upserts = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    statuses = {bytes(fields["CheckoutStatus"].data) for fields in upserts}
+    assert b'"NeedsAttention"' not in statuses
+    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [5]
 
 
 async def test_failed_email_leaves_the_paid_order_completed(

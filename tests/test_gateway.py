@@ -9,7 +9,13 @@ from decimal import Decimal
 import pytest
 
 from checkout.errors import Reason
-from checkout.gateway import ChargeRequest, PaymentDeclined, SandboxGateway, payment_id
+from checkout.gateway import (
+    ChargeRequest,
+    IdempotencyConflict,
+    PaymentDeclined,
+    SandboxGateway,
+    payment_id,
+)
 from checkout.models import PaymentRecord
 from checkout.store import Store
 
@@ -85,11 +91,23 @@ async def test_declining_tokens_raise_and_record_a_failed_payment(
 async def test_same_key_charges_once(store: Store) -> None:
     """A repeated charge with the same key returns the first payment and adds no row."""
     first = await charge(store, charge_request())
-    # Even a retry that (wrongly) carries another amount or card is the same charge.
-    again = await charge(store, charge_request("pm_card_mastercard", amount="1.00"))
+    # A retry with another token but the same amount is still the same charge.
+    again = await charge(store, charge_request("pm_card_mastercard"))
 
     assert again == first
     assert again.id == first.id
+    assert await store.payments(order_id="ord-1") == [first]
+
+
+@pytest.mark.parametrize(("amount", "currency"), [("1.00", "EUR"), ("1725.50", "USD")])
+async def test_same_key_with_another_amount_is_refused(
+    store: Store, amount: str, currency: str
+) -> None:
+    """A key reused for another amount or currency is refused, as payment providers do, and
+    charges nothing more: a re-run that priced differently cannot pass unnoticed."""
+    first = await charge(store, charge_request())
+    with pytest.raises(IdempotencyConflict, match=r"order-ord-1/charge was used for 1725\.50 EUR"):
+        await charge(store, charge_request(amount=amount, currency=currency))
     assert await store.payments(order_id="ord-1") == [first]
 
 

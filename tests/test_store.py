@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from alembic.script import ScriptDirectory
 from pydantic import ValidationError
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import StatementError
@@ -17,13 +18,21 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import (
     CheckoutResult,
+    PricedOn,
     ResultStatus,
     Subscription,
     SubscriptionStatus,
     SubscriptionTarget,
 )
-from checkout.store import StepUndone, Store
+from checkout.store import (
+    OrderClaimRecord,
+    StepUndone,
+    Store,
+    StoreUnavailable,
+    SubscriptionChanged,
+)
 from checkout.store.schema import OrderStepRow, OutboxRow, PaymentRow, SubscriptionRow
+from checkout.store.store import MIGRATIONS_DIR
 from tests.support import account
 
 #: The current period of the seeded subscription, and the anchor ``t`` of the orders.
@@ -93,7 +102,10 @@ async def test_migrate_twice_is_harmless(store: Store) -> None:
     assert await store.get_account(account_id) == before
     async with store.engine.connect() as connection:
         versions = (await connection.execute(text("SELECT version_num FROM alembic_version"))).all()
-    assert [v[0] for v in versions] == ["0002"]
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    assert [v[0] for v in versions] == [head]
+    assert head is not None
+    assert int(head) >= 3
 
 
 # --- accounts -----------------------------------------------------------------------------------
@@ -664,15 +676,15 @@ def result(order_id: str) -> str:
 
 async def test_claim_order_first_run_owns_second_gets_owner_and_result(store: Store) -> None:
     """The first run owns the order; a later run learns the owner and, once finished, the result."""
-    assert await store.claim_order("ord-1", "acc-1", "run-a") == ("run-a", None)
-    assert await store.claim_order("ord-1", "acc-1", "run-b") == ("run-a", None)
+    assert await store.claim_order("ord-1", "acc-1", "run-a") == OrderClaimRecord("run-a", None, [])
+    assert await store.claim_order("ord-1", "acc-1", "run-b") == OrderClaimRecord("run-a", None, [])
 
     await store.finish_order("ord-1", "run-a", "completed", result("ord-1"))
 
-    owner, finished = await store.claim_order("ord-1", "acc-1", "run-b")
-    assert owner == "run-a"
-    assert finished is not None
-    parsed = CheckoutResult.model_validate_json(finished)
+    claim = await store.claim_order("ord-1", "acc-1", "run-b")
+    assert claim.owner_run_id == "run-a"
+    assert claim.result is not None
+    parsed = CheckoutResult.model_validate_json(claim.result)
     assert parsed.status is ResultStatus.COMPLETED
     assert parsed.order_id == "ord-1"
 
@@ -682,12 +694,103 @@ async def test_finish_order_by_a_non_owner_is_ignored(store: Store) -> None:
     await store.claim_order("ord-1", "acc-1", "run-a")
 
     await store.finish_order("ord-1", "run-b", "rejected", json.dumps({"by": "run-b"}))
-    assert await store.claim_order("ord-1", "acc-1", "run-c") == ("run-a", None)
+    assert (await store.claim_order("ord-1", "acc-1", "run-c")).result is None
 
     await store.finish_order("ord-1", "run-a", "completed", result("ord-1"))
     await store.finish_order("ord-1", "run-a", "rejected", json.dumps({"again": True}))
-    assert await store.claim_order("ord-1", "acc-1", "run-c") == ("run-a", result("ord-1"))
+    assert (await store.claim_order("ord-1", "acc-1", "run-c")).result == result("ord-1")
 
     # Finishing an order nobody claimed records nothing.
     await store.finish_order("ord-unknown", "run-a", "completed", result("ord-unknown"))
-    assert await store.claim_order("ord-unknown", "acc-1", "run-z") == ("run-z", None)
+    assert await store.claim_order("ord-unknown", "acc-1", "run-z") == OrderClaimRecord(
+        "run-z", None, []
+    )
+
+
+async def test_orders_of_one_product_queue_in_claim_order(store: Store) -> None:
+    """A later order that changes the same product waits for every earlier one, in order."""
+    assert (await store.claim_order("o1", "acc-1", "r1", ["rs"])).blocked_by == []
+    assert (await store.claim_order("o2", "acc-1", "r2", ["rs"])).blocked_by == ["o1"]
+    assert (await store.claim_order("o3", "acc-1", "r3", ["rs", "mt"])).blocked_by == ["o1", "o2"]
+    # Other products and other accounts run side by side.
+    assert (await store.claim_order("o4", "acc-1", "r4", ["vault"])).blocked_by == []
+    assert (await store.claim_order("o5", "acc-2", "r5", ["rs"])).blocked_by == []
+
+    # o1 ends: o2 is first on rs and is the one to wake; o3 still waits for o2.
+    assert await store.finish_order("o1", "r1", "completed", result("o1")) == ["o2"]
+    assert await store.blocking_orders("o2") == []
+    assert await store.blocking_orders("o3") == ["o2"]
+    assert await store.finish_order("o2", "r2", "completed", result("o2")) == ["o3"]
+    assert await store.blocking_orders("o3") == []
+
+
+async def test_a_second_claim_takes_no_second_place(store: Store) -> None:
+    """Claiming an order again (a retried activity, a second run) keeps its one place in line."""
+    await store.claim_order("o1", "acc-1", "r1", ["rs"])
+    await store.claim_order("o1", "acc-1", "r1", ["rs"])
+    await store.claim_order("o1", "acc-1", "other-run", ["rs"])
+    assert await store.held_locks() == [("o1", "acc-1", "rs")]
+    assert (await store.claim_order("o2", "acc-1", "r2", ["rs"])).blocked_by == ["o1"]
+
+
+async def test_finish_releases_once_and_reconcile_can_release(store: Store) -> None:
+    """Finishing twice wakes nobody new; release_order frees what a terminated run held."""
+    await store.claim_order("o1", "acc-1", "r1", ["rs"])
+    await store.claim_order("o2", "acc-1", "r2", ["rs"])
+    await store.claim_order("o3", "acc-1", "r3", ["rs"])
+    assert await store.finish_order("o1", "r1", "completed", result("o1")) == ["o2"]
+    # o2 was terminated: nothing finishes it; reconcile releases its place.
+    assert await store.release_order("o2") == ["o3"]
+    assert await store.release_order("o2") == []
+    assert await store.held_locks() == [("o3", "acc-1", "rs")]
+
+
+async def test_concurrent_claims_of_one_product_take_distinct_places(store: Store) -> None:
+    """Racing claims are ordered: exactly one of them goes first, the rest wait behind it."""
+    claims = await asyncio.gather(
+        *(store.claim_order(f"o{i}", "acc-1", f"r{i}", ["rs"]) for i in range(6))
+    )
+    assert sorted(len(c.blocked_by) for c in claims) == [0, 1, 2, 3, 4, 5]
+
+
+async def test_provisioning_refuses_a_subscription_changed_since_pricing(store: Store) -> None:
+    """The last line of defence: a target priced on another state is not applied."""
+    acc = await seeded(store)
+    before = (await store.subscriptions(acc))[0]
+    stale = target(seats=10, priced_on=PricedOn(subscription=None))
+    with pytest.raises(SubscriptionChanged, match="another change got there first"):
+        await store.apply_provisioning("o2", acc, [stale])
+    assert await store.subscriptions(acc) == [before]
+    assert await store.step_status("o2", "provision") is None
+    fresh = target(seats=10, priced_on=PricedOn(subscription=before))
+    await store.apply_provisioning("o3", acc, [fresh])
+    assert [s.seats for s in await store.subscriptions(acc)] == [10]
+
+
+async def test_a_trial_does_not_expire_while_an_order_of_it_is_under_way(store: Store) -> None:
+    """A purchase that holds the product's place keeps the trial's seats until it ends."""
+    trial_end = datetime(2026, 12, 1, tzinfo=UTC)
+    trialing = subscription(
+        status="trialing", billing_cycle=None, current_period_end=trial_end, trial_end=trial_end
+    )
+    acc = await seeded(store, trialing)
+    await store.claim_order("buy", acc, "r1", ["remote-support"])
+    assert await store.expire_trial(acc, "remote-support", trial_end) == (
+        False,
+        SubscriptionStatus.ACTIVE,
+    )
+    await store.finish_order("buy", "r1", "rejected", result("buy"))
+    assert await store.expire_trial(acc, "remote-support", trial_end) == (
+        True,
+        SubscriptionStatus.EXPIRED,
+    )
+
+
+async def test_store_outage_is_reported_as_store_unavailable() -> None:
+    """A database that cannot be reached raises StoreUnavailable, the outage activities retry."""
+    store = Store.from_url("postgresql+asyncpg://postgres@127.0.0.1:1/none")
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.get_account("acc-1")
+    finally:
+        await store.close()

@@ -4,6 +4,7 @@ side effect undone in reverse when a later step fails or the run is cancelled.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
@@ -24,10 +25,17 @@ with workflow.unsafe.imports_passed_through():
     from checkout.contract import (
         ACCOUNT_ID,
         CHECKOUT_STATUS,
+        checkout_workflow_id,
         idempotency_key,
         trial_workflow_id,
     )
-    from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
+    from checkout.errors import (
+        OUTAGE_TYPES,
+        REJECTION_REASONS,
+        SUBSCRIPTION_CHANGED,
+        CheckoutRejected,
+        Reason,
+    )
     from checkout.models import (
         AnchorInput,
         ApproveRequest,
@@ -44,6 +52,7 @@ with workflow.unsafe.imports_passed_through():
         EmailInfo,
         EmailPurpose,
         EmailStatus,
+        FinishedOrder,
         FinishOrderInput,
         InvoicePaymentInput,
         LineKind,
@@ -58,6 +67,8 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionsResult,
         SubscriptionView,
         TrialInput,
+        Turn,
+        TurnInput,
         UndoInput,
         VatCheck,
         VatCheckInput,
@@ -102,6 +113,20 @@ def _describe(error: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
+def _error_type(error: ActivityError) -> str | None:
+    cause = error.cause
+    return cause.type if isinstance(cause, ApplicationError) else None
+
+
+#: The patch that brought order identity, the order queue and parking of the anchor reset.
+#: Runs started before it replay without it and finish as the code they started on did.
+ONE_CHANGE_AT_A_TIME = "one-change-at-a-time"
+#: How often a queued order looks again whether its turn came, should a wake-up be missed.
+QUEUE_RECHECK = timedelta(seconds=30)
+#: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
+WRONG_ARGUMENT_COUNT = b"binary/x-checkout-argument-count"
+
+
 NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 
 
@@ -111,6 +136,12 @@ def _decode(raw: RawValue) -> Any:
     encoding = payload.metadata.get("encoding", b"")
     if encoding == b"binary/null":
         return None
+    if encoding == WRONG_ARGUMENT_COUNT:
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            "CheckoutWorkflow takes exactly one argument, the order; it was started with"
+            f" {payload.data.decode()}",
+        )
     if encoding != b"json/plain":
         return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
     try:
@@ -141,17 +172,38 @@ class CheckoutWorkflow:
         self._approved_by: str | None = None
         self._waiting_for: str | None = None
         self._provision_rounds = 0
+        self._turn_signalled = False
+        self._versioned = False
 
     # --- the happy path -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
+        self._versioned = workflow.patched(ONE_CHANGE_AT_A_TIME)
+        if raw_order is NO_ORDER:
+            return self._end_rejected(
+                CheckoutRejected(
+                    Reason.INVALID_ORDER,
+                    "CheckoutWorkflow takes exactly one argument, the order; it was started"
+                    " with none",
+                )
+            )
         # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
         # at it: a malformed order ends rejected instead of failing workflow tasks forever.
         try:
             order = parse_order(_decode(raw_order))
         except CheckoutRejected as rejected:
             return self._end_rejected(rejected)
+        expected_id = checkout_workflow_id(order.order_id)
+        if self._versioned and workflow.info().workflow_id != expected_id:
+            # Idempotency keys and the store's claim hang on the order id; a run under any other
+            # id could charge the same order again. Nothing has been written yet.
+            return self._end_rejected(
+                CheckoutRejected(
+                    Reason.INVALID_ORDER,
+                    f"the workflow id must be {expected_id} for order {order.order_id}",
+                )
+            )
         self._order = order
         self._set_state(CheckoutStatus.VALIDATING)
         policy = await workflow.execute_activity(
@@ -163,7 +215,12 @@ class CheckoutWorkflow:
         run_id = workflow.info().run_id
         claim: OrderClaim = await workflow.execute_activity(
             "claim_order",
-            ClaimOrderInput(order_id=order.order_id, account_id=order.account_id, run_id=run_id),
+            ClaimOrderInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                run_id=run_id,
+                products=[item.product for item in order.items] if self._versioned else [],
+            ),
             result_type=OrderClaim,
             summary="claim the order for this run",
             **QUICK,
@@ -174,8 +231,18 @@ class CheckoutWorkflow:
             self._result = claim.earlier_result
             self._set_state(_ENDING_STATE[claim.earlier_result.status])
             return claim.earlier_result
+        if claim.owner_run_id != run_id and self._versioned:
+            # Another run of this order has not ended (it was terminated, or replaced by a
+            # start that terminated it): running it again here could charge twice.
+            return self._end_rejected(
+                CheckoutRejected(
+                    Reason.ORDER_IN_PROGRESS,
+                    f"order {order.order_id} is already being run by run {claim.owner_run_id};"
+                    " if that run was terminated, repair it with `checkout reconcile --fix`",
+                )
+            )
         try:
-            result = await self._checkout(order, policy)
+            result = await self._checkout(order, policy, claim.blocked_by)
         except BaseException as error:
             if is_cancelled_exception(error):
                 await self._compensate()
@@ -194,9 +261,16 @@ class CheckoutWorkflow:
         await self._record(result)
         return result
 
-    async def _checkout(self, order: Order, policy: CheckoutPolicy) -> CheckoutResult:
+    async def _checkout(
+        self, order: Order, policy: CheckoutPolicy, blocked_by: list[str]
+    ) -> CheckoutResult:
         anchor = workflow.info().workflow_start_time.replace(microsecond=0)
         try:
+            if blocked_by:
+                await self._wait_for_turn(order, policy, blocked_by)
+                # Priced on what the earlier orders left, from the moment its turn came.
+                anchor = workflow.now().replace(microsecond=0)
+                self._set_state(CheckoutStatus.VALIDATING)
             vat: VatCheck | None = None
             if order.vat_id is not None:
                 vat = await self._step(
@@ -224,7 +298,7 @@ class CheckoutWorkflow:
             else:
                 await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
-            subscriptions = await self._reset_anchor(order, plan) or subscriptions
+            subscriptions = await self._reset_anchor(order, plan, policy) or subscriptions
         except _MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
         except (ActivityError, CheckoutRejected) as error:
@@ -269,14 +343,66 @@ class CheckoutWorkflow:
 
     async def _record(self, result: CheckoutResult) -> None:
         assert self._order is not None
-        await workflow.execute_activity(
+        finished: FinishedOrder | None = await workflow.execute_activity(
             "finish_order",
             FinishOrderInput(
                 order_id=self._order.order_id, run_id=workflow.info().run_id, result=result
             ),
+            result_type=FinishedOrder | None,  # type: ignore[arg-type]  # None before the queue
             summary=f"record the outcome: {result.status.value}",
             **QUICK,
         )
+        for waiting in finished.wake if finished else []:
+            # Wake the orders now first in line; one that is gone or already woken loses nothing
+            # (it also looks again on its own every QUEUE_RECHECK).
+            handle = workflow.get_external_workflow_handle(checkout_workflow_id(waiting))
+            try:
+                await handle.signal("turn")
+            except ApplicationError as error:
+                workflow.logger.info("order %s not woken: %s", waiting, error)
+
+    async def _wait_for_turn(
+        self, order: Order, policy: CheckoutPolicy, blocked_by: list[str]
+    ) -> None:
+        """Wait in Queued until no earlier order of the account changes one of this order's
+        products, or reject ``order_in_progress`` after the queue timeout, with nothing done."""
+        deadline = workflow.now() + timedelta(seconds=policy.queue_timeout_seconds)
+        while blocked_by:
+            self._waiting_for = (
+                f"earlier order {', '.join(blocked_by)} of this account to end (if its run was"
+                " terminated, repair it with `checkout reconcile --fix`)"
+            )
+            self._set_state(CheckoutStatus.QUEUED, step="queue")
+            remaining = deadline - workflow.now()
+            if remaining <= timedelta(0):
+                self._waiting_for = None
+                raise CheckoutRejected(
+                    Reason.ORDER_IN_PROGRESS,
+                    f"earlier order {', '.join(blocked_by)} of the account, which changes the"
+                    " same product, did not end within"
+                    f" {timedelta(seconds=policy.queue_timeout_seconds)}",
+                )
+            self._turn_signalled = False
+            with contextlib.suppress(TimeoutError):  # the re-check below runs either way
+                await workflow.wait_condition(
+                    lambda: self._turn_signalled, timeout=min(remaining, QUEUE_RECHECK)
+                )
+            turn: Turn = await workflow.execute_activity(
+                "check_turn",
+                TurnInput(order_id=order.order_id),
+                result_type=Turn,
+                summary="is it this order's turn?",
+                **QUICK,
+            )
+            blocked_by = turn.blocked_by
+        self._waiting_for = None
+        self._steps_done.append("queue")
+        self._current_step = None
+
+    @workflow.signal(name="turn")
+    def turn(self) -> None:
+        """An earlier order of the account ended: look whether this order may go on."""
+        self._turn_signalled = True
 
     # --- steps ----------------------------------------------------------------------------------
 
@@ -321,7 +447,7 @@ class CheckoutWorkflow:
             InvoicePaymentInput(
                 order_id=order.order_id,
                 account_id=order.account_id,
-                idempotency_key=idempotency_key(workflow.info().workflow_id, "invoice"),
+                idempotency_key=idempotency_key(order.order_id, "invoice"),
                 amount=plan.invoice.total,
                 currency=plan.invoice.currency,
                 due_date=due,
@@ -394,14 +520,13 @@ class CheckoutWorkflow:
         if invoice.total <= 0:
             return  # trials only, or nothing due: no charge at all
         self._set_state(CheckoutStatus.CHARGING)
-        wf_id = workflow.info().workflow_id
         self._push_undo("refund_payment", self._refund_payment)
         self._charge = await self._step(
             "charge_payment",
             ChargeInput(
                 order_id=order.order_id,
                 account_id=order.account_id,
-                idempotency_key=idempotency_key(wf_id, "charge"),
+                idempotency_key=idempotency_key(order.order_id, "charge"),
                 payment_method=order.payment_method or "",
                 amount=invoice.total,
                 currency=invoice.currency,
@@ -418,7 +543,7 @@ class CheckoutWorkflow:
             RefundInput(
                 order_id=self._order.order_id,
                 account_id=self._order.account_id,
-                idempotency_key=idempotency_key(workflow.info().workflow_id, "refund"),
+                idempotency_key=idempotency_key(self._order.order_id, "refund"),
                 charge_id=self._charge.id,
             ),
             result_type=ChargeInfo,
@@ -430,14 +555,27 @@ class CheckoutWorkflow:
         self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
     ) -> list[SubscriptionView]:
         self._push_undo("undo_provisioning", self._undo("undo_provisioning", "provision"))
+        return await self._until_done_or_parked(
+            "provision_subscriptions",
+            CheckoutStatus.PROVISIONING,
+            ProvisionInput(
+                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+            ),
+            policy,
+        )
+
+    async def _until_done_or_parked(
+        self, step: str, state: CheckoutStatus, arg: Any, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
+        """Run a step of the product's side until it works. An outage of our own store heals and
+        is simply retried; the product's side refusing it ``provisioning_max_attempts`` times
+        parks the order for an operator (``retry_provisioning`` runs the step again)."""
         while True:
-            self._set_state(CheckoutStatus.PROVISIONING)
+            self._set_state(state)
             try:
                 result = await self._step(
-                    "provision_subscriptions",
-                    ProvisionInput(
-                        order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-                    ),
+                    step,
+                    arg,
                     SubscriptionsResult,
                     start_to_close_timeout=timedelta(seconds=30),
                     retry_policy=RetryPolicy(
@@ -450,20 +588,28 @@ class CheckoutWorkflow:
             except ActivityError as error:
                 if is_cancelled_exception(error):
                     raise
-                self._count("provision_subscriptions", policy.provisioning_max_attempts)
+                self._count(step, policy.provisioning_max_attempts)
+                if self._versioned and _error_type(error) == SUBSCRIPTION_CHANGED:
+                    raise _MustCompensateError(
+                        Reason.PROVISIONING_FAILED,
+                        f"the subscription changed after the order was priced: {_describe(error)}",
+                    ) from None
+                if self._versioned and _error_type(error) in OUTAGE_TYPES:
+                    workflow.logger.info("%s waits for an outage to pass: %s", step, error)
+                    continue
                 self._provision_rounds += 1
-                await self._park(error, policy)
+                await self._park(step, error, policy)
                 continue
-            self._count("provision_subscriptions", result.attempt)
+            self._count(step, result.attempt)
             self._provision_rounds += 1
             return result.subscriptions
 
-    async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
+    async def _park(self, step: str, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
         timeout raise _MustCompensateError."""
-        self._last_error = f"provision_subscriptions: {_describe(error)}"
+        self._last_error = f"{step}: {_describe(error)}"
         self._operator_action = None
-        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
+        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step=step)
         workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
         try:
             await workflow.wait_condition(
@@ -473,7 +619,7 @@ class CheckoutWorkflow:
         except TimeoutError:
             raise _MustCompensateError(
                 Reason.PROVISIONING_FAILED,
-                f"provisioning failed and nobody resolved it within"
+                f"{step.replace('_', ' ')} failed and nobody resolved it within"
                 f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
             ) from None
         if self._operator_action == "compensate":
@@ -482,15 +628,24 @@ class CheckoutWorkflow:
                 f"compensated by an operator: {self._operator_reason}",
             )
 
-    async def _reset_anchor(self, order: Order, plan: CheckoutPlan) -> list[SubscriptionView]:
-        self._set_state(CheckoutStatus.RESETTING_ANCHOR)
+    async def _reset_anchor(
+        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
         self._push_undo("undo_billing_anchor", self._undo("undo_billing_anchor", "anchor"))
+        anchor_input = AnchorInput(
+            order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+        )
+        if self._versioned:
+            # It parks exactly as provisioning does: a paid, provisioned order is never undone
+            # because a step after it could not get through for a while.
+            return await self._until_done_or_parked(
+                "reset_billing_anchor", CheckoutStatus.RESETTING_ANCHOR, anchor_input, policy
+            )
+        self._set_state(CheckoutStatus.RESETTING_ANCHOR)
         try:
             result = await self._step(
                 "reset_billing_anchor",
-                AnchorInput(
-                    order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-                ),
+                anchor_input,
                 SubscriptionsResult,
                 start_to_close_timeout=timedelta(seconds=30),
                 retry_policy=RetryPolicy(

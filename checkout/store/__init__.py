@@ -1,5 +1,21 @@
 """Persistence: see :mod:`checkout.store.store`."""
 
-from checkout.store.store import OutboxEntry, StepUndone, Store
+from checkout.store.store import (
+    OrderClaimRecord,
+    OrderRecord,
+    OutboxEntry,
+    StepUndone,
+    Store,
+    StoreUnavailable,
+    SubscriptionChanged,
+)
 
-__all__ = ["OutboxEntry", "StepUndone", "Store"]
+__all__ = [
+    "OrderClaimRecord",
+    "OrderRecord",
+    "OutboxEntry",
+    "StepUndone",
+    "Store",
+    "StoreUnavailable",
+    "SubscriptionChanged",
+]

@@ -172,3 +172,20 @@ class OrderRow(Base):
     result: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
     finished_at: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)
+    #: The priced plan (CheckoutPlan JSON), so a terminated run can be finished or undone.
+    plan: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class OrderLockRow(Base):
+    """An order's place in line for one product of one account ("one change at a time"): the
+    order with the lowest unreleased ``id`` on each of its products may go on."""
+
+    __tablename__ = "order_locks"
+    __table_args__ = (UniqueConstraint("order_id", "product"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(String(64))
+    product: Mapped[str] = mapped_column(String(64))
+    order_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
+    released_at: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)

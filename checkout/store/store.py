@@ -19,10 +19,10 @@ from typing import Any, Literal
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import delete, event, select
+from sqlalchemy import delete, event, func, select, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -43,6 +43,7 @@ from checkout.models import (
 )
 from checkout.store.schema import (
     AccountRow,
+    OrderLockRow,
     OrderRow,
     OrderStepRow,
     OutboxRow,
@@ -58,6 +59,55 @@ Step = Literal["provision", "anchor"]
 
 class StepUndone(Exception):
     """The step was undone already; applying it again would resurrect a compensated order."""
+
+
+class SubscriptionChanged(Exception):
+    """The subscription is no longer what the order was priced on: applying the order's target
+    would charge for seats twice or lose another order's change."""
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or dropped the connection: an outage that heals."""
+
+
+def _is_outage(exc: BaseException) -> bool:
+    if isinstance(exc, IntegrityError):
+        return False
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    # Connecting: refused, reset or timed out before SQLAlchemy could wrap it.
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+async def _lock_queue(session: AsyncSession, account_id: str) -> None:
+    """Claims and releases of one account's places in line run one at a time, so a place is
+    never taken while the one before it is being left (a lost wake-up). PostgreSQL: a
+    transaction-scoped advisory lock, which works for accounts that do not exist too; SQLite
+    takes its write lock at BEGIN already."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"queue:{account_id}"}
+        )
+
+
+@dataclass(frozen=True)
+class OrderClaimRecord:
+    owner_run_id: str
+    result: str | None
+    blocked_by: list[str]
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order_id: str
+    account_id: str
+    run_id: str
+    status: str | None
+    result: str | None
+    plan: str | None
+    created_at: datetime
 
 
 def _now() -> datetime:
@@ -80,10 +130,26 @@ def _sub_from_row(row: SubscriptionRow) -> Subscription:
 
 def _row_values(sub: Subscription | SubscriptionTarget) -> dict[str, Any]:
     """Column values of a subscription: enums as their plain string values."""
-    values = sub.model_dump(mode="python")
+    values = sub.model_dump(mode="python", exclude={"priced_on"})
     values["status"] = sub.status.value
     values["billing_cycle"] = sub.billing_cycle.value if sub.billing_cycle else None
     return values
+
+
+def _check_priced_on(target: SubscriptionTarget, row: SubscriptionRow | None) -> None:
+    if target.priced_on is None:  # priced before targets carried it: nothing to compare
+        return
+    expected = target.priced_on.subscription
+    found = None if row is None else _sub_from_row(row)
+    if found != expected:
+
+        def show(sub: Subscription | None) -> str:
+            return "none" if sub is None else f"{sub.seats} seats {sub.plan} {sub.status.value}"
+
+        raise SubscriptionChanged(
+            f"{target.product}: priced on {show(expected)}, but the account now has"
+            f" {show(found)}; another change got there first"
+        )
 
 
 def _view(sub: Subscription) -> SubscriptionView:
@@ -153,8 +219,13 @@ class Store:
 
     @asynccontextmanager
     async def _tx(self) -> AsyncIterator[AsyncSession]:
-        async with self._sessions() as session, session.begin():
-            yield session
+        try:
+            async with self._sessions() as session, session.begin():
+                yield session
+        except Exception as exc:
+            if _is_outage(exc):
+                raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
+            raise
 
     # --- accounts -------------------------------------------------------------------------------
 
@@ -326,6 +397,7 @@ class Store:
             failure_code=row.failure_code,
             due_date=row.due_date,
             created_at=row.created_at,
+            account_id=row.account_id,
         )
 
     # --- order steps: provisioning and the billing anchor ---------------------------------------
@@ -340,6 +412,7 @@ class Store:
         def mutate(rows: dict[str, SubscriptionRow], session: AsyncSession) -> None:
             for target in targets:
                 row = rows.get(target.product)
+                _check_priced_on(target, row)
                 if row is None:
                     session.add(SubscriptionRow(account_id=account_id, **_row_values(target)))
                     continue
@@ -489,6 +562,10 @@ class Store:
                 return False, None
             if row.status != SubscriptionStatus.TRIALING.value or row.trial_end != trial_end:
                 return False, SubscriptionStatus(row.status)
+            if await self._held_products(session, account_id, [product]):
+                # An order that changes the product is under way (a purchase of the trial,
+                # priced but not yet provisioned): the trial waits for it as for an active one.
+                return False, SubscriptionStatus.ACTIVE
             row.status = SubscriptionStatus.EXPIRED.value
             row.seats = 0
             return True, SubscriptionStatus.EXPIRED
@@ -506,27 +583,163 @@ class Store:
     # --- orders ---------------------------------------------------------------------------------
 
     async def claim_order(
-        self, order_id: str, account_id: str, run_id: str
-    ) -> tuple[str, str | None]:
-        """Record ``run_id`` as the run of this order unless another run got there first; return
-        the owning run and, if it ended, its result (JSON)."""
+        self, order_id: str, account_id: str, run_id: str, products: Sequence[str] = ()
+    ) -> OrderClaimRecord:
+        """Record ``run_id`` as the run of this order unless another run got there first, and
+        take the order's place in line for each product it changes, in the same transaction.
+        Return the owning run, its result (JSON) if it ended, and the earlier unfinished orders
+        of the account that change one of the same products."""
         async with self._tx() as session:
+            await _lock_queue(session, account_id)
             row = await session.get(OrderRow, order_id, with_for_update=True)
             if row is None:
                 row = OrderRow(
                     order_id=order_id, account_id=account_id, run_id=run_id, created_at=_now()
                 )
                 session.add(row)
-            return row.run_id, row.result
+                for product in dict.fromkeys(products):
+                    session.add(
+                        OrderLockRow(
+                            account_id=account_id,
+                            product=product,
+                            order_id=order_id,
+                            created_at=_now(),
+                        )
+                    )
+                await session.flush()
+            blocked = [] if row.result is not None else await self._blocking(session, order_id)
+            return OrderClaimRecord(row.run_id, row.result, blocked)
 
-    async def finish_order(self, order_id: str, run_id: str, status: str, result: str) -> None:
+    async def blocking_orders(self, order_id: str) -> list[str]:
+        """The earlier unfinished orders that change one of this order's products."""
+        async with self._tx() as session:
+            return await self._blocking(session, order_id)
+
+    @staticmethod
+    async def _blocking(session: AsyncSession, order_id: str) -> list[str]:
+        mine = list(
+            await session.scalars(
+                select(OrderLockRow).where(
+                    OrderLockRow.order_id == order_id, OrderLockRow.released_at.is_(None)
+                )
+            )
+        )
+        earlier: dict[str, int] = {}
+        for lock in mine:
+            rows = await session.execute(
+                select(OrderLockRow.order_id, OrderLockRow.id).where(
+                    OrderLockRow.account_id == lock.account_id,
+                    OrderLockRow.product == lock.product,
+                    OrderLockRow.released_at.is_(None),
+                    OrderLockRow.id < lock.id,
+                )
+            )
+            for other, lock_id in rows:
+                earlier[other] = min(lock_id, earlier.get(other, lock_id))
+        return sorted(earlier, key=earlier.__getitem__)
+
+    @staticmethod
+    async def _held_products(session: AsyncSession, account_id: str, products: list[str]) -> bool:
+        count = await session.scalar(
+            select(func.count())
+            .select_from(OrderLockRow)
+            .where(
+                OrderLockRow.account_id == account_id,
+                OrderLockRow.product.in_(products),
+                OrderLockRow.released_at.is_(None),
+            )
+        )
+        return bool(count)
+
+    async def _release(self, session: AsyncSession, order_id: str) -> list[str]:
+        """Give up the order's places in line; return the orders now first on those products."""
+        held = list(
+            await session.scalars(
+                select(OrderLockRow).where(
+                    OrderLockRow.order_id == order_id, OrderLockRow.released_at.is_(None)
+                )
+            )
+        )
+        for lock in held:
+            lock.released_at = _now()
+        await session.flush()
+        wake: list[str] = []
+        for lock in held:
+            first = await session.scalar(
+                select(OrderLockRow.order_id)
+                .where(
+                    OrderLockRow.account_id == lock.account_id,
+                    OrderLockRow.product == lock.product,
+                    OrderLockRow.released_at.is_(None),
+                )
+                .order_by(OrderLockRow.id)
+                .limit(1)
+            )
+            if first is not None and first not in wake:
+                wake.append(first)
+        return wake
+
+    async def finish_order(self, order_id: str, run_id: str, status: str, result: str) -> list[str]:
+        """Record how the order ended (only its own run may) and release its places in line, in
+        one transaction; return the orders that are now first in line, to be woken."""
         async with self._tx() as session:
             row = await session.get(OrderRow, order_id, with_for_update=True)
-            if row is None or row.run_id != run_id or row.result is not None:
-                return
-            row.status = status
-            row.result = result
-            row.finished_at = _now()
+            if row is None or row.run_id != run_id:
+                return []
+            await _lock_queue(session, row.account_id)
+            if row.result is None:
+                row.status = status
+                row.result = result
+                row.finished_at = _now()
+            return await self._release(session, order_id)
+
+    async def release_order(self, order_id: str) -> list[str]:
+        """Release what an order holds in line (reconcile, after its repair)."""
+        async with self._tx() as session:
+            row = await session.get(OrderRow, order_id)
+            if row is not None:
+                await _lock_queue(session, row.account_id)
+            return await self._release(session, order_id)
+
+    async def save_plan(self, order_id: str, plan: str) -> None:
+        async with self._tx() as session:
+            row = await session.get(OrderRow, order_id, with_for_update=True)
+            if row is not None and row.plan is None:
+                row.plan = plan
+
+    async def order(self, order_id: str) -> OrderRecord | None:
+        async with self._tx() as session:
+            row = await session.get(OrderRow, order_id)
+            return None if row is None else self._order_record(row)
+
+    async def unfinished_orders(self) -> list[OrderRecord]:
+        async with self._tx() as session:
+            rows = await session.scalars(
+                select(OrderRow).where(OrderRow.result.is_(None)).order_by(OrderRow.created_at)
+            )
+            return [self._order_record(r) for r in rows]
+
+    async def held_locks(self) -> list[tuple[str, str, str]]:
+        """(order_id, account_id, product) of every place in line not yet released."""
+        async with self._tx() as session:
+            rows = await session.execute(
+                select(OrderLockRow.order_id, OrderLockRow.account_id, OrderLockRow.product)
+                .where(OrderLockRow.released_at.is_(None))
+                .order_by(OrderLockRow.id)
+            )
+            return [(o, a, p) for o, a, p in rows]
+
+    @staticmethod
+    def _order_record(row: OrderRow) -> OrderRecord:
+        return OrderRecord(
+            order_id=row.order_id,
+            account_id=row.account_id,
+            run_id=row.run_id,
+            status=row.status,
+            result=row.result,
+            plan=row.plan,
+            created_at=row.created_at,
+        )
 
     # --- e-mail outbox --------------------------------------------------------------------------
 

@@ -1,0 +1,355 @@
+"""Reconciliation: find, and on request repair, every order the store and Temporal disagree on.
+
+A terminated run (a hard stop: no compensation runs) leaves whatever it had done: a charge,
+seats, a moved anchor, and its place in line. ``checkout reconcile`` finds such orders from the
+store and Temporal; ``--fix`` brings each to a consistent end with the order's own idempotency
+keys, so running it twice does nothing more:
+
+- a run stopped before ``Notifying`` is undone: anchor and seats restored, the charge refunded
+  (key ``order-<id>/refund``), an invoice voided, the customer told if money had moved;
+- a run stopped in ``Notifying`` or later was complete: its result is recorded and its
+  confirmation sent (the outbox never sends one twice);
+- then its places in line are released and the orders waiting behind it are woken.
+
+The daily schedule (``checkout setup``) runs the check only, through ``ReconcileWorkflow``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from temporalio import activity
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+
+from activities.checkout import CheckoutActivities
+from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id, idempotency_key
+from checkout.errors import Reason
+from checkout.models import (
+    ChargeInfo,
+    CheckoutPlan,
+    CheckoutResult,
+    CheckoutStatus,
+    EmailInfo,
+    EmailPurpose,
+    EmailStatus,
+    PaymentRecord,
+    ReconcileFinding,
+    ReconcileInput,
+    ReconcileReport,
+    RefundInput,
+    ResultStatus,
+    SendEmailInput,
+    SubscriptionView,
+    UndoInput,
+    VoidInvoiceInput,
+)
+from checkout.store import OrderRecord, Store
+
+log = logging.getLogger("checkout.reconcile")
+
+#: From these states on an order was complete when its run stopped: it is finished, not undone.
+_COMPLETE_STATES = frozenset({CheckoutStatus.NOTIFYING.value, CheckoutStatus.COMPLETED.value})
+
+
+@dataclass(frozen=True)
+class _Run:
+    status: str
+    checkout_status: str | None
+
+
+def _info(payment: PaymentRecord | None) -> ChargeInfo | None:
+    if payment is None:
+        return None
+    return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
+
+
+class Reconciler:
+    """Compares the store with Temporal; with ``fix`` repairs what it finds."""
+
+    def __init__(self, *, client: Client, store: Store, activities: CheckoutActivities) -> None:
+        self._client = client
+        self._store = store
+        self._activities = activities
+
+    async def run(self, *, fix: bool) -> ReconcileReport:
+        findings: list[ReconcileFinding] = []
+        unfinished = await self._store.unfinished_orders()
+        ended: set[str] = set()
+        for order in unfinished:
+            finding = await self._check_unfinished(order, fix=fix)
+            if finding is not None:
+                findings.append(finding)
+                ended.add(order.order_id)
+        findings += await self._check_charges(fix=fix, running={o.order_id for o in unfinished})
+        findings += await self._check_locks(fix=fix, skip=ended)
+        for finding in findings:
+            log.warning(
+                "reconcile: order %s: %s (%s)%s",
+                finding.order_id,
+                finding.problem,
+                finding.detail,
+                f", fixed: {finding.action}" if finding.fixed else "",
+            )
+        return ReconcileReport(findings=findings, checked_orders=len(unfinished))
+
+    # --- orders whose run ended without recording them ------------------------------------------
+
+    async def _run(self, order: OrderRecord) -> _Run | None:
+        handle = self._client.get_workflow_handle(
+            checkout_workflow_id(order.order_id), run_id=order.run_id
+        )
+        try:
+            description = await handle.describe()
+        except RPCError as exc:
+            if exc.status == RPCStatusCode.NOT_FOUND:
+                return None  # past retention, or never started under that id
+            raise
+        status = description.status or WorkflowExecutionStatus.RUNNING
+        return _Run(status.name.lower(), description.typed_search_attributes.get(CHECKOUT_STATUS))
+
+    async def _check_unfinished(self, order: OrderRecord, *, fix: bool) -> ReconcileFinding | None:
+        run = await self._run(order)
+        if run is not None and run.status == "running":
+            return None
+        charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
+        refund = await self._succeeded(idempotency_key(order.order_id, "refund"))
+        finding = ReconcileFinding(
+            order_id=order.order_id,
+            workflow_id=checkout_workflow_id(order.order_id),
+            problem="run_ended_unfinished",
+            detail=(
+                f"run {order.run_id} {run.status}, last state {run.checkout_status or 'unknown'}"
+                if run is not None
+                else f"run {order.run_id} not found in Temporal"
+            ),
+            charged=charge.amount if charge else None,
+            refunded=refund.amount if refund else None,
+        )
+        if not fix:
+            return finding
+        if await self._was_complete(order, run):
+            await self._finish(order)
+            action = "finished"
+        else:
+            refund = await self._undo(order)
+            action = "undone"
+        await self._release(order.order_id)
+        return finding.model_copy(
+            update={
+                "fixed": True,
+                "action": action,
+                "refunded": refund.amount if refund else None,
+            }
+        )
+
+    async def _was_complete(self, order: OrderRecord, run: _Run | None) -> bool:
+        if run is not None and run.checkout_status is not None:
+            return run.checkout_status in _COMPLETE_STATES
+        # No word from Temporal: the anchor reset is the last step before Notifying.
+        return await self._store.step_status(order.order_id, "anchor") == "applied"
+
+    async def _succeeded(self, key: str) -> PaymentRecord | None:
+        payment = await self._store.payment_by_key(key)
+        return payment if payment is not None and payment.status == "succeeded" else None
+
+    def _plan(self, order: OrderRecord) -> CheckoutPlan | None:
+        return CheckoutPlan.model_validate_json(order.plan) if order.plan else None
+
+    async def _undo(self, order: OrderRecord) -> PaymentRecord | None:
+        """Undo in reverse, with the keys the run itself would have used."""
+        acts = self._activities
+        await acts.undo_billing_anchor(
+            UndoInput(order_id=order.order_id, account_id=order.account_id, step="anchor")
+        )
+        await acts.undo_provisioning(
+            UndoInput(order_id=order.order_id, account_id=order.account_id, step="provision")
+        )
+        charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
+        refund: ChargeInfo | None = None
+        if charge is not None:
+            refund = await acts.refund_payment(
+                RefundInput(
+                    order_id=order.order_id,
+                    account_id=order.account_id,
+                    idempotency_key=idempotency_key(order.order_id, "refund"),
+                    charge_id=charge.id,
+                )
+            )
+        invoice = await self._store.payment_by_key(idempotency_key(order.order_id, "invoice"))
+        if invoice is not None:
+            await acts.void_invoice_payment(
+                VoidInvoiceInput(
+                    order_id=order.order_id,
+                    account_id=order.account_id,
+                    invoice_payment_id=invoice.id,
+                )
+            )
+        plan = self._plan(order)
+        message = "the checkout was stopped before it finished; everything it had done was undone"
+        email: EmailInfo | None = None
+        if charge is not None or invoice is not None:
+            email = await self._email(
+                SendEmailInput(
+                    order_id=order.order_id,
+                    account_id=order.account_id,
+                    purpose=EmailPurpose.COMPENSATION,
+                    invoice=plan.invoice if plan else None,
+                    reason=Reason.OPERATOR_COMPENSATED.value,
+                    message=message,
+                    refund=refund,
+                    paid_by_invoice=invoice is not None,
+                )
+            )
+        done = charge is not None or invoice is not None or plan is not None
+        result = CheckoutResult(
+            order_id=order.order_id,
+            status=ResultStatus.COMPENSATED if done else ResultStatus.REJECTED,
+            reason=Reason.OPERATOR_COMPENSATED.value if done else Reason.CANCELLED.value,
+            message=message,
+            invoice=plan.invoice if plan else None,
+            charge=_info(charge),
+            refund=refund,
+            invoice_payment=_info(invoice),
+            email=email,
+        )
+        await self._record(order, result)
+        return await self._succeeded(idempotency_key(order.order_id, "refund"))
+
+    async def _finish(self, order: OrderRecord) -> None:
+        """The run had done everything but the e-mail: record it complete and send it."""
+        plan = self._plan(order)
+        charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
+        invoice = await self._store.payment_by_key(idempotency_key(order.order_id, "invoice"))
+        products = {t.product for t in plan.targets} if plan else set()
+        subscriptions = [
+            SubscriptionView.model_validate(s.model_dump(exclude={"period_amount"}))
+            for s in await self._store.subscriptions(order.account_id)
+            if s.product in products
+        ]
+        email = await self._email(
+            SendEmailInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                purpose=EmailPurpose.CONFIRMATION,
+                invoice=plan.invoice if plan else None,
+                paid_by_invoice=invoice is not None,
+                due_date=invoice.due_date if invoice else None,
+            )
+        )
+        result = CheckoutResult(
+            order_id=order.order_id,
+            status=ResultStatus.COMPLETED,
+            invoice=plan.invoice if plan else None,
+            charge=_info(charge),
+            invoice_payment=_info(invoice),
+            subscriptions=subscriptions,
+            email=email,
+        )
+        await self._record(order, result)
+
+    async def _email(self, request: SendEmailInput) -> EmailInfo:
+        try:
+            return await self._activities.send_email(request)
+        except Exception as exc:  # the repair stands; the outbox shows the e-mail as failed
+            log.warning(
+                "reconcile: e-mail %s of %s not sent: %s", request.purpose, request.order_id, exc
+            )
+            return EmailInfo(status=EmailStatus.FAILED)
+
+    async def _record(self, order: OrderRecord, result: CheckoutResult) -> None:
+        await self._store.finish_order(
+            order.order_id, order.run_id, result.status.value, result.model_dump_json()
+        )
+
+    async def _release(self, order_id: str) -> list[str]:
+        wake = await self._store.release_order(order_id)
+        for waiting in wake:
+            handle = self._client.get_workflow_handle(checkout_workflow_id(waiting))
+            try:
+                await handle.signal("turn")
+            except RPCError as exc:
+                log.info("reconcile: order %s not woken: %s", waiting, exc.message)
+        return wake
+
+    # --- charges and places in line nobody accounts for -----------------------------------------
+
+    async def _check_charges(self, *, fix: bool, running: set[str]) -> list[ReconcileFinding]:
+        payments = await self._store.payments()
+        findings = []
+        for charge in payments:
+            if charge.kind != "charge" or charge.status != "succeeded" or not charge.order_id:
+                continue
+            if charge.order_id in running:
+                continue  # its own run, or the check above, accounts for it
+            order = await self._store.order(charge.order_id)
+            result = (
+                CheckoutResult.model_validate_json(order.result)
+                if order is not None and order.result
+                else None
+            )
+            if result is not None and result.charge is not None and result.charge.id == charge.id:
+                continue
+            key = f"{charge.id}/reconcile-refund"
+            done = await self._succeeded(key)
+            if done is not None and not fix:
+                continue  # refunded by an earlier --fix
+            finding = ReconcileFinding(
+                order_id=charge.order_id,
+                workflow_id=checkout_workflow_id(charge.order_id),
+                problem="charge_without_order",
+                detail=f"charge {charge.id} of {charge.amount} {charge.currency} is not the"
+                " charge of any finished order",
+                charged=charge.amount,
+                refunded=done.amount if done else None,
+            )
+            if done is not None:
+                continue
+            if fix:
+                refund = await self._activities.refund_payment(
+                    RefundInput(
+                        order_id=charge.order_id,
+                        account_id=charge.account_id or (order.account_id if order else ""),
+                        idempotency_key=key,
+                        charge_id=charge.id,
+                    )
+                )
+                finding = finding.model_copy(
+                    update={"fixed": True, "action": "refunded", "refunded": refund.amount}
+                )
+            findings.append(finding)
+        return findings
+
+    async def _check_locks(self, *, fix: bool, skip: set[str]) -> list[ReconcileFinding]:
+        findings = []
+        seen: set[str] = set()
+        for order_id, _account_id, product in await self._store.held_locks():
+            if order_id in skip or order_id in seen:
+                continue
+            order = await self._store.order(order_id)
+            if order is not None and order.result is None:
+                continue  # still running (a closed run was reported above)
+            seen.add(order_id)
+            finding = ReconcileFinding(
+                order_id=order_id,
+                workflow_id=checkout_workflow_id(order_id),
+                problem="lease_held_by_closed_run",
+                detail=f"order {order_id} has ended but still holds its place for {product}",
+            )
+            if fix:
+                await self._release(order_id)
+                finding = finding.model_copy(update={"fixed": True, "action": "released"})
+            findings.append(finding)
+        return findings
+
+
+class ReconcileActivities:
+    """The reconciliation as an activity, for the daily schedule's ``ReconcileWorkflow``."""
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self._reconciler = reconciler
+
+    @activity.defn
+    async def reconcile(self, request: ReconcileInput) -> ReconcileReport:
+        return await self._reconciler.run(fix=request.fix)

@@ -1,0 +1,486 @@
+"""Money stays right when orders race, repeat or are stopped hard, on the real Temporal dev
+server, the real worker and a real store (SQLite and PostgreSQL).
+
+One change at a time per account and product: racing orders are priced one after the other, so
+the sum of the charges and the final subscriptions are those of the orders run in sequence. One
+order id, one run at a time, one set of idempotency keys. A terminated run is found and repaired
+by ``checkout reconcile --fix``, and repairing twice does nothing more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from activities.reconcile import Reconciler
+from checkout.catalog import load_catalog
+from checkout.contract import checkout_workflow_id
+from checkout.errors import CheckoutRejected
+from checkout.models import (
+    Account,
+    CheckoutResult,
+    CheckoutState,
+    CheckoutStatus,
+    LineKind,
+    Order,
+    ResultStatus,
+    Subscription,
+)
+from checkout.pricing import price_order
+from checkout.store import Store
+from checkout.store.schema import OrderLockRow
+from tests.conftest import SmtpSink, settings_for, unique_queue
+from tests.support import (
+    account,
+    checkout_worker,
+    now,
+    order,
+    reaches,
+    start_order,
+    store_url,
+)
+from worker import build_activities
+
+pytestmark = pytest.mark.e2e
+
+
+def annual(seats: int, start: datetime, product: str = "remote-support") -> dict[str, Any]:
+    return {
+        "product": product,
+        "plan": "standard",
+        "seats": seats,
+        "billing_cycle": "annual",
+        "status": "active",
+        "current_period_start": start.isoformat(),
+        "current_period_end": start.replace(year=start.year + 1).isoformat(),
+        "period_amount": str(Decimal(290) * seats) + ".00",
+    }
+
+
+PLAN = {"remote-support": "standard", "meetings": "business"}
+
+
+def buy(seats: int, product: str = "remote-support") -> dict[str, Any]:
+    return {
+        "product": product,
+        "plan": PLAN[product],
+        "seats": seats,
+        "billing_cycle": "annual",
+        "mode": "buy",
+    }
+
+
+async def result_of(env: WorkflowEnvironment, order_id: str) -> CheckoutResult:
+    handle = env.client.get_workflow_handle(
+        checkout_workflow_id(order_id), result_type=CheckoutResult
+    )
+    result = await asyncio.wait_for(handle.result(), 120)
+    assert isinstance(result, CheckoutResult)
+    return result
+
+
+async def queue_order(store: Store, account_id: str) -> list[str]:
+    """The order ids of an account in the order they took their places in line."""
+    async with AsyncSession(store.engine) as session:
+        rows = await session.scalars(
+            select(OrderLockRow.order_id)
+            .where(OrderLockRow.account_id == account_id)
+            .order_by(OrderLockRow.id)
+        )
+        return list(dict.fromkeys(rows))
+
+
+def anchor_of(result: CheckoutResult) -> datetime | None:
+    return result.invoice.lines[0].period_start if result.invoice else None
+
+
+async def sequential_outcome(
+    start: Account, orders: list[dict[str, Any]], results: dict[str, CheckoutResult]
+) -> tuple[list[tuple[str, str, int, str]], Decimal]:
+    """The oracle: the same orders priced one after the other by the pure billing rules, each
+    at the anchor it actually got, applied to the subscriptions as the earlier ones left them."""
+    catalog = load_catalog(None)
+    subs = {s.product: s for s in start.subscriptions}
+    charged = Decimal("0.00")
+    for raw in orders:
+        parsed = Order.model_validate(raw)
+        got = results[parsed.order_id]
+        anchor = anchor_of(got) or now()
+        current = start.model_copy(update={"subscriptions": list(subs.values())})
+        refused: str | None = None
+        try:
+            plan = price_order(parsed, current, catalog, anchor)
+        except CheckoutRejected as rejected:
+            refused = rejected.reason.value
+        if refused is not None:
+            assert (got.status, got.reason) == (ResultStatus.REJECTED, refused), (raw, got)
+            continue
+        assert got.status is ResultStatus.COMPLETED, (raw, got)
+        charged += plan.invoice.total
+        for target in plan.targets:
+            subs[target.product] = Subscription.model_validate(
+                target.model_dump(exclude={"priced_on"})
+            )
+    final = sorted((s.product, s.plan, s.seats, s.status.value) for s in subs.values())
+    return final, charged
+
+
+async def charged_total(store: Store, account_id: str) -> Decimal:
+    payments = await store.payments(account_id=account_id)
+    charges = sum((p.amount for p in payments if p.kind == "charge" and p.status == "succeeded"),
+                  Decimal("0.00"))  # fmt: skip
+    refunds = sum((p.amount for p in payments if p.kind == "refund" and p.status == "succeeded"),
+                  Decimal("0.00"))  # fmt: skip
+    return charges - refunds
+
+
+async def test_racing_seat_increases_are_priced_one_after_the_other(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Pairs of seat increases of one 5-seat subscription placed at the same moment (to 8 and to
+    10): the later one is priced on what the earlier left, never both on the old 5 seats."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    pairs = 6
+    start = now() - timedelta(days=30)
+    accounts = [account(subscriptions=[annual(5, start)]) for _ in range(pairs)]
+    await store.import_accounts(accounts)
+    placed = [[order(acc.account_id, buy(8)), order(acc.account_id, buy(10))] for acc in accounts]
+    async with checkout_worker(dev_env.client, settings, store):
+        await asyncio.gather(
+            *(start_order(dev_env.client, settings, raw) for pair in placed for raw in pair)
+        )
+        results = {
+            raw["order_id"]: await result_of(dev_env, raw["order_id"])
+            for pair in placed
+            for raw in pair
+        }
+    for acc, pair in zip(accounts, placed, strict=True):
+        in_line = await queue_order(store, acc.account_id)
+        ordered = sorted(pair, key=lambda raw: in_line.index(raw["order_id"]))
+        final, charged = await sequential_outcome(acc, ordered, results)
+        subs = await store.subscriptions(acc.account_id)
+        assert [(s.product, s.plan, s.seats, s.status.value) for s in subs] == final
+        assert subs[0].seats == 10
+        assert await charged_total(store, acc.account_id) == charged
+        first, second = (results[raw["order_id"]] for raw in ordered)
+        assert first.invoice is not None and first.invoice.lines[0].previous is not None
+        assert first.invoice.lines[0].previous.seats == 5
+        if second.status is ResultStatus.COMPLETED:
+            # Priced on the first order's 8 seats, with the first order's period as its credit.
+            assert second.invoice is not None
+            previous = second.invoice.lines[0].previous
+            assert previous is not None and previous.seats == 8
+            assert previous.current_period_start == first.invoice.lines[0].period_start
+        else:
+            assert second.reason == "downgrade_not_supported", second
+
+
+async def test_racing_purchases_of_a_new_product_are_new_only_once(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Two purchases of a product the account does not have (3 and 5 seats), placed together:
+    one is ``new``, the other is priced as a change of it or refused as a decrease."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    accounts = [account() for _ in range(5)]
+    await store.import_accounts(accounts)
+    placed = [
+        [order(acc.account_id, buy(3, "meetings")), order(acc.account_id, buy(5, "meetings"))]
+        for acc in accounts
+    ]
+    async with checkout_worker(dev_env.client, settings, store):
+        await asyncio.gather(
+            *(start_order(dev_env.client, settings, raw) for pair in placed for raw in pair)
+        )
+        results = [[await result_of(dev_env, raw["order_id"]) for raw in pair] for pair in placed]
+    for acc, pair, got in zip(accounts, placed, results, strict=True):
+        kinds = [
+            r.invoice.lines[0].kind for r in got if r.status is ResultStatus.COMPLETED and r.invoice
+        ]
+        assert kinds.count(LineKind.NEW) == 1, got
+        in_line = await queue_order(store, acc.account_id)
+        ordered = sorted(pair, key=lambda raw: in_line.index(raw["order_id"]))
+        by_id = {raw["order_id"]: r for raw, r in zip(pair, got, strict=True)}
+        final, charged = await sequential_outcome(acc, ordered, by_id)
+        subs = await store.subscriptions(acc.account_id)
+        assert [(s.product, s.plan, s.seats, s.status.value) for s in subs] == final
+        assert subs[0].seats == 5
+        assert await charged_total(store, acc.account_id) == charged
+
+
+async def test_orders_of_other_products_and_accounts_are_not_queued(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Only the same account and product wait: other products and other accounts go at once."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    one, other = account(), account()
+    await store.import_accounts([one, other])
+    placed = [
+        order(one.account_id, buy(3, "meetings")),
+        order(one.account_id, buy(2, "remote-support")),
+        order(other.account_id, buy(3, "meetings")),
+    ]
+    async with checkout_worker(dev_env.client, settings, store):
+        await asyncio.gather(*(start_order(dev_env.client, settings, raw) for raw in placed))
+        for raw in placed:
+            result = await result_of(dev_env, raw["order_id"])
+            assert result.status is ResultStatus.COMPLETED, result
+            state = await dev_env.client.get_workflow_handle(
+                checkout_workflow_id(raw["order_id"])
+            ).query("status", result_type=CheckoutState)
+            assert "queue" not in state.steps_done
+
+
+async def test_a_queued_order_waits_visibly_then_times_out_with_nothing_done(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Behind a parked order, a later order of the same product is Queued, names the order it
+    waits for and the repair command, and ends ``order_in_progress`` after the queue timeout."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue(), queue_timeout_seconds=6.0)
+    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    try:
+        async with checkout_worker(dev_env.client, settings, store):
+            parked = await start_order(dev_env.client, settings, order(acc.account_id, buy(8)))
+            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
+            later_raw = order(acc.account_id, buy(10))
+            later = await start_order(dev_env.client, settings, later_raw)
+            state = await reaches(later, CheckoutStatus.QUEUED)
+            assert state.current_step == "queue"
+            assert state.order_id == later_raw["order_id"]
+            result = await result_of(dev_env, later_raw["order_id"])
+            assert (result.status, result.reason) == (ResultStatus.REJECTED, "order_in_progress")
+            assert parked.id.removeprefix("order-") in (result.message or "")
+            payments = await store.payments(order_id=later_raw["order_id"])
+            assert payments == []
+            await parked.execute_update("compensate", {"reason": "test over"})
+    finally:
+        await store.set_paused("remote-support", False)
+    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [5]
+    assert await store.held_locks() == []
+
+
+async def test_a_queued_order_is_woken_when_the_earlier_one_ends(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Once the parked order is retried and completes, the queued one is woken (not after its
+    30 s re-check), priced on 8 seats, and anchored at the moment its turn came."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
+    await store.import_accounts([acc])
+    await store.set_paused("remote-support", True)
+    try:
+        async with checkout_worker(dev_env.client, settings, store):
+            parked = await start_order(dev_env.client, settings, order(acc.account_id, buy(8)))
+            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
+            later_raw = order(acc.account_id, buy(10))
+            later = await start_order(dev_env.client, settings, later_raw)
+            await reaches(later, CheckoutStatus.QUEUED)
+            await store.set_paused("remote-support", False)
+            await parked.execute_update("retry_provisioning")
+            woken_at = now()
+            result = await result_of(dev_env, later_raw["order_id"])
+    finally:
+        await store.set_paused("remote-support", False)
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.invoice is not None
+    line = result.invoice.lines[0]
+    assert line.previous is not None and line.previous.seats == 8
+    assert line.period_start >= woken_at.replace(microsecond=0) - timedelta(seconds=5)
+    assert now() - woken_at < timedelta(seconds=25), "woken by signal, not by the re-check"
+    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [10]
+
+
+async def test_an_order_under_another_workflow_id_is_rejected_with_nothing_done(
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """The same order started as order-X, order-X-retry1 … is charged once: every other id
+    ends ``invalid_order`` before any store write, charge or e-mail."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = account()
+    await store.import_accounts([acc])
+    raw = order(acc.account_id)
+    ids = [checkout_workflow_id(raw["order_id"])] + [
+        f"{checkout_workflow_id(raw['order_id'])}-retry{n}" for n in range(1, 5)
+    ]
+    async with checkout_worker(dev_env.client, settings, store):
+        handles = await asyncio.gather(
+            *(
+                dev_env.client.start_workflow(
+                    "CheckoutWorkflow",
+                    raw,
+                    id=workflow_id,
+                    task_queue=settings.task_queue,
+                    result_type=CheckoutResult,
+                )
+                for workflow_id in ids
+            )
+        )
+        results = [await asyncio.wait_for(h.result(), 90) for h in handles]
+    assert results[0].status is ResultStatus.COMPLETED, results[0]
+    for wrong in results[1:]:
+        assert (wrong.status, wrong.reason) == (ResultStatus.REJECTED, "invalid_order")
+        assert f"must be order-{raw['order_id']}" in (wrong.message or "")
+    payments = await store.payments(account_id=acc.account_id)
+    assert [(p.kind, p.status) for p in payments] == [("charge", "succeeded")]
+    await smtp_sink.wait_for(1)
+    await asyncio.sleep(0.5)
+    assert len(smtp_sink.messages) == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"), [([], "started with none"), (["second"], "started with 2 arguments")]
+)
+async def test_a_start_with_no_or_two_arguments_ends_rejected(
+    dev_env: WorkflowEnvironment, store: Store, args: list[str], expected: str
+) -> None:
+    """None or several start arguments end ``invalid_order`` at once, never a workflow task
+    failing forever."""
+    settings = settings_for(store_url(store), None, unique_queue())
+    acc = account()
+    await store.import_accounts([acc])
+    raw = order(acc.account_id)
+    start_args = [] if not args else [raw, *args]
+    async with checkout_worker(dev_env.client, settings, store):
+        handle = await dev_env.client.start_workflow(
+            "CheckoutWorkflow",
+            args=start_args,
+            id=checkout_workflow_id(raw["order_id"]),
+            task_queue=settings.task_queue,
+            result_type=CheckoutResult,
+        )
+        result = await asyncio.wait_for(handle.result(), 60)
+    assert (result.status, result.reason) == (ResultStatus.REJECTED, "invalid_order")
+    assert expected in (result.message or "")
+    assert await store.payments(account_id=acc.account_id) == []
+
+
+async def test_a_terminated_run_is_repaired_by_reconcile_fix_once(
+    dev_env: WorkflowEnvironment,
+    store: Store,
+    smtp_sink: SmtpSink,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Terminating a charged, parked order leaves money behind; reconcile finds it, --fix
+    refunds it, restores the subscription, releases its place so the queued order goes on, and a
+    second --fix finds nothing more."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
+    await store.import_accounts([acc])
+    before = await store.subscriptions(acc.account_id)
+    await store.set_paused("remote-support", True)
+    address = dev_env.client.service_client.config.target_host
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    monkeypatch.setenv("TEMPORAL_NAMESPACE", "default")
+    monkeypatch.setenv("CHECKOUT_TASK_QUEUE", settings.task_queue)
+    monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("CHECKOUT_SMTP_PORT", str(settings.smtp_port))
+    try:
+        async with checkout_worker(dev_env.client, settings, store):
+            raw = order(acc.account_id, buy(8))
+            parked = await start_order(dev_env.client, settings, raw)
+            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
+            later_raw = order(acc.account_id, buy(10))
+            later = await start_order(dev_env.client, settings, later_raw)
+            await reaches(later, CheckoutStatus.QUEUED)
+            await parked.terminate(reason="stuck, terminated by an operator")
+            await store.set_paused("remote-support", False)
+
+            capsys.readouterr()
+            assert await starter.run(["reconcile", "--json"]) == 0
+            found = json.loads(capsys.readouterr().out)["findings"]
+            assert [(f["order_id"], f["problem"], f["fixed"]) for f in found] == [
+                (raw["order_id"], "run_ended_unfinished", False)
+            ]
+            assert Decimal(found[0]["charged"]) > 0
+            assert found[0]["refunded"] is None
+
+            reconciler = Reconciler(
+                client=dev_env.client, store=store, activities=build_activities(settings, store)
+            )
+            fixed = await reconciler.run(fix=True)
+            assert [(f.problem, f.action) for f in fixed.findings] == [
+                ("run_ended_unfinished", "undone")
+            ]
+            assert fixed.findings[0].refunded == fixed.findings[0].charged
+            again = await reconciler.run(fix=True)
+            assert again.findings == []
+
+            later_result = await result_of(dev_env, later_raw["order_id"])
+            assert capsys.readouterr() is not None
+            assert await starter.run(["status", raw["order_id"]]) == 0
+            status_out = capsys.readouterr().out
+    finally:
+        await store.set_paused("remote-support", False)
+    assert "Compensated" in status_out
+    assert "reconcile --fix` repaired" in status_out
+    payments = await store.payments(order_id=raw["order_id"])
+    assert sorted((p.kind, p.amount) for p in payments) == sorted(
+        [("charge", payments[0].amount), ("refund", payments[0].amount)]
+    )
+    # The queued order went on from the restored 5 seats.
+    assert later_result.status is ResultStatus.COMPLETED, later_result
+    assert later_result.invoice is not None
+    previous = later_result.invoice.lines[0].previous
+    assert previous is not None and previous.seats == before[0].seats
+    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [10]
+    assert (await store.order(raw["order_id"])) is not None
+
+
+# --- the property: any interleaving ends as the orders run one after the other ----------------
+
+order_plans = st.lists(
+    st.tuples(st.sampled_from(["remote-support", "meetings"]), st.integers(1, 12)),
+    min_size=2,
+    max_size=4,
+)
+
+
+@settings(
+    max_examples=6,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(plans=order_plans, existing=st.booleans())
+async def test_random_interleavings_equal_the_orders_one_after_the_other(
+    dev_env: WorkflowEnvironment,
+    store: Store,
+    smtp_sink: SmtpSink,
+    plans: list[tuple[str, int]],
+    existing: bool,
+) -> None:
+    """Orders of one account placed at the same moment, in any mix of products and seats, end
+    with the same subscriptions and the same sum of charges as the same orders priced one
+    after the other in the order they were placed."""
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = account(
+        account_id=f"acc-{uuid.uuid4().hex[:8]}",
+        subscriptions=[annual(4, now() - timedelta(days=60))] if existing else [],
+    )
+    await store.import_accounts([acc])
+    placed = [order(acc.account_id, buy(seats, product)) for product, seats in plans]
+    async with checkout_worker(dev_env.client, settings, store):
+        await asyncio.gather(*(start_order(dev_env.client, settings, raw) for raw in placed))
+        results = {raw["order_id"]: await result_of(dev_env, raw["order_id"]) for raw in placed}
+    in_line = await queue_order(store, acc.account_id)
+    ordered = sorted(placed, key=lambda raw: in_line.index(raw["order_id"]))
+    final, charged = await sequential_outcome(acc, ordered, results)
+    subs = await store.subscriptions(acc.account_id)
+    assert [(s.product, s.plan, s.seats, s.status.value) for s in subs] == final
+    assert await charged_total(store, acc.account_id) == charged
+    assert await store.held_locks() == [] or all(
+        o not in {raw["order_id"] for raw in placed} for o, _, _ in await store.held_locks()
+    )
