@@ -1,5 +1,5 @@
-"""The ``checkout`` command (CONTRACT.md section 4): submit and quote orders, look at checkouts and
-act on them, load accounts, pause products, set up a cluster, and run the demo stack.
+"""The ``checkout`` command (docs/contract.md, section 4): submit and quote orders, look at
+checkouts and act on them, load accounts, pause products, set up a cluster, and run the demo stack.
 
 Everything reads the same environment as the worker (``TEMPORAL_*``, ``CHECKOUT_*``). Exit status:
 0 on success; 1 with one line on stderr for any error; 2 for a usage error; 3 when ``submit

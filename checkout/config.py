@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT.md section 5): one place the worker, the
+"""Configuration from the environment (docs/contract.md, section 5): one place the worker, the
 commands and the tests read."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""The names others rely on (CONTRACT.md section 1): task queue, workflow ids, search attributes,
-idempotency keys. Side-effect free, imported by the workflow sandbox."""
+"""The names others rely on (docs/contract.md, section 1): task queue, workflow ids, search
+attributes, idempotency keys. Side-effect free, imported by the workflow sandbox."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Payment gateways. The built-in sandbox decides by token (CONTRACT.md section 7), keeps every
-charge and refund in the store under its idempotency key, and so charges each key once."""
+"""Payment gateways. The built-in sandbox decides by token (docs/contract.md, section 7), keeps
+every charge and refund in the store under its idempotency key, and so charges each key once."""
 
 from __future__ import annotations
 

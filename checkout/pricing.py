@@ -1,7 +1,7 @@
 """Pricing as pure functions: billing periods, invoice lines, proration credit, VAT and totals.
 
 Nothing here does I/O, so the quote command, the checkout activity and the tests all price an order
-the same way (DOMAIN.md, "Periods and the billing anchor" and "Amounts").
+the same way (docs/billing-rules.md, "Periods and the billing anchor" and "Amounts").
 """
 
 from __future__ import annotations

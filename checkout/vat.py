@@ -132,7 +132,8 @@ class TaxDecision:
 def tax_treatment(
     *, seller_country: str, customer_country: str, verified_vat_id: bool, on: datetime
 ) -> TaxDecision:
-    """The treatment of a B2B/B2C sale of electronically supplied services (DOMAIN.md, VAT)."""
+    """The treatment of a B2B/B2C sale of electronically supplied services
+    (docs/billing-rules.md, "VAT")."""
     if customer_country not in EU_COUNTRIES:
         return TaxDecision(TaxTreatment.OUTSIDE_SCOPE, None, Decimal(0))
     if customer_country == seller_country:

@@ -1,4 +1,4 @@
-"""Configuration from the environment (CONTRACT.md section 5)."""
+"""Configuration from the environment (docs/contract.md, section 5)."""
 
 from __future__ import annotations
 

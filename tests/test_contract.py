@@ -1,4 +1,4 @@
-"""The names others rely on (CONTRACT.md section 1): workflow ids and idempotency keys."""
+"""The names others rely on (docs/contract.md, section 1): workflow ids and idempotency keys."""
 
 from __future__ import annotations
 

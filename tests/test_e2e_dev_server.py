@@ -87,8 +87,8 @@ def text_of(message: Any) -> str:
 async def test_json_orders_started_with_the_temporal_cli(
     dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
-    """Eight orders typed as JSON into `temporal workflow start` end as DOMAIN.md says, to the
-    cent, in the result, the store and the e-mail."""
+    """Eight orders typed as JSON into `temporal workflow start` end as docs/billing-rules.md says,
+    to the cent, in the result, the store and the e-mail."""
     t0 = now().replace(microsecond=0)
     existing_start = t0 - timedelta(days=100)
     de = account(billing_email="de@kunde.example")

@@ -1,5 +1,5 @@
 """The sandbox payment gateway (checkout/gateway.py) on real SQLite and PostgreSQL: the tokens of
-CONTRACT.md section 7, one charge per idempotency key, final declines, exact refunds."""
+docs/contract.md section 7, one charge per idempotency key, final declines, exact refunds."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Order input (CONTRACT.md section 2): whatever a JSON client sends becomes an Order or an
+"""Order input (docs/contract.md, section 2): whatever a JSON client sends becomes an Order or an
 invalid_order rejection naming the field, and nothing that looks like a card number gets in."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from checkout.errors import CheckoutRejected, Reason
 from checkout.models import BillingCycle, ItemMode, Order
 from checkout.order_input import find_card_number, luhn_valid, parse_order
 
-#: The example order of CONTRACT.md section 2.
+#: An order in the shape of docs/contract.md, section 2.
 EXAMPLE: dict[str, Any] = {
     "order_id": "ord-1001",
     "account_id": "acc-42",

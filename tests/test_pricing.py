@@ -1,5 +1,5 @@
-"""Pricing rules of DOMAIN.md ("Periods and the billing anchor", "Amounts", trials, payment):
-pure functions, no Temporal, no database."""
+"""Pricing rules of docs/billing-rules.md ("Periods and the billing anchor", "Amounts", trials,
+payment): pure functions, no Temporal, no database."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""VAT rules of DOMAIN.md: offline VAT ID validation, the four tax treatments, dated rates."""
+"""VAT rules of docs/billing-rules.md: offline VAT ID validation, the four tax treatments, dated
+rates."""
 
 from __future__ import annotations
 
