@@ -89,6 +89,14 @@ def format_payload_keys(keys: Sequence[PayloadKey]) -> str:
     return ",".join(f"{k.key_id}:{base64.b64encode(k.key).decode()}" for k in keys)
 
 
+def describe_payload_keys(keys: Sequence[PayloadKey]) -> str:
+    """How payloads are written, for a start-up log line: key ids only."""
+    if not keys:
+        return "payloads are plain JSON (CHECKOUT_PAYLOAD_KEYS is not set)"
+    also = f", also reading {', '.join(k.key_id for k in keys[1:])}" if len(keys) > 1 else ""
+    return f"payloads are encrypted under key {keys[0].key_id}{also}"
+
+
 def generate_key(key_id: str) -> PayloadKey:
     return PayloadKey(key_id, AESGCM.generate_key(bit_length=KEY_SIZE * 8))
 

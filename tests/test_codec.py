@@ -20,6 +20,7 @@ from checkout.codec import (
     PayloadDecryptionError,
     PayloadKey,
     PayloadKeyError,
+    describe_payload_keys,
     format_payload_keys,
     generate_key,
     parse_payload_keys,
@@ -236,3 +237,13 @@ def test_cors_origins_must_be_origins(origin: str) -> None:
     """A wildcard, a bare host or a URL with a path is refused: credentials are allowed."""
     with pytest.raises(ConfigError, match="CHECKOUT_CODEC_CORS_ORIGINS"):
         Settings.from_env({"CHECKOUT_CODEC_CORS_ORIGINS": f"http://localhost:8233,{origin}"})
+
+
+def test_start_up_line_names_key_ids_only() -> None:
+    """The worker's start-up line says whether and under which key payloads are encrypted."""
+    k2, k1 = generate_key("k2"), generate_key("k1")
+    assert describe_payload_keys([]).startswith("payloads are plain JSON")
+    assert describe_payload_keys([k2]) == "payloads are encrypted under key k2"
+    line = describe_payload_keys([k2, k1])
+    assert line == "payloads are encrypted under key k2, also reading k1"
+    assert b64(k2.key) not in line
