@@ -1,12 +1,13 @@
 """The codec server (CONTRACT.md section 8): Temporal's remote codec protocol over HTTP, so the
 Web UI and ``temporal … --codec-endpoint`` can show encrypted payloads.
 
-``POST /encode`` and ``POST /decode`` take and return the proto JSON of
-``temporal.api.common.v1.Payloads`` (``{"payloads": [{"metadata": {k: base64}, "data":
-base64}]}``); callers send ``X-Namespace``, which this server, holding one key set, does not
-need. Both require ``Authorization: Bearer $CHECKOUT_CODEC_TOKEN``. Browsers preflight with
-``OPTIONS`` (no token); CORS headers go to the listed origins only. Bodies over ``max_body``
-get 413. The log has method, path, status and sizes, never a payload or a header value.
+``POST …/encode`` and ``POST …/decode`` (only the last path segment counts) take and return
+the proto JSON of ``temporal.api.common.v1.Payloads`` (``{"payloads": [{"metadata": {k:
+base64}, "data": base64}]}``); callers send ``X-Namespace``, which this server, holding one key
+set, does not need. Both require ``Authorization: Bearer $CHECKOUT_CODEC_TOKEN``. Browsers
+preflight with ``OPTIONS`` (no token); CORS headers go to the listed origins only. Bodies over
+``max_body`` get 413. The log has method, path, status and sizes, never a payload or a header
+value.
 """
 
 from __future__ import annotations
@@ -135,14 +136,12 @@ def build_app(
         return response
 
     app = web.Application(middlewares=[guard], client_max_size=max_body)
-    app.add_routes(
-        [
-            web.post("/encode", partial(_transform, codec.encode)),
-            web.post("/decode", partial(_transform, codec.decode)),
-            web.options("/encode", _preflight),
-            web.options("/decode", _preflight),
-        ]
-    )
+    for name, transform in (("encode", codec.encode), ("decode", codec.decode)):
+        # The protocol routes on the last path segment only, so the server can sit under a
+        # prefix (a proxy's path, or the CLI's --codec-endpoint http://host/{namespace}).
+        for path in (f"/{name}", f"/{{prefix:.+}}/{name}"):
+            app.router.add_post(path, partial(_transform, transform))
+            app.router.add_route(hdrs.METH_OPTIONS, path, _preflight)
     return app
 
 

@@ -98,6 +98,29 @@ async def test_encode_and_decode_speak_temporals_protocol(
         assert payloads_of(await resp.text()) == [original, original, original]
 
 
+async def test_only_the_last_path_segment_counts(
+    server: RunningCodecServer, http: aiohttp.ClientSession
+) -> None:
+    """As the protocol asks, /default/decode and /codec/default/decode are /decode: the server
+    can sit under a proxy's prefix or the CLI's {namespace} template."""
+    original = await plain()
+    for prefix in ("/default", "/codec/default"):
+        async with http.post(
+            f"{server.url}{prefix}/encode", data=body(original), headers=headers()
+        ) as resp:
+            assert resp.status == 200
+            encoded = await resp.text()
+        async with http.post(
+            f"{server.url}{prefix}/decode", data=encoded, headers=headers()
+        ) as resp:
+            assert resp.status == 200
+            assert payloads_of(await resp.text()) == [original]
+        preflight = {"Origin": UI, "Access-Control-Request-Method": "POST"}
+        async with http.options(f"{server.url}{prefix}/decode", headers=preflight) as resp:
+            assert resp.status == 204
+            assert resp.headers["Access-Control-Allow-Origin"] == UI
+
+
 async def test_decode_failure_names_the_key_id(
     server: RunningCodecServer, http: aiohttp.ClientSession
 ) -> None:
