@@ -195,6 +195,9 @@ async def test_histories_hold_no_personal_data_in_plain_text(
         (start,) = [
             e for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED
         ]
+        if name == "submitted":
+            # `checkout submit` gives the UI a summary; it is a payload, so it is encrypted too.
+            assert start.user_metadata.summary.metadata["encoding"] == ENCODING
         if name == "old_key":
             (start_input,) = start.workflow_execution_started_event_attributes.input.payloads
             assert start_input.metadata[KEY_ID_KEY] == k1.key_id.encode()
