@@ -118,8 +118,10 @@ def build_app(
         except web.HTTPException as exc:  # no route, wrong method, a body past the limit
             response = _error(exc.status, exc.reason)
         except Exception as exc:
-            # Only the type: an unexpected error's text could quote payload bytes.
-            log.error("%s %s failed: %s", request.method, request.path, type(exc).__name__)  # noqa: TRY400
+            # error, not exception, and only the type: the text or traceback of an unexpected
+            # error could quote payload bytes.
+            failed = type(exc).__name__
+            log.error("%s %s failed: %s", request.method, request.path, failed)  # noqa: TRY400
             response = _error(500, "internal error")
         response.headers.update(_cors_headers(request, origins))
         response.headers[hdrs.VARY] = hdrs.ORIGIN

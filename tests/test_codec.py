@@ -7,6 +7,7 @@ import base64
 import os
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
@@ -60,8 +61,6 @@ async def test_each_payload_gets_a_fresh_nonce() -> None:
 async def test_layout_is_nonce_then_aes_gcm_of_the_serialized_payload() -> None:
     """The documented layout: 12-byte nonce || AES-256-GCM(serialized Payload), key id as AAD;
     anyone holding the key can read it without this code."""
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM  # noqa: PLC0415
-
     key = generate_key("k1")
     original = await plain_payload()
     (sealed,) = await EncryptionCodec([key]).encode([original])
