@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import re
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -653,6 +654,30 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+# --- codec server ------------------------------------------------------------------------------
+
+
+async def cmd_codec_server(args: argparse.Namespace, settings: Settings) -> int:
+    from checkout import codec_server  # noqa: PLC0415 - only this command needs the HTTP server
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    await codec_server.serve(settings, host=args.host, port=args.port)
+    return 0
+
+
+def _add_codec_command(commands: Any) -> None:
+    codec = commands.add_parser(
+        "codec-server", help="decrypt payloads for the Web UI and the CLI (--codec-endpoint)"
+    )
+    codec.add_argument("--port", type=int, default=8081, help="port to listen on (8081)")
+    codec.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this host only)"
+    )
+    codec.set_defaults(handler=cmd_codec_server)
+
+
 # --- the parser --------------------------------------------------------------------------------
 
 
@@ -754,6 +779,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_order_commands(commands)
     _add_admin_commands(commands)
+    _add_codec_command(commands)
     return parser
 
 

@@ -19,6 +19,7 @@ from activities.checkout import CheckoutActivities
 from activities.reconcile import ReconcileActivities, Reconciler
 from checkout.catalog import Catalog, load_catalog
 from checkout.client import connect_client
+from checkout.codec import describe_payload_keys
 from checkout.config import Settings
 from checkout.gateway import SandboxGateway
 from checkout.mail import Mailer, SmtpMailer
@@ -87,7 +88,7 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
 
 async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> None:
     await store.migrate()
-    client = await connect_client()
+    client = await connect_client(payload_keys=settings.payload_keys)
     worker = build_worker(client, settings, build_activities(settings, store))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -101,6 +102,7 @@ async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> 
         client.service_client.config.target_host,
         store.engine.url.render_as_string(hide_password=True),
     )
+    log.info(describe_payload_keys(settings.payload_keys))
     async with worker:
         await stop.wait()
         log.info(

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from checkout.codec import PayloadKey, PayloadKeyError, parse_payload_keys
 from checkout.contract import DEFAULT_TASK_QUEUE
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.data/checkout.db"
@@ -67,6 +68,32 @@ def _duration(env: dict[str, str], name: str, default: float) -> float:
     return default if raw is None or raw == "" else parse_duration(raw, name)
 
 
+def _payload_keys(env: dict[str, str]) -> tuple[PayloadKey, ...]:
+    raw = env.get("CHECKOUT_PAYLOAD_KEYS")
+    if raw is None or raw.strip() == "":
+        return ()
+    try:
+        return parse_payload_keys(raw)
+    except PayloadKeyError as exc:
+        # The message names ids and positions only, never key material.
+        raise ConfigError(f"CHECKOUT_PAYLOAD_KEYS: {exc}") from None
+
+
+_ORIGIN = re.compile(r"^https?://[^/\s]+$")
+
+
+def _origins(env: dict[str, str], name: str) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in (env.get(name) or "").split(",") if o.strip())
+    for origin in origins:
+        # Credentials are allowed, so "*" would hand decrypted payloads to any web page.
+        if not _ORIGIN.match(origin):
+            raise ConfigError(
+                f"{name}: {origin!r} is not an origin like https://temporal-ui.example.com"
+                " (scheme and host, optional port, no path, no *)"
+            )
+    return origins
+
+
 SmtpTls = Literal["none", "starttls", "tls"]
 
 
@@ -87,6 +114,10 @@ class Settings:
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
     queue_timeout_seconds: float = 600
+    #: Payload encryption keys, the one that encrypts first (docs/payload-encryption.md).
+    payload_keys: tuple[PayloadKey, ...] = field(default=(), repr=False)
+    codec_token: str | None = field(default=None, repr=False)
+    codec_cors_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -116,4 +147,7 @@ class Settings:
             park_timeout_seconds=_duration(env, "CHECKOUT_PARK_TIMEOUT", 72 * 3600),
             approval_timeout_seconds=_duration(env, "CHECKOUT_APPROVAL_TIMEOUT", 7 * 24 * 3600),
             queue_timeout_seconds=_duration(env, "CHECKOUT_QUEUE_TIMEOUT", 600),
+            payload_keys=_payload_keys(env),
+            codec_token=env.get("CHECKOUT_CODEC_TOKEN") or None,
+            codec_cors_origins=_origins(env, "CHECKOUT_CODEC_CORS_ORIGINS"),
         )
