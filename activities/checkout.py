@@ -146,7 +146,9 @@ class CheckoutActivities:
         except PaymentDeclined as exc:
             raise rejection(exc.reason, str(exc)) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
-        return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
+        return ChargeInfo(
+            id=payment.id, amount=payment.amount, currency=payment.currency, card=payment.card
+        )
 
     @activity.defn
     async def refund_payment(self, request: RefundInput) -> ChargeInfo:

@@ -26,11 +26,16 @@ class Reason(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     EXPIRED_CARD = "expired_card"
     INVALID_PAYMENT_METHOD = "invalid_payment_method"
+    #: The card issuer wants the customer present (3-D Secure); nothing was charged.
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    #: A payment that settles later (SEPA Direct Debit) failed to settle.
+    PAYMENT_FAILED = "payment_failed"
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_TIMEOUT = "approval_timeout"
     PROVISIONING_FAILED = "provisioning_failed"
     OPERATOR_COMPENSATED = "operator_compensated"
     CANCELLED = "cancelled"
+    ORDER_IN_PROGRESS = "order_in_progress"
 
 
 #: Codes that end an order before anything happened: the result is ``rejected``.
@@ -44,6 +49,10 @@ REJECTION_REASONS = frozenset(Reason) - {
 PROVISIONING_UNAVAILABLE = "ProvisioningUnavailable"
 #: ``ApplicationError.type`` of a step that was undone and may not be applied again.
 STEP_ALREADY_UNDONE = "StepAlreadyUndone"
+#: ``ApplicationError.type`` of a request the payment gateway refused for a reason that is not a
+#: decline (bad key, missing permission, idempotency key reused with other parameters): retrying
+#: the same request cannot help, a person has to look.
+PAYMENT_GATEWAY_ERROR = "PaymentGatewayError"
 
 
 class CheckoutRejected(Exception):
