@@ -510,6 +510,7 @@ def _render_account(view: AccountView) -> str:
             ("Currency", view.currency),
             ("Time zone", view.timezone),
             ("Corporate", "yes" if view.corporate else "no"),
+            ("Payment customer", view.payment_customer_id or fmt.NONE),
         ]
     )
     subscriptions = [

@@ -20,10 +20,11 @@ from activities.reconcile import ReconcileActivities, Reconciler
 from checkout.catalog import Catalog, load_catalog
 from checkout.client import connect_client
 from checkout.codec import describe_payload_keys
-from checkout.config import Settings
-from checkout.gateway import SandboxGateway
+from checkout.config import ConfigError, Settings
+from checkout.gateway import PaymentGateway, SandboxGateway
 from checkout.mail import Mailer, SmtpMailer
 from checkout.store import Store
+from checkout.stripe_gateway import StripeGateway
 from checkout.vies import VatVerifier
 from workflows.checkout import CheckoutWorkflow
 from workflows.interceptors import CheckoutInterceptor
@@ -37,6 +38,15 @@ GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow, ReconcileWorkflow)
 
 
+def build_gateway(settings: Settings, store: Store) -> PaymentGateway:
+    """The payment gateway CHECKOUT_PAYMENT_GATEWAY names: the sandbox, or Stripe."""
+    if settings.payment_gateway == "stripe":
+        if not settings.stripe_api_key:
+            raise ConfigError("STRIPE_API_KEY: must be set when CHECKOUT_PAYMENT_GATEWAY=stripe")
+        return StripeGateway(settings.stripe_api_key, store, api_base=settings.stripe_api_base)
+    return SandboxGateway(store)
+
+
 def build_activities(
     settings: Settings,
     store: Store,
@@ -47,7 +57,7 @@ def build_activities(
     """Wire the activities to their dependencies: the one place that decides what is real."""
     return CheckoutActivities(
         store=store,
-        gateway=SandboxGateway(store),
+        gateway=build_gateway(settings, store),
         mailer=mailer or SmtpMailer(settings),
         catalog=catalog or load_catalog(settings.catalog_path),
         settings=settings,

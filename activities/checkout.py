@@ -180,7 +180,9 @@ class CheckoutActivities:
                 str(exc), type="IdempotencyConflict", non_retryable=True
             ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
-        return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
+        return ChargeInfo(
+            id=payment.id, amount=payment.amount, currency=payment.currency, card=payment.card
+        )
 
     @activity.defn
     async def refund_payment(self, request: RefundInput) -> ChargeInfo:

@@ -95,6 +95,28 @@ def _origins(env: dict[str, str], name: str) -> tuple[str, ...]:
 
 
 SmtpTls = Literal["none", "starttls", "tls"]
+PaymentGatewayKind = Literal["sandbox", "stripe"]
+
+
+def _payment_gateway(env: dict[str, str]) -> tuple[PaymentGatewayKind, str | None, str | None]:
+    """CHECKOUT_PAYMENT_GATEWAY and, for Stripe, its key and base URL. Errors name the variable,
+    never the key's value."""
+    kind = env.get("CHECKOUT_PAYMENT_GATEWAY", "sandbox") or "sandbox"
+    if kind not in ("sandbox", "stripe"):
+        raise ConfigError(f"CHECKOUT_PAYMENT_GATEWAY: {kind!r} is not one of sandbox, stripe")
+    key = (env.get("STRIPE_API_KEY") or "").strip() or None
+    base = (env.get("CHECKOUT_STRIPE_API_BASE") or "").strip().rstrip("/") or None
+    if kind == "stripe":
+        if key is None:
+            raise ConfigError("STRIPE_API_KEY: must be set when CHECKOUT_PAYMENT_GATEWAY=stripe")
+        if key.startswith("pk_"):
+            raise ConfigError(
+                "STRIPE_API_KEY: is a publishable key (pk_...); the gateway needs a secret"
+                " (sk_...) or restricted (rk_...) key"
+            )
+        if base is not None and not base.startswith(("https://", "http://")):
+            raise ConfigError(f"CHECKOUT_STRIPE_API_BASE: {base!r} is not an http(s) URL")
+    return kind, key, base  # type: ignore[return-value]  # kind checked against the literal
 
 
 @dataclass(frozen=True)
@@ -118,6 +140,11 @@ class Settings:
     payload_keys: tuple[PayloadKey, ...] = field(default=(), repr=False)
     codec_token: str | None = field(default=None, repr=False)
     codec_cors_origins: tuple[str, ...] = ()
+    payment_gateway: PaymentGatewayKind = "sandbox"
+    #: Stripe's secret or restricted key: never printed (not in the repr, not in any error).
+    stripe_api_key: str | None = field(default=None, repr=False)
+    #: Stripe's API base URL; None means Stripe's own. Tests point it at a local server.
+    stripe_api_base: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -131,6 +158,7 @@ class Settings:
                 f"CHECKOUT_VAT_VERIFICATION: {verification!r} is not one of offline, vies"
             )
         catalog = env.get("CHECKOUT_CATALOG_PATH")
+        gateway, stripe_api_key, stripe_api_base = _payment_gateway(env)
         return cls(
             task_queue=env.get("CHECKOUT_TASK_QUEUE") or DEFAULT_TASK_QUEUE,
             database_url=env.get("CHECKOUT_DATABASE_URL") or DEFAULT_DATABASE_URL,
@@ -150,4 +178,7 @@ class Settings:
             payload_keys=_payload_keys(env),
             codec_token=env.get("CHECKOUT_CODEC_TOKEN") or None,
             codec_cors_origins=_origins(env, "CHECKOUT_CODEC_CORS_ORIGINS"),
+            payment_gateway=gateway,
+            stripe_api_key=stripe_api_key,
+            stripe_api_base=stripe_api_base,
         )

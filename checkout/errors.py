@@ -26,6 +26,10 @@ class Reason(StrEnum):
     INSUFFICIENT_FUNDS = "insufficient_funds"
     EXPIRED_CARD = "expired_card"
     INVALID_PAYMENT_METHOD = "invalid_payment_method"
+    #: The card issuer wants the customer present (3-D Secure); nothing was charged.
+    AUTHENTICATION_REQUIRED = "authentication_required"
+    #: A payment that settles later (SEPA Direct Debit) failed to settle.
+    PAYMENT_FAILED = "payment_failed"
     APPROVAL_REJECTED = "approval_rejected"
     APPROVAL_TIMEOUT = "approval_timeout"
     PROVISIONING_FAILED = "provisioning_failed"
@@ -33,10 +37,6 @@ class Reason(StrEnum):
     CANCELLED = "cancelled"
     #: An earlier order of the account that changes the same product did not end in time.
     ORDER_IN_PROGRESS = "order_in_progress"
-    #: The card issuer wants the customer present (3-D Secure); nothing was charged.
-    AUTHENTICATION_REQUIRED = "authentication_required"
-    #: A payment that settles later (SEPA Direct Debit) failed to settle.
-    PAYMENT_FAILED = "payment_failed"
 
 
 #: Codes that end an order before anything happened: the result is ``rejected``.
@@ -56,6 +56,10 @@ SUBSCRIPTION_CHANGED = "SubscriptionChanged"
 STORE_UNAVAILABLE = "StoreUnavailable"
 #: Outages that heal: retried until they pass, never counted towards parking an order.
 OUTAGE_TYPES = frozenset({STORE_UNAVAILABLE})
+#: ``ApplicationError.type`` of a request the payment gateway refused for a reason that is not a
+#: decline (bad key, missing permission, idempotency key reused with other parameters): retrying
+#: the same request cannot help, a person has to look.
+PAYMENT_GATEWAY_ERROR = "PaymentGatewayError"
 
 
 class CheckoutRejected(Exception):

@@ -9,10 +9,17 @@ from decimal import Decimal
 from typing import Protocol
 
 from checkout.errors import Reason
-from checkout.models import PaymentRecord
+from checkout.models import CardDetails, PaymentRecord
 from checkout.store import Store
 
 SUCCEEDING_TOKENS = frozenset({"pm_card_visa", "pm_card_mastercard"})
+#: The public test card behind each succeeding token, with a fixed expiry so a repeat is the same.
+SANDBOX_CARDS = {
+    "pm_card_visa": CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2034),
+    "pm_card_mastercard": CardDetails(
+        brand="mastercard", last4="4444", exp_month=12, exp_year=2034
+    ),
+}
 DECLINING_TOKENS = {
     "pm_card_chargeDeclined": Reason.CARD_DECLINED,
     "pm_card_chargeDeclinedInsufficientFunds": Reason.INSUFFICIENT_FUNDS,
@@ -24,6 +31,8 @@ DECLINE_MESSAGES = {
     Reason.INSUFFICIENT_FUNDS: "the card was declined for insufficient funds",
     Reason.EXPIRED_CARD: "the card has expired",
     Reason.INVALID_PAYMENT_METHOD: "the payment method is not a usable payment token",
+    Reason.AUTHENTICATION_REQUIRED: "the card issuer requires the customer to authenticate",
+    Reason.PAYMENT_FAILED: "the payment failed to settle",
 }
 
 
@@ -59,6 +68,11 @@ class PaymentGateway(Protocol):
         self, *, idempotency_key: str, charge_id: str, account_id: str, order_id: str
     ) -> PaymentRecord: ...
 
+    async def settlement(self, payment_id: str) -> PaymentRecord:
+        """Where a ``pending`` charge stands now: the record when it succeeded or is still
+        pending; :class:`PaymentDeclined` when it failed."""
+        ...
+
 
 def payment_id(prefix: str, idempotency_key: str) -> str:
     """A stable id from the idempotency key: the same request always names the same payment."""
@@ -93,6 +107,7 @@ class SandboxGateway:
                 status="failed" if decline else "succeeded",
                 failure_code=decline.value if decline else None,
                 payment_method=token,
+                card=None if decline else SANDBOX_CARDS[token],
             )
         if (previous.amount, previous.currency) != (request.amount, request.currency):
             raise IdempotencyConflict(
@@ -123,3 +138,14 @@ class SandboxGateway:
             status="succeeded",
             refunded_payment_id=charge_id,
         )
+
+    async def settlement(self, payment_id: str) -> PaymentRecord:
+        """Sandbox charges settle at once: the stored record, declined as it was recorded."""
+        payment = await self._store.payment_by_id(payment_id)
+        if payment is None:
+            raise LookupError(f"no payment {payment_id}")
+        if payment.status == "failed":
+            raise PaymentDeclined(
+                Reason(payment.failure_code or Reason.CARD_DECLINED.value), payment
+            )
+        return payment

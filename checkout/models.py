@@ -164,7 +164,21 @@ class Account(_Model):
     currency: Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")] = "EUR"
     timezone: str = "UTC"
     corporate: bool = False
+    #: The account at the payment provider (a Stripe customer, ``cus_…``) whose saved payment
+    #: methods orders name; unused by the sandbox gateway.
+    payment_customer_id: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,255}$")] | None
+    ) = None
     subscriptions: list[Subscription] = Field(default_factory=list)
+
+
+class CardDetails(_Model):
+    """The card a charge used, as the gateway reports it (``charge.card``): never the token."""
+
+    brand: str
+    last4: Annotated[str, StringConstraints(pattern=r"^[0-9]{4}$")]
+    exp_month: int | None = None
+    exp_year: int | None = None
 
 
 class PaymentRecord(_Model):
@@ -178,6 +192,7 @@ class PaymentRecord(_Model):
     due_date: UtcDateTime | None = None
     created_at: UtcDateTime | None = None
     account_id: str | None = None
+    card: CardDetails | None = None
 
 
 class AccountView(Account):
@@ -238,6 +253,7 @@ class ChargeInfo(_Model):
     id: str
     amount: Money
     currency: str
+    card: CardDetails | None = None
 
 
 class EmailStatus(StrEnum):

@@ -23,3 +23,18 @@ def round_money(amount: Decimal, currency: str) -> Decimal:
 
 def zero(currency: str) -> Decimal:
     return round_money(Decimal(0), currency)
+
+
+def to_minor_units(amount: Decimal, currency: str) -> int:
+    """The amount as a whole number of the currency's minor unit (1725.50 EUR -> 172550), as
+    payment APIs take it; an amount finer than the minor unit is an error, never rounded here."""
+    minor = amount.scaleb(-minor_unit_exponent(currency).adjusted())
+    if minor != minor.to_integral_value():
+        raise ValueError(f"{amount} {currency} is finer than the currency's minor unit")
+    return int(minor)
+
+
+def from_minor_units(units: int, currency: str) -> Decimal:
+    """The inverse of :func:`to_minor_units`: 172550 EUR -> Decimal("1725.50")."""
+    exponent = minor_unit_exponent(currency)
+    return Decimal(units).scaleb(exponent.adjusted()).quantize(exponent)

@@ -96,6 +96,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.provisioning_max_attempts == 5
     assert settings.park_timeout_seconds == 72 * 3600
     assert settings.approval_timeout_seconds == 7 * 24 * 3600
+    assert settings.payment_gateway == "sandbox"
     assert settings == Settings()
 
 
@@ -115,6 +116,9 @@ def test_empty_values_mean_the_default() -> None:
         "CHECKOUT_PROVISIONING_MAX_ATTEMPTS",
         "CHECKOUT_PARK_TIMEOUT",
         "CHECKOUT_APPROVAL_TIMEOUT",
+        "CHECKOUT_PAYMENT_GATEWAY",
+        "STRIPE_API_KEY",
+        "CHECKOUT_STRIPE_API_BASE",
     ]
     assert Settings.from_env(dict.fromkeys(names, "")) == Settings()
 
@@ -205,3 +209,79 @@ def test_password_is_not_in_the_repr() -> None:
     """The SMTP password never shows up when settings are printed or logged."""
     settings = Settings.from_env({"CHECKOUT_SMTP_PASSWORD": "s3cret-pw"})
     assert "s3cret-pw" not in repr(settings)
+
+
+# --- the payment gateway ------------------------------------------------------------------------
+
+SECRET = "sk_test_51ConfigTestKeyDoNotPrintMe"
+
+
+def test_the_sandbox_gateway_is_the_default() -> None:
+    """Without CHECKOUT_PAYMENT_GATEWAY the built-in sandbox takes payments; no key needed."""
+    settings = Settings.from_env({"CHECKOUT_PAYMENT_GATEWAY": ""})
+    assert settings.payment_gateway == "sandbox"
+    assert (settings.stripe_api_key, settings.stripe_api_base) == (None, None)
+
+
+def test_stripe_reads_its_key_and_base_url() -> None:
+    """CHECKOUT_PAYMENT_GATEWAY=stripe with STRIPE_API_KEY (trimmed) and the optional base URL."""
+    settings = Settings.from_env(
+        {
+            "CHECKOUT_PAYMENT_GATEWAY": "stripe",
+            "STRIPE_API_KEY": f" {SECRET}\n",
+            "CHECKOUT_STRIPE_API_BASE": "http://127.0.0.1:12111/",
+        }
+    )
+    assert settings.payment_gateway == "stripe"
+    assert settings.stripe_api_key == SECRET
+    assert settings.stripe_api_base == "http://127.0.0.1:12111"
+    assert (
+        Settings.from_env(
+            {"CHECKOUT_PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": "rk_live_restricted"}
+        ).stripe_api_base
+        is None
+    )
+
+
+@pytest.mark.parametrize("kind", ["Stripe", "paypal", "live", "sandbox,stripe"])
+def test_an_unknown_payment_gateway_is_a_config_error(kind: str) -> None:
+    """CHECKOUT_PAYMENT_GATEWAY is sandbox or stripe, spelled exactly."""
+    with pytest.raises(ConfigError, match="CHECKOUT_PAYMENT_GATEWAY"):
+        Settings.from_env({"CHECKOUT_PAYMENT_GATEWAY": kind})
+
+
+@pytest.mark.parametrize("key", [None, "", "   "])
+def test_stripe_without_a_key_is_a_config_error_naming_the_variable(key: str | None) -> None:
+    """Stripe without STRIPE_API_KEY cannot start, and says which variable is missing."""
+    env = {"CHECKOUT_PAYMENT_GATEWAY": "stripe"}
+    if key is not None:
+        env["STRIPE_API_KEY"] = key
+    with pytest.raises(ConfigError, match="STRIPE_API_KEY"):
+        Settings.from_env(env)
+
+
+def test_a_publishable_key_is_refused_without_repeating_it() -> None:
+    """A publishable key (pk_...) cannot charge; the error names the variable, not the value."""
+    key = "pk_test_51PublishableKeyValue"
+    with pytest.raises(ConfigError, match="STRIPE_API_KEY") as refused:
+        Settings.from_env({"CHECKOUT_PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": key})
+    assert key not in str(refused.value)
+
+
+def test_a_stripe_base_url_must_be_http() -> None:
+    """CHECKOUT_STRIPE_API_BASE must be an http(s) URL."""
+    with pytest.raises(ConfigError, match="CHECKOUT_STRIPE_API_BASE"):
+        Settings.from_env(
+            {
+                "CHECKOUT_PAYMENT_GATEWAY": "stripe",
+                "STRIPE_API_KEY": SECRET,
+                "CHECKOUT_STRIPE_API_BASE": "api.stripe.com",
+            }
+        )
+
+
+def test_the_stripe_key_is_not_in_the_repr() -> None:
+    """The Stripe key never shows up when settings are printed or logged."""
+    settings = Settings.from_env({"CHECKOUT_PAYMENT_GATEWAY": "stripe", "STRIPE_API_KEY": SECRET})
+    assert SECRET not in repr(settings)
+    assert SECRET not in str(settings)

@@ -16,7 +16,7 @@ from checkout.gateway import (
     SandboxGateway,
     payment_id,
 )
-from checkout.models import PaymentRecord
+from checkout.models import CardDetails, PaymentRecord
 from checkout.store import Store
 
 
@@ -203,3 +203,51 @@ async def test_payment_ids_are_deterministic_from_the_key(store: Store) -> None:
     with pytest.raises(PaymentDeclined) as declined:
         await charge(store, charge_request("pm_card_chargeDeclined", key="order-ord-2/charge"))
     assert declined.value.payment.id == payment_id("ch", "order-ord-2/charge")
+
+
+# --- card details and settlement -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "brand", "last4"),
+    [("pm_card_visa", "visa", "4242"), ("pm_card_mastercard", "mastercard", "4444")],
+)
+async def test_succeeding_tokens_report_their_public_test_card(
+    store: Store, token: str, brand: str, last4: str
+) -> None:
+    """A sandbox charge reports the test card behind its token (brand, last 4, a fixed expiry),
+    stored with the charge, so a repeat of the key reports the same card."""
+    paid = await charge(store, charge_request(token))
+    again = await charge(store, charge_request(token))
+
+    assert paid.card == CardDetails(brand=brand, last4=last4, exp_month=12, exp_year=2034)
+    assert again.card == paid.card
+    assert await store.payments(order_id="ord-1") == [paid]
+
+
+async def test_a_declined_charge_reports_no_card(store: Store) -> None:
+    """A decline took nothing and reports no card."""
+    with pytest.raises(PaymentDeclined) as declined:
+        await charge(store, charge_request("pm_card_chargeDeclined"))
+    assert declined.value.payment.card is None
+
+
+async def test_settlement_of_a_sandbox_charge_is_the_stored_record(store: Store) -> None:
+    """Sandbox charges settle at once: settlement returns the charge as recorded, card and all."""
+    paid = await charge(store, charge_request())
+    assert await SandboxGateway(store).settlement(paid.id) == paid
+
+
+async def test_settlement_of_a_declined_sandbox_charge_declines_again(store: Store) -> None:
+    """Settlement of a declined charge raises the decline it was recorded with."""
+    with pytest.raises(PaymentDeclined):
+        await charge(store, charge_request("pm_card_chargeDeclinedExpiredCard"))
+    with pytest.raises(PaymentDeclined) as declined:
+        await SandboxGateway(store).settlement(payment_id("ch", "order-ord-1/charge"))
+    assert declined.value.reason is Reason.EXPIRED_CARD
+
+
+async def test_settlement_of_an_unknown_payment_raises(store: Store) -> None:
+    """There is nothing to settle for an id the sandbox never charged."""
+    with pytest.raises(LookupError):
+        await SandboxGateway(store).settlement("ch_doesnotexist")

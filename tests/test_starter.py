@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 import uuid
@@ -130,6 +131,28 @@ async def test_accounts_import_and_show_json(offline_cli: Cli) -> None:
     code, out, _ = await offline_cli("accounts", "show", acc.account_id)
     assert code == 0
     assert "remote-support" in out and "1450.00 EUR" in out and "Payments" in out
+
+
+async def test_accounts_show_names_the_payment_customer(offline_cli: Cli) -> None:
+    """An account's payment_customer_id (its Stripe customer) is imported and shown, in the text
+    and in the JSON; an account without one shows none."""
+    with_customer = account(payment_customer_id="cus_Nffrf4nRy3Tq2b")
+    without = account()
+    code, _, err = await offline_cli(
+        "accounts", "import", offline_cli.file(accounts_file(with_customer, without))
+    )
+    assert (code, err) == (0, "")
+
+    code, out, _ = await offline_cli("accounts", "show", with_customer.account_id, "--json")
+    assert code == 0
+    assert json.loads(out)["payment_customer_id"] == "cus_Nffrf4nRy3Tq2b"
+    code, out, _ = await offline_cli("accounts", "show", with_customer.account_id)
+    assert code == 0
+    assert re.search(r"Payment customer\s+cus_Nffrf4nRy3Tq2b", out)
+
+    code, out, _ = await offline_cli("accounts", "show", without.account_id, "--json")
+    assert code == 0
+    assert json.loads(out)["payment_customer_id"] is None
 
 
 def _raw_account(**fields: Any) -> dict[str, Any]:

@@ -10,13 +10,16 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from alembic import command
+from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pydantic import ValidationError
-from sqlalchemy import func, select, text
+from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from checkout.models import (
+    CardDetails,
     CheckoutResult,
     PricedOn,
     ResultStatus,
@@ -194,6 +197,64 @@ async def test_naive_datetimes_are_refused(store: Store) -> None:
     with pytest.raises(StatementError, match="naive datetime"):
         await store.import_accounts([acc])
     assert await store.get_account(acc.account_id) is None
+
+
+async def test_payment_customer_id_is_kept_and_replaced_by_import(store: Store) -> None:
+    """An account's Stripe customer comes back as imported; a re-import without it clears it."""
+    acc = account(payment_customer_id="cus_Nffrf4nRy3Tq2b")
+    await store.import_accounts([acc])
+    loaded = await store.get_account(acc.account_id)
+    assert loaded == acc
+    assert loaded.payment_customer_id == "cus_Nffrf4nRy3Tq2b"
+
+    await store.import_accounts([acc.model_copy(update={"payment_customer_id": None})])
+    reloaded = await store.get_account(acc.account_id)
+    assert reloaded is not None
+    assert reloaded.payment_customer_id is None
+
+
+async def _alembic(store: Store, action: str, revision: str) -> None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+
+    def run(connection: Any) -> None:
+        config.attributes["connection"] = connection
+        getattr(command, action)(config, revision)
+
+    async with store.engine.begin() as connection:
+        await connection.run_sync(run)
+
+
+async def test_payment_customer_migration_downgrades_and_upgrades_keeping_the_data(
+    store: Store,
+) -> None:
+    """Revision 0004 adds the customer and card columns; down and up again keeps every account
+    and payment, the new columns empty."""
+    acc = account(payment_customer_id="cus_1")
+    await store.import_accounts([acc])
+    await store.record_payment(
+        payment_id="ch_1",
+        idempotency_key="k-1",
+        account_id=acc.account_id,
+        order_id="ord-1",
+        kind="charge",
+        amount=Decimal("12.30"),
+        currency="EUR",
+        status="succeeded",
+        card=CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2034),
+    )
+
+    await _alembic(store, "downgrade", "0002")
+    async with store.engine.connect() as connection:
+        columns = await connection.run_sync(lambda sync: inspect(sync).get_columns("payments"))
+    assert "card_brand" not in {c["name"] for c in columns}
+    await _alembic(store, "upgrade", "head")
+
+    loaded = await store.get_account(acc.account_id)
+    assert loaded == acc.model_copy(update={"payment_customer_id": None})
+    paid = await store.payment_by_id("ch_1")
+    assert paid is not None
+    assert (paid.amount, paid.card) == (Decimal("12.30"), None)
 
 
 async def test_unknown_account_is_none(store: Store) -> None:
@@ -574,6 +635,37 @@ async def test_record_payment_round_trips_every_field(store: Store) -> None:
     assert loaded.due_date.tzinfo is UTC
     assert loaded.created_at is not None
     assert loaded.created_at.tzinfo is UTC
+    assert loaded.card is None
+
+
+async def test_record_payment_keeps_the_card_it_was_given(store: Store) -> None:
+    """A charge's card (brand, last 4 digits, expiry) comes back with it, and in the account
+    view's JSON, never the payment token."""
+    acc = account()
+    await store.import_accounts([acc])
+    card = CardDetails(brand="mastercard", last4="4444", exp_month=3, exp_year=2031)
+    recorded = await store.record_payment(
+        payment_id="ch_1",
+        idempotency_key="k-1",
+        account_id=acc.account_id,
+        order_id="ord-1",
+        kind="charge",
+        amount=Decimal("10.00"),
+        currency="EUR",
+        status="succeeded",
+        payment_method="pm_card_mastercard",
+        card=card,
+    )
+    assert recorded.card == card
+    assert await store.payment_by_key("k-1") == recorded
+
+    view = await store.account_view(acc.account_id)
+    assert view is not None
+    (shown,) = view.model_dump(mode="json")["payments"]
+    assert shown["card"] == {
+        "brand": "mastercard", "last4": "4444", "exp_month": 3, "exp_year": 2031
+    }  # fmt: skip
+    assert "pm_card_mastercard" not in view.model_dump_json()
 
 
 # --- e-mail outbox ------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ class AccountRow(Base):
     currency: Mapped[str] = mapped_column(String(3))
     timezone: Mapped[str] = mapped_column(String(64))
     corporate: Mapped[bool] = mapped_column(Boolean, default=False)
+    payment_customer_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
     updated_at: Mapped[datetime] = mapped_column(UtcTimestamp())
 
 
@@ -117,6 +118,11 @@ class PaymentRow(Base):
     refunded_payment_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     due_date: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
+    # The card as the gateway reported it (brand, last 4 digits, expiry), never the number.
+    card_brand: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    card_last4: Mapped[str | None] = mapped_column(String(4), nullable=True)
+    card_exp_month: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    card_exp_year: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class OrderStepRow(Base):

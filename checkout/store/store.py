@@ -35,6 +35,7 @@ from checkout.models import (
     Account,
     AccountView,
     BillingCycle,
+    CardDetails,
     PaymentRecord,
     Subscription,
     SubscriptionStatus,
@@ -244,6 +245,7 @@ class Store:
                 row.currency = account.currency
                 row.timezone = account.timezone
                 row.corporate = account.corporate
+                row.payment_customer_id = account.payment_customer_id
                 row.updated_at = _now()
                 await session.flush()
                 await session.execute(
@@ -267,6 +269,7 @@ class Store:
                 currency=row.currency,
                 timezone=row.timezone,
                 corporate=row.corporate,
+                payment_customer_id=row.payment_customer_id,
                 subscriptions=[_sub_from_row(s) for s in subs],
             )
 
@@ -340,6 +343,7 @@ class Store:
         payment_method: str | None = None,
         refunded_payment_id: str | None = None,
         due_date: datetime | None = None,
+        card: CardDetails | None = None,
     ) -> PaymentRecord:
         """Insert a payment once per idempotency key; a second call returns the first record."""
         try:
@@ -363,6 +367,10 @@ class Store:
                     refunded_payment_id=refunded_payment_id,
                     due_date=due_date,
                     created_at=_now(),
+                    card_brand=card.brand if card else None,
+                    card_last4=card.last4 if card else None,
+                    card_exp_month=card.exp_month if card else None,
+                    card_exp_year=card.exp_year if card else None,
                 )
                 session.add(row)
                 return self._payment(row)
@@ -398,6 +406,14 @@ class Store:
             due_date=row.due_date,
             created_at=row.created_at,
             account_id=row.account_id,
+            card=CardDetails(
+                brand=row.card_brand,
+                last4=row.card_last4,
+                exp_month=row.card_exp_month,
+                exp_year=row.card_exp_year,
+            )
+            if row.card_brand and row.card_last4
+            else None,
         )
 
     # --- order steps: provisioning and the billing anchor ---------------------------------------

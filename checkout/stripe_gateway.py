@@ -1,0 +1,356 @@
+"""The Stripe gateway (CONTRACT.md section 9): the same :class:`~checkout.gateway.PaymentGateway`
+as the sandbox, on Stripe's PaymentIntents and Refunds through the official client.
+
+A charge is one PaymentIntent created and confirmed off-session under the step's idempotency key.
+The client never retries by itself (``max_network_retries=0``): Temporal retries the activity,
+and every attempt sends the same parameters under the same key, so Stripe answers a repeat with
+the first result instead of charging again.
+
+What comes back is sorted three ways:
+
+* a decline (Stripe's ``card_error``, or a PaymentIntent that wants the customer present) is
+  :class:`~checkout.gateway.PaymentDeclined` with its reason: final, the order is rejected;
+* an outage (no answer, 409 for a key still in flight, 429, 5xx) is
+  :class:`PaymentGatewayUnavailable`, a plain exception Temporal retries with backoff;
+* any other refusal (bad or under-privileged key, bad parameters, a key reused with other
+  parameters) is a non-retryable ``ApplicationError`` of type ``PaymentGatewayError``: sending
+  the same request again cannot help.
+
+No message this module writes contains the API key; Stripe's own messages are scrubbed of
+anything that looks like a key before they are passed on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, NoReturn, Protocol, TypeVar
+
+import stripe
+from temporalio.exceptions import ApplicationError
+
+from checkout.errors import PAYMENT_GATEWAY_ERROR, Reason
+from checkout.gateway import ChargeRequest, PaymentDeclined, payment_id
+from checkout.models import Account, CardDetails, PaymentRecord
+from checkout.money import from_minor_units, to_minor_units
+
+log = logging.getLogger("checkout.stripe")
+
+T = TypeVar("T")
+
+#: Below the charge activity's 30 s start-to-close timeout, so an attempt that gets no answer
+#: ends with our own retryable error rather than being cut off by Temporal.
+DEFAULT_TIMEOUT_SECONDS = 20.0
+
+#: Secret, restricted and publishable keys, also the half-masked form Stripe echoes back in
+#: "Invalid API Key provided: sk_test_****1234".
+_KEY_LIKE = re.compile(r"\b(?:sk|rk|pk)_(?:test|live)_[A-Za-z0-9*]+")
+_REDACTED = "[redacted]"
+
+#: HTTP statuses after which the same request may well succeed: a key whose first request is
+#: still being executed (409), rate limits (429), and Stripe's own failures.
+_RETRYABLE_STATUSES = frozenset({409, 429})
+
+
+class PaymentGatewayUnavailable(Exception):
+    """Stripe could not be reached or asked us to come back later: retried by Temporal."""
+
+
+class AccountLookup(Protocol):
+    """Where the gateway finds an account's Stripe customer (the store)."""
+
+    async def get_account(self, account_id: str) -> Account | None: ...
+
+
+class StripeGateway:
+    """Charges, refunds and settles through Stripe; no state of its own."""
+
+    def __init__(
+        self,
+        api_key: str,
+        accounts: AccountLookup,
+        *,
+        api_base: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    ) -> None:
+        if not api_key:
+            raise ValueError("the Stripe gateway needs an API key")
+        self._api_key = api_key
+        self._accounts = accounts
+        self._http = stripe.HTTPXClient(timeout=timeout)
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else None,
+            # Never retry inside an attempt: Temporal's retry repeats the request with the same
+            # idempotency key, and one retry policy is easier to reason about than two.
+            max_network_retries=0,
+            http_client=self._http,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(api_key={_REDACTED!r})"
+
+    async def aclose(self) -> None:
+        # stripe's HTTP clients carry no annotations on close_async; it returns None.
+        await self._http.close_async()  # type: ignore[no-untyped-call]
+
+    # --- the PaymentGateway protocol --------------------------------------------------------------
+
+    async def charge(self, request: ChargeRequest) -> PaymentRecord:
+        if request.amount <= 0:
+            raise ValueError("a charge needs a positive amount")
+        customer = await self._customer_of(request)
+        intent = await self._call(
+            self._client.v1.payment_intents.create_async(
+                {
+                    "amount": to_minor_units(request.amount, request.currency),
+                    "currency": request.currency.lower(),
+                    "customer": customer,
+                    "payment_method": request.payment_method,
+                    "confirm": True,
+                    "off_session": True,
+                    # Off-session nobody could follow a redirect, and without this Stripe wants a
+                    # return_url whenever a redirecting payment method type is enabled.
+                    "automatic_payment_methods": {"enabled": True, "allow_redirects": "never"},
+                    "metadata": {"order_id": request.order_id},
+                    "expand": ["latest_charge"],
+                },
+                {"idempotency_key": request.idempotency_key},
+            ),
+            request=request,
+        )
+        return _charge_record(intent.to_dict(), failed_reason=None)
+
+    async def refund(
+        self, *, idempotency_key: str, charge_id: str, account_id: str, order_id: str
+    ) -> PaymentRecord:
+        """Refund exactly what the PaymentIntent took, once per idempotency key."""
+        intent = (
+            await self._call(self._client.v1.payment_intents.retrieve_async(charge_id))
+        ).to_dict()
+        if intent.get("status") != "succeeded":
+            # Like the sandbox: nothing (yet) to give back. Retried, so a payment that is still
+            # processing is refunded once it has settled.
+            raise LookupError(f"PaymentIntent {charge_id} is {intent.get('status')}: no refund")
+        refund = (
+            await self._call(
+                self._client.v1.refunds.create_async(
+                    {
+                        "payment_intent": charge_id,
+                        # Explicit, so a refund never takes back more or less than this charge
+                        # even if someone refunded part of it by hand meanwhile: Stripe refuses.
+                        "amount": int(intent["amount_received"]),
+                        "metadata": {"order_id": order_id, "account_id": account_id},
+                    },
+                    {"idempotency_key": idempotency_key},
+                )
+            )
+        ).to_dict()
+        status = refund.get("status")
+        if status in ("failed", "canceled"):
+            _refuse(
+                f"Stripe refund {refund.get('id')} of PaymentIntent {charge_id} is {status}"
+                f" ({refund.get('failure_reason') or 'no reason given'})"
+            )
+        currency = str(refund["currency"]).upper()
+        return PaymentRecord(
+            id=str(refund["id"]),
+            kind="refund",
+            amount=from_minor_units(int(refund["amount"]), currency),
+            currency=currency,
+            order_id=order_id,
+            status="succeeded" if status == "succeeded" else "pending",
+            created_at=_timestamp(refund.get("created")),
+        )
+
+    async def settlement(self, payment_id: str) -> PaymentRecord:
+        """Where a ``processing`` PaymentIntent stands now (one retrieval, no waiting): the
+        record when it succeeded or still processes; ``payment_failed`` when it failed."""
+        intent = await self._call(
+            self._client.v1.payment_intents.retrieve_async(
+                payment_id, {"expand": ["latest_charge"]}
+            )
+        )
+        return _charge_record(intent.to_dict(), failed_reason=Reason.PAYMENT_FAILED)
+
+    # --- calling Stripe ---------------------------------------------------------------------------
+
+    async def _customer_of(self, request: ChargeRequest) -> str:
+        account = await self._accounts.get_account(request.account_id)
+        if account is None:
+            raise LookupError(f"no account {request.account_id}")
+        if account.payment_customer_id is None:
+            # An order's payment method is one saved on the account's Stripe customer; without
+            # a customer there is nothing the order can name.
+            raise PaymentDeclined(
+                Reason.INVALID_PAYMENT_METHOD,
+                _failed_record(request, request_payment_id(request), Reason.INVALID_PAYMENT_METHOD),
+            )
+        return account.payment_customer_id
+
+    async def _call(self, call: Awaitable[T], *, request: ChargeRequest | None = None) -> T:
+        """Await one Stripe call and sort its failure (see the module's docstring)."""
+        try:
+            return await call
+        except stripe.CardError as exc:
+            if request is None:  # only a charge confirms a payment, so only it is declined
+                raise self._gateway_error(exc) from None
+            raise _decline(exc, request) from None
+        except stripe.InvalidRequestError as exc:
+            body = _error_body(exc)
+            if request is not None and body.get("param") == "payment_method":
+                # No such PaymentMethod, or one not saved on this customer: the order named a
+                # payment method that cannot be charged, as the sandbox's unknown tokens.
+                raise PaymentDeclined(
+                    Reason.INVALID_PAYMENT_METHOD,
+                    _failed_record(
+                        request, request_payment_id(request), Reason.INVALID_PAYMENT_METHOD
+                    ),
+                ) from None
+            raise self._gateway_error(exc) from None
+        except stripe.StripeError as exc:
+            raise self._gateway_error(exc) from None
+
+    def _gateway_error(self, exc: stripe.StripeError) -> Exception:
+        status = exc.http_status
+        description = self._describe(exc)
+        if (
+            isinstance(exc, stripe.APIConnectionError)
+            or status is None
+            or status in _RETRYABLE_STATUSES
+            or status >= 500
+        ):
+            log.warning("Stripe unavailable, the activity will retry: %s", description)
+            return PaymentGatewayUnavailable(f"Stripe unavailable: {description}")
+        return ApplicationError(
+            f"Stripe refused the request: {description}",
+            type=PAYMENT_GATEWAY_ERROR,
+            non_retryable=True,
+        )
+
+    def _describe(self, exc: stripe.StripeError) -> str:
+        """Status, Stripe's error type and code, its message and request id; never the key."""
+        if isinstance(exc, stripe.APIConnectionError):
+            # Stripe's own text here is a paragraph about contacting support; the cause (a
+            # timeout, a refused or dropped connection) is what helps.
+            cause = exc.__cause__
+            detail = f"{type(cause).__name__}: {cause}" if cause else "connection error"
+            return self._scrub(f"no answer ({detail.rstrip(': ')})")
+        body = _error_body(exc)
+        kind = "/".join(str(body[k]) for k in ("type", "code") if body.get(k))
+        message = str(body.get("message") or exc.user_message or "")
+        request_id = f"(request {exc.request_id})" if exc.request_id else ""
+        parts = [f"HTTP {exc.http_status}", kind, message, request_id]
+        return self._scrub(" ".join(p for p in parts if p))
+
+    def _scrub(self, text: str) -> str:
+        return _KEY_LIKE.sub(_REDACTED, text.replace(self._api_key, _REDACTED))
+
+
+# --- reading Stripe's answers ------------------------------------------------------------------
+
+
+def request_payment_id(request: ChargeRequest) -> str:
+    """The id of a charge Stripe made no PaymentIntent for: stable per idempotency key."""
+    return payment_id("ch", request.idempotency_key)
+
+
+def _error_body(exc: stripe.StripeError) -> dict[str, Any]:
+    body = exc.json_body
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _decline_reason(*codes: object) -> Reason:
+    """The reason code of a decline from Stripe's ``code`` and ``decline_code``."""
+    given = {c for c in codes if c}
+    if "authentication_required" in given:
+        return Reason.AUTHENTICATION_REQUIRED
+    if "expired_card" in given:
+        return Reason.EXPIRED_CARD
+    if "insufficient_funds" in given:
+        return Reason.INSUFFICIENT_FUNDS
+    return Reason.CARD_DECLINED
+
+
+def _decline(exc: stripe.CardError, request: ChargeRequest) -> PaymentDeclined:
+    body = _error_body(exc)
+    reason = _decline_reason(body.get("code"), body.get("decline_code"))
+    intent = body.get("payment_intent")
+    pid = str(intent["id"]) if isinstance(intent, dict) and intent.get("id") else None
+    log.info("order %s: Stripe declined the charge: %s", request.order_id, reason.value)
+    return PaymentDeclined(
+        reason, _failed_record(request, pid or request_payment_id(request), reason)
+    )
+
+
+def _failed_record(request: ChargeRequest, pid: str, reason: Reason) -> PaymentRecord:
+    return PaymentRecord(
+        id=pid,
+        kind="charge",
+        amount=request.amount,
+        currency=request.currency,
+        order_id=request.order_id,
+        status="failed",
+        failure_code=reason.value,
+    )
+
+
+def _charge_record(intent: dict[str, Any], *, failed_reason: Reason | None) -> PaymentRecord:
+    """The PaymentRecord of a PaymentIntent, or the decline it amounts to.
+
+    ``failed_reason`` is the reason for a PaymentIntent that went back to wanting a payment
+    method: ``payment_failed`` when asking about settlement, else taken from its last error.
+    """
+    status = intent.get("status")
+    currency = str(intent["currency"]).upper()
+    record = PaymentRecord(
+        id=str(intent["id"]),
+        kind="charge",
+        amount=from_minor_units(int(intent["amount"]), currency),
+        currency=currency,
+        order_id=(intent.get("metadata") or {}).get("order_id"),
+        status="succeeded",
+        created_at=_timestamp(intent.get("created")),
+    )
+    if status == "succeeded":
+        return record.model_copy(update={"card": _card(intent)})
+    if status == "processing":
+        # SEPA Direct Debit and the like: accepted, the money follows in days; see settlement().
+        return record.model_copy(update={"status": "pending", "card": _card(intent)})
+    if status == "requires_action":
+        # The issuer wants 3-D Secure: the customer must pay on-session. Nothing was charged.
+        reason = Reason.AUTHENTICATION_REQUIRED
+    elif status in ("requires_payment_method", "canceled"):
+        error = intent.get("last_payment_error") or {}
+        reason = failed_reason or _decline_reason(error.get("code"), error.get("decline_code"))
+    else:
+        _refuse(f"PaymentIntent {record.id} is {status}, which an off-session charge never is")
+    raise PaymentDeclined(
+        reason, record.model_copy(update={"status": "failed", "failure_code": reason.value})
+    )
+
+
+def _card(intent: dict[str, Any]) -> CardDetails | None:
+    """Brand, last 4 digits and expiry from the PaymentIntent's (expanded) latest charge."""
+    charge = intent.get("latest_charge")
+    details = (charge.get("payment_method_details") or {}) if isinstance(charge, dict) else {}
+    card = details.get("card")
+    if not isinstance(card, dict) or not card.get("brand") or not card.get("last4"):
+        return None  # not a card (SEPA), or the charge was not expanded
+    return CardDetails(
+        brand=str(card["brand"]),
+        last4=str(card["last4"]),
+        exp_month=card.get("exp_month"),
+        exp_year=card.get("exp_year"),
+    )
+
+
+def _timestamp(epoch: object) -> datetime | None:
+    return datetime.fromtimestamp(int(epoch), UTC) if isinstance(epoch, int) else None
+
+
+def _refuse(message: str) -> NoReturn:
+    raise ApplicationError(message, type=PAYMENT_GATEWAY_ERROR, non_retryable=True)
