@@ -11,9 +11,11 @@ import signal
 import sys
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.checkout import CheckoutActivities
 from activities.reconcile import ReconcileActivities, Reconciler
@@ -27,6 +29,7 @@ from checkout.store import Store
 from checkout.stripe_gateway import StripeGateway
 from checkout.vies import VatVerifier
 from workflows.checkout import CheckoutWorkflow
+from workflows.email import EmailDeliveryWorkflow
 from workflows.interceptors import CheckoutInterceptor
 from workflows.reconcile import ReconcileWorkflow
 from workflows.trial import TrialWorkflow
@@ -35,7 +38,15 @@ log = logging.getLogger("checkout.worker")
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=20)
 
-WORKFLOWS: Sequence[type] = (CheckoutWorkflow, TrialWorkflow, ReconcileWorkflow)
+#: Side-effect-free modules the workflow sandbox may share between runs.
+PASSED_THROUGH = ("pydantic", "pydantic_core", "annotated_types", "checkout", "stdnum")
+
+WORKFLOWS: Sequence[type] = (
+    CheckoutWorkflow,
+    TrialWorkflow,
+    ReconcileWorkflow,
+    EmailDeliveryWorkflow,
+)
 
 
 def build_gateway(settings: Settings, store: Store) -> PaymentGateway:
@@ -71,19 +82,33 @@ def build_worker(
     reconcile = ReconcileActivities(
         Reconciler(client=client, store=activities.store, activities=activities)
     )
+    tuned: dict[str, Any] = {
+        # Runs stay cached between their tasks (no replay from the start for each task); an
+        # order has about five, so a cache of this size serves well over 500 orders in flight.
+        "max_cached_workflows": 1000,
+    }
+    tuned.update(options)
     return Worker(
         client,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=[*activities.all(), reconcile.reconcile],  # type: ignore[list-item]
         interceptors=[CheckoutInterceptor()],
+        # The sandbox re-imports every module a workflow imports, for every run it builds;
+        # the pure modules (our models and rules, pydantic) are passed through instead: they
+        # hold no state a run could change, and re-importing them costs CPU and memory.
+        workflow_runner=SandboxedWorkflowRunner(
+            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
+        ),
         # Small limits: the worker shares two cores with the Temporal server and the database.
+        # Local activities (the order's own record) run beside the activities.
         max_concurrent_activities=20,
+        max_concurrent_local_activities=20,
         max_concurrent_workflow_tasks=20,
         # On SIGTERM, running activities get this long to finish before they are cancelled
         # (and retried by another worker); our activities are short.
         graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
-        **options,  # type: ignore[arg-type]
+        **tuned,
     )
 
 

@@ -6,12 +6,16 @@ gateway, mailer, catalog, VAT verifier); ``worker.py`` builds and wires them.
 
 from __future__ import annotations
 
+from datetime import datetime
+from email.message import EmailMessage
+
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from checkout.catalog import Catalog
 from checkout.config import Settings
 from checkout.errors import (
+    PAYMENT_PROCESSING,
     PROVISIONING_UNAVAILABLE,
     STEP_ALREADY_UNDONE,
     SUBSCRIPTION_CHANGED,
@@ -35,7 +39,8 @@ from checkout.mail import (
     sender_domain,
 )
 from checkout.models import (
-    AnchorInput,
+    BeginOrder,
+    BeginOrderInput,
     ChargeInfo,
     ChargeInput,
     CheckoutPlan,
@@ -49,12 +54,17 @@ from checkout.models import (
     FinishedOrder,
     FinishOrderInput,
     InvoicePaymentInput,
+    Notified,
+    NotifyInput,
+    Order,
     OrderClaim,
+    OrderRejection,
     PriceOrderInput,
-    ProvisionInput,
     RefundInput,
     SendEmailInput,
+    SettleInput,
     SubscriptionsResult,
+    TargetsInput,
     Turn,
     TurnInput,
     UndoInput,
@@ -63,14 +73,15 @@ from checkout.models import (
     VoidInvoiceInput,
 )
 from checkout.pricing import price_order
-from checkout.store import StepUndone, Store, SubscriptionChanged
+from checkout.steps import CheckoutSteps
+from checkout.store import OutboxEntry, StepUndone, Store, StoreUnavailable, SubscriptionChanged
 from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
 log = activity.logger
 
 
-class CheckoutActivities:
+class CheckoutActivities(CheckoutSteps):
     def __init__(
         self,
         *,
@@ -98,7 +109,33 @@ class CheckoutActivities:
             park_timeout_seconds=self._settings.park_timeout_seconds,
             approval_timeout_seconds=self._settings.approval_timeout_seconds,
             queue_timeout_seconds=self._settings.queue_timeout_seconds,
+            vat_verification=self._settings.vat_verification,
+            email_retry_for_seconds=self._settings.email_retry_for_seconds,
         )
+
+    @activity.defn
+    async def begin_order(self, request: BeginOrderInput) -> BeginOrder:
+        """The start of an order in one short step: the worker's settings, the claim with the
+        order's places in line and, when it may go on and has no VAT ID to check first, its
+        price (a rejection by the billing rules comes back as data, not as a failure)."""
+        order = request.order
+        policy = await self.load_checkout_policy()
+        claim = await self.claim_order(
+            ClaimOrderInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                run_id=request.run_id,
+                products=[item.product for item in order.items],
+            )
+        )
+        if claim.owner_run_id != request.run_id or claim.blocked_by or not request.price:
+            return BeginOrder(policy=policy, claim=claim)
+        try:
+            plan = await self._price(order, request.anchor, None)
+        except CheckoutRejected as exc:
+            rejected = OrderRejection(reason=exc.reason.value, message=exc.message)
+            return BeginOrder(policy=policy, claim=claim, rejected=rejected)
+        return BeginOrder(policy=policy, claim=claim, plan=plan)
 
     @activity.defn
     async def claim_order(self, request: ClaimOrderInput) -> OrderClaim:
@@ -146,17 +183,20 @@ class CheckoutActivities:
 
     @activity.defn
     async def price_order(self, request: PriceOrderInput) -> CheckoutPlan:
-        account = await self._store.get_account(request.order.account_id)
-        if account is None:
-            raise rejection(
-                Reason.UNKNOWN_ACCOUNT, f"account_id: no account {request.order.account_id}"
-            )
         try:
-            plan = price_order(request.order, account, self._catalog, request.anchor, request.vat)
+            return await self._price(request.order, request.anchor, request.vat)
         except CheckoutRejected as exc:
             raise rejection(exc.reason, exc.message) from None
+
+    async def _price(self, order: Order, anchor: datetime, vat: VatCheck | None) -> CheckoutPlan:
+        account = await self._store.get_account(order.account_id)
+        if account is None:
+            raise CheckoutRejected(
+                Reason.UNKNOWN_ACCOUNT, f"account_id: no account {order.account_id}"
+            )
+        plan = price_order(order, account, self._catalog, anchor, vat)
         # Kept with the order, so a run that is terminated later can be finished or undone.
-        await self._store.save_plan(request.order.order_id, plan.model_dump_json())
+        await self._store.save_plan(order.order_id, plan.model_dump_json())
         return plan
 
     @activity.defn
@@ -181,8 +221,26 @@ class CheckoutActivities:
             ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
         return ChargeInfo(
-            id=payment.id, amount=payment.amount, currency=payment.currency, card=payment.card
+            id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            card=payment.card,
+            status="pending" if payment.status == "pending" else "succeeded",
         )
+
+    @activity.defn
+    async def settle_payment(self, request: SettleInput) -> ChargeInfo:
+        """Wait for a payment that settles later (SEPA Direct Debit): each attempt asks the
+        gateway once; "not yet" is a retryable failure, so Temporal's backoff paces the asking."""
+        try:
+            payment = await self._gateway.settlement(request.charge.id)
+        except PaymentDeclined as exc:
+            raise rejection(Reason.PAYMENT_FAILED, str(exc)) from None
+        if payment.status == "pending":
+            raise ApplicationError(
+                f"payment {payment.id} has not settled yet", type=PAYMENT_PROCESSING
+            )
+        return request.charge.model_copy(update={"status": "succeeded", "card": payment.card})
 
     @activity.defn
     async def refund_payment(self, request: RefundInput) -> ChargeInfo:
@@ -227,7 +285,7 @@ class CheckoutActivities:
         return ExpireTrialResult(expired=expired, status=status)
 
     @activity.defn
-    async def provision_subscriptions(self, request: ProvisionInput) -> SubscriptionsResult:
+    async def provision_subscriptions(self, request: TargetsInput) -> SubscriptionsResult:
         paused = await self._store.paused_products() & {t.product for t in request.targets}
         if paused:
             # An outage as the provisioning backend would have one: retryable.
@@ -253,7 +311,7 @@ class CheckoutActivities:
         return await self._store.undo_step(request.order_id, "provision")
 
     @activity.defn
-    async def reset_billing_anchor(self, request: AnchorInput) -> SubscriptionsResult:
+    async def reset_billing_anchor(self, request: TargetsInput) -> SubscriptionsResult:
         try:
             subs = await self._store.apply_anchor(
                 request.order_id, request.account_id, request.targets
@@ -269,7 +327,57 @@ class CheckoutActivities:
     @activity.defn
     async def send_email(self, request: SendEmailInput) -> EmailInfo:
         """Send one e-mail per purpose per order: the outbox is checked first, so a retry after a
-        successful send does not send again."""
+        successful send does not send again. A failed send stays ``pending`` and raises, so the
+        caller's retries (the outbox's delivery workflow, a trial) try again, with the same
+        Message-ID."""
+        entry, message = await self._outbox_message(request)
+        if message is None:
+            return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+        try:
+            await self._mailer.send(message)
+        except Exception as exc:
+            await self._store.outbox_finish(
+                request.order_id, request.purpose.value, sent=False, error=repr(exc)
+            )
+            raise
+        await self._store.outbox_finish(request.order_id, request.purpose.value, sent=True)
+        log.info("order %s: %s e-mail sent", request.order_id, request.purpose.value)
+        return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+
+    @activity.defn
+    async def notify(self, request: NotifyInput) -> Notified:
+        """The order's last step: its e-mail, tried once, then its outcome recorded and its
+        places in line released. An e-mail that cannot go out now stays ``pending`` in the outbox
+        (the workflow hands it to a delivery workflow); it never holds up or undoes the order."""
+        try:
+            email = await self.send_email(request.email)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            log.info("order %s: e-mail deferred: %s", request.email.order_id, exc)
+            entry = await self._store.outbox_entry(
+                request.email.order_id, request.email.purpose.value
+            )
+            email = EmailInfo(
+                status=EmailStatus.PENDING, message_id=entry.message_id if entry else None
+            )
+        result = request.result.model_copy(update={"email": email})
+        wake = await self._store.finish_order(
+            result.order_id or "", request.run_id, result.status.value, result.model_dump_json()
+        )
+        return Notified(email=email, wake=wake)
+
+    @activity.defn
+    async def give_up_email(self, request: SendEmailInput) -> EmailInfo:
+        """The outbox tried for as long as it may: the e-mail is ``failed`` for operators."""
+        await self._store.outbox_give_up(request.order_id, request.purpose.value)
+        entry = await self._store.outbox_entry(request.order_id, request.purpose.value)
+        return EmailInfo(status=EmailStatus.FAILED, message_id=entry.message_id if entry else None)
+
+    async def _outbox_message(
+        self, request: SendEmailInput
+    ) -> tuple[OutboxEntry, EmailMessage | None]:
+        """The outbox entry of this e-mail, and the message to send unless it was sent."""
         account = await self._store.get_account(request.account_id)
         if account is None:
             raise ApplicationError(
@@ -296,23 +404,14 @@ class CheckoutActivities:
             subject=rendered.subject,
         )
         if entry.status == "sent":
-            return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+            return entry, None
         message = build_message(
             rendered,
             to=account.billing_email,
             sender=self._settings.mail_from,
             message_id=entry.message_id,
         )
-        try:
-            await self._mailer.send(message)
-        except Exception as exc:
-            await self._store.outbox_finish(
-                request.order_id, request.purpose.value, sent=False, error=repr(exc)
-            )
-            raise
-        await self._store.outbox_finish(request.order_id, request.purpose.value, sent=True)
-        log.info("order %s: %s e-mail sent", request.order_id, request.purpose.value)
-        return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+        return entry, message
 
     def all(self) -> list[object]:
         """Every activity, for the worker."""
@@ -333,4 +432,8 @@ class CheckoutActivities:
             self.reset_billing_anchor,
             self.undo_billing_anchor,
             self.send_email,
+            self.begin_order,
+            self.notify,
+            self.give_up_email,
+            self.settle_payment,
         ]

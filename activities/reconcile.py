@@ -45,6 +45,7 @@ from checkout.models import (
     UndoInput,
     VoidInvoiceInput,
 )
+from checkout.steps import ReconcileSteps
 from checkout.store import OrderRecord, Store
 
 log = logging.getLogger("checkout.reconcile")
@@ -344,7 +345,7 @@ class Reconciler:
         return findings
 
 
-class ReconcileActivities:
+class ReconcileActivities(ReconcileSteps):
     """The reconciliation as an activity, for the daily schedule's ``ReconcileWorkflow``."""
 
     def __init__(self, reconciler: Reconciler) -> None:

@@ -136,6 +136,7 @@ class Settings:
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
     queue_timeout_seconds: float = 600
+    email_retry_for_seconds: float = 2 * 24 * 3600
     #: Payload encryption keys, the one that encrypts first (docs/payload-encryption.md).
     payload_keys: tuple[PayloadKey, ...] = field(default=(), repr=False)
     codec_token: str | None = field(default=None, repr=False)
@@ -175,6 +176,7 @@ class Settings:
             park_timeout_seconds=_duration(env, "CHECKOUT_PARK_TIMEOUT", 72 * 3600),
             approval_timeout_seconds=_duration(env, "CHECKOUT_APPROVAL_TIMEOUT", 7 * 24 * 3600),
             queue_timeout_seconds=_duration(env, "CHECKOUT_QUEUE_TIMEOUT", 600),
+            email_retry_for_seconds=_duration(env, "CHECKOUT_EMAIL_RETRY_FOR", 2 * 24 * 3600),
             payload_keys=_payload_keys(env),
             codec_token=env.get("CHECKOUT_CODEC_TOKEN") or None,
             codec_cors_origins=_origins(env, "CHECKOUT_CODEC_CORS_ORIGINS"),

@@ -12,6 +12,19 @@ RECONCILE_WORKFLOW = "ReconcileWorkflow"
 #: The schedule ``checkout setup`` creates: the reconciliation check, once a day.
 RECONCILE_SCHEDULE_ID = "checkout-reconcile"
 
+EMAIL_DELIVERY_WORKFLOW = "EmailDeliveryWorkflow"
+
+# Handlers of CheckoutWorkflow (queries, updates, signals) and of TrialWorkflow.
+STATUS_QUERY = "status"
+DECISION_UPDATE = "decision"
+RETRY_PROVISIONING_UPDATE = "retry_provisioning"
+COMPENSATE_UPDATE = "compensate"
+APPROVE_UPDATE = "approve"
+REJECT_UPDATE = "reject"
+TURN_SIGNAL = "turn"
+CONVERT_TRIAL_SIGNAL = "convert"
+RESTART_TRIAL_SIGNAL = "restart"
+
 CHECKOUT_STATUS = SearchAttributeKey.for_keyword("CheckoutStatus")
 ACCOUNT_ID = SearchAttributeKey.for_keyword("AccountId")
 SEARCH_ATTRIBUTES = (CHECKOUT_STATUS, ACCOUNT_ID)
@@ -36,3 +49,8 @@ def idempotency_key(order_id: str, step: str) -> str:
     and the step, never random and never the run, so a retried activity, a second run of the
     order or a repair by ``checkout reconcile --fix`` hits the same record."""
     return f"{checkout_workflow_id(order_id)}/{step}"
+
+
+def email_workflow_id(order_key: str, purpose: str) -> str:
+    """The workflow that keeps trying one e-mail the outbox could not send at once."""
+    return f"email-{order_key}-{purpose}"

@@ -54,6 +54,8 @@ STEP_ALREADY_UNDONE = "StepAlreadyUndone"
 SUBSCRIPTION_CHANGED = "SubscriptionChanged"
 #: ``ApplicationError.type`` of an outage of the store: it heals, so it never parks an order.
 STORE_UNAVAILABLE = "StoreUnavailable"
+#: ``ApplicationError.type`` of a payment that has not settled yet: asked again with backoff.
+PAYMENT_PROCESSING = "PaymentProcessing"
 #: Outages that heal: retried until they pass, never counted towards parking an order.
 OUTAGE_TYPES = frozenset({STORE_UNAVAILABLE})
 #: ``ApplicationError.type`` of a request the payment gateway refused for a reason that is not a

@@ -254,6 +254,8 @@ class ChargeInfo(_Model):
     amount: Money
     currency: str
     card: CardDetails | None = None
+    #: ``pending``: a payment that settles later (SEPA Direct Debit) has not settled yet.
+    status: Literal["succeeded", "pending"] = "succeeded"
 
 
 class EmailStatus(StrEnum):
@@ -359,13 +361,9 @@ class InvoicePaymentInput(_Model):
     due_date: UtcDateTime
 
 
-class ProvisionInput(_Model):
-    order_id: str
-    account_id: str
-    targets: list[SubscriptionTarget]
+class TargetsInput(_Model):
+    """Provisioning and the anchor reset: what the order makes of each subscription."""
 
-
-class AnchorInput(_Model):
     order_id: str
     account_id: str
     targets: list[SubscriptionTarget]
@@ -505,6 +503,10 @@ class VoidInvoiceInput(_Model):
 class CheckoutPolicy(_Model):
     """Settings the workflow needs, read once from the worker's environment and kept in history."""
 
+    #: ``vies``: the VAT check asks VIES (a real activity, retried); ``offline``: a local one.
+    vat_verification: Literal["offline", "vies"] = "offline"
+    #: How long an e-mail that could not go out is retried before it is ``failed``.
+    email_retry_for_seconds: float = 2 * 24 * 3600
     provisioning_max_attempts: int = 5
     park_timeout_seconds: float = 72 * 3600
     approval_timeout_seconds: float = 7 * 24 * 3600
@@ -529,6 +531,84 @@ class CheckoutState(_Model):
     last_error: str | None
     attempts: dict[str, int]
     result: CheckoutResult | None = None
+    #: Who or what the order waits for, in words.
+    waiting_for: str | None = None
+    #: What an operator can do now: the update's name and the `checkout` command.
+    next_action: str | None = None
+    #: When the order goes on by itself (a parked order compensates, an approval or a queued
+    #: order times out), in UTC.
+    deadline: UtcDateTime | None = None
+
+
+class DecisionStatus(StrEnum):
+    ACCEPTED = "accepted"
+    AWAITING_APPROVAL = "awaiting_approval"
+    PROCESSING = "processing"
+    REJECTED = "rejected"
+
+
+class Decision(_Model):
+    """The ``decision`` update's answer: whether the order went through, as soon as that is
+    known (charged, or approved and invoiced, or nothing due; or rejected), before provisioning
+    and e-mail. ``accepted`` and ``rejected`` are final; the other two are provisional."""
+
+    order_id: str | None
+    status: DecisionStatus
+    reason: str | None = None
+    message: str | None = None
+    invoice: Invoice | None = None
+    charge: ChargeInfo | None = None
+
+
+class BeginOrderInput(_Model):
+    order: Order
+    run_id: str
+    #: The anchor the order is priced at when it may go on at once (the run's start).
+    anchor: UtcDateTime
+    #: Price it in the same step (no VAT ID to check first).
+    price: bool = True
+
+
+class OrderRejection(_Model):
+    reason: str
+    message: str
+
+
+class BeginOrder(_Model):
+    """What starting an order found: the worker's policy, who owns the order, its place in line
+    and, when it may go on and nothing needs checking first, its price."""
+
+    policy: CheckoutPolicy
+    claim: OrderClaim
+    plan: CheckoutPlan | None = None
+    rejected: OrderRejection | None = None
+
+
+class NotifyInput(_Model):
+    """The last step: the customer's e-mail and the order's outcome, recorded together."""
+
+    email: SendEmailInput
+    run_id: str
+    result: CheckoutResult
+
+
+class Notified(_Model):
+    email: EmailInfo
+    #: The orders now first in line, to be woken.
+    wake: list[str] = Field(default_factory=list)
+
+
+class EmailDeliveryInput(_Model):
+    """``EmailDeliveryWorkflow``: one e-mail the outbox could not send at once."""
+
+    email: SendEmailInput
+    #: How long to keep trying before the e-mail is ``failed`` (CHECKOUT_EMAIL_RETRY_FOR).
+    retry_for_seconds: float
+
+
+class SettleInput(_Model):
+    order_id: str
+    charge: ChargeInfo
 
 
 class ReconcileFinding(_Model):

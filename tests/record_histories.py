@@ -1,8 +1,9 @@
 """Record the event histories of every CheckoutWorkflow and TrialWorkflow path into
-tests/histories/.
+tests/histories/<VERSION>/ (today: v2, the ``checkout-v2`` code).
 
 Run it after a deliberate, compatible change to the workflow, and commit the new files next to
-the old ones (never delete histories of paths that may still be running in production):
+the old ones (never delete histories of paths that may still be running in production; the v1
+histories are those of the code before the ``checkout-v2`` patch):
 
     .venv/bin/python -m tests.record_histories
 
@@ -18,20 +19,32 @@ import tempfile
 from pathlib import Path
 
 from aiosmtpd.controller import Controller
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WithStartWorkflowOperation,
+    WorkflowFailureError,
+    WorkflowHandle,
+)
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
-from checkout.contract import SEARCH_ATTRIBUTES, checkout_workflow_id, trial_workflow_id
+from checkout.contract import (
+    CHECKOUT_WORKFLOW,
+    DECISION_UPDATE,
+    SEARCH_ATTRIBUTES,
+    checkout_workflow_id,
+    trial_workflow_id,
+)
 from checkout.models import CheckoutStatus, TrialOutcome, TrialState
 from checkout.store import Store
 from tests.conftest import SmtpSink, free_port, settings_for, tool_path, unique_queue
 from tests.support import account, checkout_worker, order, reaches, start_order
 from worker import build_activities
 
-HISTORIES = Path(__file__).parent / "histories"
+HISTORIES = Path(__file__).parent / "histories" / "v2"
 TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
 
 
@@ -62,7 +75,7 @@ async def _record(client: Client, name: str, handle: WorkflowHandle[object, obje
 
 
 async def main() -> None:
-    HISTORIES.mkdir(exist_ok=True)
+    HISTORIES.mkdir(parents=True, exist_ok=True)
     sink = SmtpSink(host="127.0.0.1", port=free_port())
     controller = Controller(sink, hostname=sink.host, port=sink.port)
     controller.start()
@@ -116,17 +129,43 @@ async def _scenarios(
     accounts = {name: account(f"acc-history-{name}") for name in (
         "completed", "rejected", "retried", "compensated", "timeout", "cancelled", "cart",
     )}  # fmt: skip
-    await store.import_accounts(list(accounts.values()))
+    queued = account("acc-history-queued")
+    accounts["queued-first"] = accounts["queued-second"] = queued
+    await store.import_accounts(list({a.account_id: a for a in accounts.values()}.values()))
 
     def fixed(name: str, **fields: object) -> dict[str, object]:
         raw = order(accounts[name].account_id, **fields)
         raw["order_id"] = f"ord-history-{name}"
         return raw
 
-    # completed: a paid purchase with VAT and a confirmation e-mail
-    handle = await start_order(client, settings, fixed("completed"))
+    # completed: a paid purchase with VAT and a confirmation e-mail, placed by update-with-start
+    raw = fixed("completed")
+    start: WithStartWorkflowOperation[object, object] = WithStartWorkflowOperation(
+        CHECKOUT_WORKFLOW,
+        raw,
+        id=checkout_workflow_id(str(raw["order_id"])),
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    await client.execute_update_with_start_workflow(DECISION_UPDATE, start_workflow_operation=start)
+    handle = await start.workflow_handle()
     await handle.result()
     await _record(client, "completed", handle)
+
+    # queued: a second change of the product waits while the first is parked, then goes on
+    await store.set_paused("remote-support", True)
+    earlier = await start_order(client, settings, fixed("queued-first"))
+    await _parked(earlier)
+    later_raw = fixed("queued-second")
+    later_raw["items"] = [
+        {"product": "remote-support", "plan": "premium", "seats": 8, "billing_cycle": "annual"}
+    ]
+    later = await start_order(client, settings, later_raw)
+    await reaches(later, CheckoutStatus.QUEUED)
+    await store.set_paused("remote-support", False)
+    await earlier.execute_update("retry_provisioning")
+    await later.result()
+    await _record(client, "queued_behind_an_earlier_order", later)
 
     # cart with a trial line
     cart = fixed("cart")

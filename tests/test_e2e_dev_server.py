@@ -257,6 +257,8 @@ async def test_search_attributes_and_details_are_visible(
     ).describe()
     attributes = {pair.key.name: pair.value for pair in describe.typed_search_attributes}
     attributes.pop("BuildIds", None)  # the server's own
+    # The patch the run took (the server's own attribute, not personal data).
+    assert attributes.pop("TemporalChangeVersion") == ["checkout-v2"]
     assert attributes == {"CheckoutStatus": "Completed", "AccountId": acc.account_id}
 
     async def listed() -> None:

@@ -3,6 +3,8 @@ change that would break orders or trials in flight fails here, before it reaches
 
 from __future__ import annotations
 
+import base64
+import json
 from datetime import timedelta
 from pathlib import Path
 
@@ -14,34 +16,66 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 from temporalio.workflow import NondeterminismError
 
-from workflows.checkout import CheckoutWorkflow
-from workflows.trial import TrialWorkflow
+from checkout.contract import checkout_workflow_id
+from worker import WORKFLOWS
+from workflows.checkout import CHECKOUT_V2
+from workflows.interceptors import CheckoutInterceptor
 
-HISTORIES = sorted((Path(__file__).parent / "histories").glob("*.json"))
+HISTORIES = sorted((Path(__file__).parent / "histories").glob("v*/*.json"))
+
+
+def name(path: Path) -> str:
+    return f"{path.parent.name}/{path.stem}"
+
+
+def workflow_id(text: str, fallback: str) -> str:
+    """The id the run had: ``order-<order_id>`` for a checkout (v2 checks it on replay too)."""
+    started = json.loads(text)["events"][0]["workflowExecutionStartedEventAttributes"]
+    try:
+        order = json.loads(base64.b64decode(started["input"]["payloads"][0]["data"]))
+        return checkout_workflow_id(order["order_id"])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return fallback
 
 
 def load(path: Path) -> WorkflowHistory:
-    return WorkflowHistory.from_json(path.stem, path.read_text(encoding="utf-8"))
+    text = path.read_text(encoding="utf-8")
+    return WorkflowHistory.from_json(workflow_id(text, path.stem), text)
 
 
-def test_histories_cover_every_path() -> None:
-    """The recorded set names each path the runbook describes."""
-    assert {p.stem for p in HISTORIES} >= {
-        "completed",
-        "cart_with_trial",
-        "rejected_declined",
-        "rejected_malformed",
-        "parked_then_retried",
-        "parked_then_compensated",
-        "parked_then_timed_out",
-        "parked_then_cancelled",
-        "corporate_approved",
-        "corporate_rejected",
-        "corporate_approval_timed_out",
-        "bought_during_trial",
-        "trial_expired",
-        "trial_converted",
-    }
+PATHS = {
+    "completed",
+    "cart_with_trial",
+    "rejected_declined",
+    "rejected_malformed",
+    "parked_then_retried",
+    "parked_then_compensated",
+    "parked_then_timed_out",
+    "parked_then_cancelled",
+    "corporate_approved",
+    "corporate_rejected",
+    "corporate_approval_timed_out",
+    "bought_during_trial",
+    "trial_expired",
+    "trial_converted",
+}
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_histories_cover_every_path(version: str) -> None:
+    """Each version's recorded set names each path the runbook describes: v1 for runs started
+    before the ``checkout-v2`` patch, v2 for today's code."""
+    assert {p.stem for p in HISTORIES if p.parent.name == version} >= PATHS
+
+
+def test_v2_histories_took_the_v2_path() -> None:
+    """Today's recordings carry the checkout-v2 patch (its TemporalChangeVersion), so they test
+    the new code, and the queued path is among them."""
+    v2 = [p for p in HISTORIES if p.parent.name == "v2" and workflow_type(p) == "CheckoutWorkflow"]
+    assert v2
+    patch = base64.b64encode(json.dumps([CHECKOUT_V2]).encode()).decode()
+    assert all(patch in p.read_text(encoding="utf-8") for p in v2)
+    assert "queued_behind_an_earlier_order" in {p.stem for p in v2}
 
 
 def workflow_type(path: Path) -> str:
@@ -51,19 +85,21 @@ def workflow_type(path: Path) -> str:
 
 def test_histories_include_both_workflow_types() -> None:
     """Trials in flight are covered as well as checkouts: each type has recorded histories."""
-    types = {path.stem: workflow_type(path) for path in HISTORIES}
+    types = {path.stem: workflow_type(path) for path in HISTORIES if path.parent.name == "v1"}
     assert types["trial_expired"] == types["trial_converted"] == "TrialWorkflow"
     assert types["corporate_approved"] == types["completed"] == "CheckoutWorkflow"
 
 
-@pytest.mark.parametrize("path", HISTORIES, ids=[p.stem for p in HISTORIES])
+@pytest.mark.parametrize("path", HISTORIES, ids=[name(p) for p in HISTORIES])
 async def test_recorded_history_replays(path: Path) -> None:
     """The current workflow code makes the same decisions as the code that recorded it."""
     replayer = Replayer(
-        workflows=[CheckoutWorkflow, TrialWorkflow], data_converter=pydantic_data_converter
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        interceptors=[CheckoutInterceptor()],
     )
     result = await replayer.replay_workflow(load(path), raise_on_replay_failure=False)
-    assert result.replay_failure is None, f"{path.stem}: {result.replay_failure}"
+    assert result.replay_failure is None, f"{name(path)}: {result.replay_failure}"
 
 
 @workflow.defn(name="CheckoutWorkflow", sandboxed=False)
@@ -94,7 +130,7 @@ class WithoutPolicy:
 async def test_incompatible_change_fails_replay() -> None:
     """Scheduling a different first activity than the history recorded is caught."""
     replayer = Replayer(workflows=[ReorderedCheckout], data_converter=pydantic_data_converter)
-    completed = next(p for p in HISTORIES if p.stem == "completed")
+    completed = next(p for p in HISTORIES if name(p) == "v1/completed")
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(completed))
 
@@ -102,6 +138,6 @@ async def test_incompatible_change_fails_replay() -> None:
 async def test_unversioned_removal_of_a_step_fails_replay() -> None:
     """Dropping a step that recorded orders took (here: the policy read) is caught too."""
     replayer = Replayer(workflows=[WithoutPolicy], data_converter=pydantic_data_converter)
-    completed = next(p for p in HISTORIES if p.stem == "completed")
+    completed = next(p for p in HISTORIES if name(p) == "v1/completed")
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(completed))

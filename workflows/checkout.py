@@ -1,5 +1,20 @@
-"""``CheckoutWorkflow``: one order, from the VAT check to the confirmation e-mail, with every
-side effect undone in reverse when a later step fails or the run is cancelled."""
+"""``CheckoutWorkflow``: one order, from its place in line to the confirmation e-mail, with every
+side effect undone in reverse when a later step fails or the run is cancelled.
+
+The path of an order (v2, behind the ``checkout-v2`` patch; runs started before it finish on the
+frozen v1 code in ``workflows/checkout_v1.py``):
+
+1. ``begin_order`` (local): the worker's settings, the claim of the order for this run, its
+   places in line and, when it may go on and has no VAT ID to check first, its price.
+2. ``Queued`` while an earlier order of the account changes one of its products.
+3. ``validate_vat_id`` (VIES: an activity; offline: local) and ``price_order`` (local).
+4. ``charge_payment`` (or, for a corporate account, the approval and ``record_invoice_payment``),
+   and ``settle_payment`` for a payment that settles later. The ``decision`` update answers here.
+5. ``provision_subscriptions`` and ``reset_billing_anchor``: both park in ``NeedsAttention`` when
+   the product's side keeps refusing; outages of our own store heal and never park.
+6. ``notify``: the e-mail, tried once, and the outcome recorded with it. An e-mail that cannot
+   go out now goes to an ``EmailDeliveryWorkflow`` that keeps trying.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +22,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, Unpack
 
@@ -24,8 +40,21 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import (
         ACCOUNT_ID,
+        APPROVE_UPDATE,
         CHECKOUT_STATUS,
+        CHECKOUT_WORKFLOW,
+        COMPENSATE_UPDATE,
+        CONVERT_TRIAL_SIGNAL,
+        DECISION_UPDATE,
+        EMAIL_DELIVERY_WORKFLOW,
+        REJECT_UPDATE,
+        RESTART_TRIAL_SIGNAL,
+        RETRY_PROVISIONING_UPDATE,
+        STATUS_QUERY,
+        TRIAL_WORKFLOW,
+        TURN_SIGNAL,
         checkout_workflow_id,
+        email_workflow_id,
         idempotency_key,
         trial_workflow_id,
     )
@@ -37,8 +66,8 @@ with workflow.unsafe.imports_passed_through():
         Reason,
     )
     from checkout.models import (
-        AnchorInput,
         ApproveRequest,
+        BeginOrderInput,
         ChargeInfo,
         ChargeInput,
         CheckoutPlan,
@@ -46,28 +75,28 @@ with workflow.unsafe.imports_passed_through():
         CheckoutResult,
         CheckoutState,
         CheckoutStatus,
-        ClaimOrderInput,
         CompensateRequest,
         ConvertTrialRequest,
-        EmailInfo,
+        Decision,
+        DecisionStatus,
+        EmailDeliveryInput,
         EmailPurpose,
         EmailStatus,
-        FinishedOrder,
         FinishOrderInput,
         InvoicePaymentInput,
         LineKind,
+        NotifyInput,
         Order,
-        OrderClaim,
         PriceOrderInput,
-        ProvisionInput,
         RefundInput,
         RejectRequest,
         ResultStatus,
         SendEmailInput,
+        SettleInput,
         SubscriptionsResult,
         SubscriptionView,
+        TargetsInput,
         TrialInput,
-        Turn,
         TurnInput,
         UndoInput,
         VatCheck,
@@ -75,11 +104,57 @@ with workflow.unsafe.imports_passed_through():
         VoidInvoiceInput,
     )
     from checkout.order_input import parse_order
+    from checkout.steps import CheckoutSteps
     from checkout.summary import invoice_summary, order_summary
-    from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
-
+    from workflows.checkout_v1 import CheckoutV1
+    from workflows.options import (
+        CHARGE,
+        LOCAL,
+        MUST_FINISH,
+        NOTIFY,
+        PRODUCT_SIDE_TIMEOUT,
+        SETTLE,
+        VIES,
+        ActivityOptions,
+    )
+    from workflows.saga import Saga, Undo
 
 T = TypeVar("T")
+A = TypeVar("A")
+
+#: The patch of this code: runs whose history lacks it started on v1 and finish on v1.
+CHECKOUT_V2 = "checkout-v2"
+#: How often a queued order looks again whether its turn came, should a wake-up be missed.
+QUEUE_RECHECK = timedelta(seconds=30)
+#: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
+WRONG_ARGUMENT_COUNT = b"binary/x-checkout-argument-count"
+NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
+
+#: States an operator filters on: the search attribute follows the order into and out of them.
+_FILTERED = frozenset(
+    {
+        CheckoutStatus.QUEUED,
+        CheckoutStatus.AWAITING_APPROVAL,
+        CheckoutStatus.NEEDS_ATTENTION,
+        CheckoutStatus.COMPLETED,
+        CheckoutStatus.REJECTED,
+        CheckoutStatus.COMPENSATED,
+        CheckoutStatus.CANCELLED,
+    }
+)
+_ENDING_STATE = {
+    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
+    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
+    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+}
+_PARKED_ACTION = (
+    f"`{RETRY_PROVISIONING_UPDATE}` (checkout retry ORDER) once the product works again,"
+    f" or `{COMPENSATE_UPDATE}` (checkout compensate ORDER --reason R) to undo it"
+)
+_APPROVAL_ACTION = (
+    f"`{APPROVE_UPDATE}` (checkout approve ORDER --by NAME) or `{REJECT_UPDATE}`"
+    " (checkout reject ORDER --by NAME --reason R)"
+)
 
 
 class _MustCompensateError(Exception):
@@ -91,16 +166,10 @@ class _MustCompensateError(Exception):
         self.message = message
 
 
-_ENDING_STATE = {
-    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
-    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
-    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
-}
-
-
 def _rejection_of(error: BaseException) -> CheckoutRejected | None:
-    """The business rejection an activity raised, recognised by its error type."""
-    cause = error.cause if isinstance(error, ActivityError) else None
+    """The business rejection an activity raised, recognised by its error type (a failed local
+    activity raises its ApplicationError as it is, a remote one wrapped in ActivityError)."""
+    cause = error.cause if isinstance(error, ActivityError) else error
     if isinstance(cause, ApplicationError) and cause.type in REJECTION_REASONS:
         return CheckoutRejected(Reason(cause.type), cause.message)
     return None
@@ -116,18 +185,6 @@ def _describe(error: BaseException) -> str:
 def _error_type(error: ActivityError) -> str | None:
     cause = error.cause
     return cause.type if isinstance(cause, ApplicationError) else None
-
-
-#: The patch that brought order identity, the order queue and parking of the anchor reset.
-#: Runs started before it replay without it and finish as the code they started on did.
-ONE_CHANGE_AT_A_TIME = "one-change-at-a-time"
-#: How often a queued order looks again whether its turn came, should a wake-up be missed.
-QUEUE_RECHECK = timedelta(seconds=30)
-#: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
-WRONG_ARGUMENT_COUNT = b"binary/x-checkout-argument-count"
-
-
-NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 
 
 def _decode(raw: RawValue) -> Any:
@@ -150,119 +207,145 @@ def _decode(raw: RawValue) -> Any:
         return bytes(payload.data)
 
 
-@workflow.defn(name="CheckoutWorkflow")
+@dataclass
+class Progress:
+    """Everything the ``status`` query, the details and the result say about the order."""
+
+    state: CheckoutStatus = CheckoutStatus.VALIDATING
+    current_step: str | None = None
+    steps_done: list[str] = field(default_factory=list)
+    compensations_run: list[str] = field(default_factory=list)
+    last_error: str | None = None
+    attempts: dict[str, int] = field(default_factory=dict)
+    waiting_for: str | None = None
+    next_action: str | None = None
+    deadline: datetime | None = None
+    plan: CheckoutPlan | None = None
+    vat: VatCheck | None = None
+    charge: ChargeInfo | None = None
+    refund: ChargeInfo | None = None
+    invoice_payment: ChargeInfo | None = None
+    invoice_due: datetime | None = None
+    approved_by: str | None = None
+    decision: Decision | None = None
+    result: CheckoutResult | None = None
+
+    def count(self, step: str, attempts: int) -> None:
+        self.attempts[step] = self.attempts.get(step, 0) + attempts
+
+    def wait(
+        self, what: str | None, action: str | None = None, until: datetime | None = None
+    ) -> None:
+        self.waiting_for, self.next_action, self.deadline = what, action, until
+
+
+@dataclass
+class _OperatorAction:
+    kind: Literal["retry", "approve", "reject", "compensate"]
+    reason: str | None = None
+
+
+@workflow.defn(name=CHECKOUT_WORKFLOW)
 class CheckoutWorkflow:
     def __init__(self) -> None:
+        self._v1: CheckoutV1 | None = None
         self._order: Order | None = None
-        self._state = CheckoutStatus.VALIDATING
-        self._current_step: str | None = None
-        self._steps_done: list[str] = []
-        self._compensations_run: list[str] = []
-        self._last_error: str | None = None
-        self._attempts: dict[str, int] = {}
-        self._undo_stack: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
-        self._operator_action: str | None = None
-        self._operator_reason: str | None = None
-        self._result: CheckoutResult | None = None
-        self._charge: ChargeInfo | None = None
-        self._refund: ChargeInfo | None = None
-        self._plan: CheckoutPlan | None = None
-        self._invoice_payment: ChargeInfo | None = None
-        self._invoice_due: datetime | None = None
-        self._approved_by: str | None = None
-        self._waiting_for: str | None = None
-        self._provision_rounds = 0
+        self._progress = Progress()
+        self._saga = Saga()
+        self._operator: _OperatorAction | None = None
+        self._rounds = 0
         self._turn_signalled = False
-        self._versioned = False
+        self._published: CheckoutStatus | None = None
+        self._policy: CheckoutPolicy | None = None
 
     # --- the happy path -------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
-        self._versioned = workflow.patched(ONE_CHANGE_AT_A_TIME)
+        if not workflow.patched(CHECKOUT_V2):
+            self._v1 = CheckoutV1()
+            return await self._v1.run(raw_order)
+        try:
+            result = await self._run(raw_order)
+        finally:
+            self._refresh_details()
+        # A decision asked for in the last moment still gets its answer.
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return result
+
+    @staticmethod
+    def _order_of(raw_order: RawValue) -> Order:
+        """The one argument, as an order of this run, or CheckoutRejected before any side
+        effect (no store write, no charge, no e-mail)."""
         if raw_order is NO_ORDER:
-            return self._end_rejected(
-                CheckoutRejected(
-                    Reason.INVALID_ORDER,
-                    "CheckoutWorkflow takes exactly one argument, the order; it was started"
-                    " with none",
-                )
+            raise CheckoutRejected(
+                Reason.INVALID_ORDER,
+                "CheckoutWorkflow takes exactly one argument, the order; it was started with none",
             )
         # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
         # at it: a malformed order ends rejected instead of failing workflow tasks forever.
-        try:
-            order = parse_order(_decode(raw_order))
-        except CheckoutRejected as rejected:
-            return self._end_rejected(rejected)
+        order = parse_order(_decode(raw_order))
         expected_id = checkout_workflow_id(order.order_id)
-        if self._versioned and workflow.info().workflow_id != expected_id:
+        if workflow.info().workflow_id != expected_id:
             # Idempotency keys and the store's claim hang on the order id; a run under any other
-            # id could charge the same order again. Nothing has been written yet.
-            return self._end_rejected(
-                CheckoutRejected(
-                    Reason.INVALID_ORDER,
-                    f"the workflow id must be {expected_id} for order {order.order_id}",
-                )
+            # id could charge the same order again.
+            raise CheckoutRejected(
+                Reason.INVALID_ORDER,
+                f"the workflow id must be {expected_id} for order {order.order_id}",
             )
+        return order
+
+    async def _run(self, raw_order: RawValue) -> CheckoutResult:
+        try:
+            order = self._order_of(raw_order)
+        except CheckoutRejected as rejected:
+            return self._end_rejected(rejected.reason, rejected.message)
         self._order = order
-        self._set_state(CheckoutStatus.VALIDATING)
-        policy = await workflow.execute_activity(
-            "load_checkout_policy",
-            result_type=CheckoutPolicy,
-            summary="read the worker's checkout settings",
-            **QUICK,
-        )
+        self._refresh_details()
         run_id = workflow.info().run_id
-        claim: OrderClaim = await workflow.execute_activity(
-            "claim_order",
-            ClaimOrderInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                run_id=run_id,
-                products=[item.product for item in order.items] if self._versioned else [],
-            ),
-            result_type=OrderClaim,
-            summary="claim the order for this run",
-            **QUICK,
+        anchor = workflow.info().workflow_start_time.replace(microsecond=0)
+        begin = await self._local(
+            CheckoutSteps.begin_order,
+            BeginOrderInput(order=order, run_id=run_id, anchor=anchor, price=order.vat_id is None),
         )
-        if claim.owner_run_id != run_id and claim.earlier_result is not None:
-            # The workflow id is free again once a run ended: a repeated start returns what the
-            # first run did instead of running the order twice.
-            self._result = claim.earlier_result
-            self._set_state(_ENDING_STATE[claim.earlier_result.status])
-            return claim.earlier_result
-        if claim.owner_run_id != run_id and self._versioned:
-            # Another run of this order has not ended (it was terminated, or replaced by a
-            # start that terminated it): running it again here could charge twice.
+        claim = begin.claim
+        self._policy = begin.policy
+        if begin.plan is not None or begin.rejected is not None:
+            self._progress.steps_done.append("price_order")  # priced within begin_order
+        if claim.owner_run_id != run_id:
+            if claim.earlier_result is not None:
+                # The workflow id is free again once a run ended: a repeated start returns what
+                # the first run did instead of running the order twice.
+                self._progress.result = claim.earlier_result
+                self._progress.decision = self._decision_of(claim.earlier_result)
+                self._set_state(_ENDING_STATE[claim.earlier_result.status])
+                return claim.earlier_result
+            # Another run of this order has not ended (terminated, or replaced by a start that
+            # terminated it): running it here too could charge twice.
             return self._end_rejected(
-                CheckoutRejected(
-                    Reason.ORDER_IN_PROGRESS,
-                    f"order {order.order_id} is already being run by run {claim.owner_run_id};"
-                    " if that run was terminated, repair it with `checkout reconcile --fix`",
-                )
+                Reason.ORDER_IN_PROGRESS,
+                f"order {order.order_id} is already being run by run {claim.owner_run_id};"
+                " if that run was terminated, repair it with `checkout reconcile --fix`",
             )
         try:
-            result = await self._checkout(order, policy, claim.blocked_by)
+            if begin.rejected is not None:
+                # Priced at once and refused by the billing rules: nothing was done.
+                reason = Reason(begin.rejected.reason)
+                return await self._end_rejected_recorded(reason, begin.rejected.message)
+            result = await self._checkout(order, begin.policy, begin.plan, claim.blocked_by)
         except BaseException as error:
-            if is_cancelled_exception(error):
-                await self._compensate()
-                self._set_state(CheckoutStatus.CANCELLED)
-                await self._record(
-                    CheckoutResult(
-                        order_id=order.order_id,
-                        status=ResultStatus.COMPENSATED,
-                        reason=Reason.CANCELLED.value,
-                        message="the checkout was cancelled; everything done was undone",
-                        charge=self._charge,
-                        refund=self._refund,
-                    )
-                )
+            if not is_cancelled_exception(error):
+                raise
+            await self._end_cancelled()
             raise
-        await self._record(result)
         return result
 
     async def _checkout(
-        self, order: Order, policy: CheckoutPolicy, blocked_by: list[str]
+        self,
+        order: Order,
+        policy: CheckoutPolicy,
+        plan: CheckoutPlan | None,
+        blocked_by: list[str],
     ) -> CheckoutResult:
         anchor = workflow.info().workflow_start_time.replace(microsecond=0)
         try:
@@ -271,179 +354,162 @@ class CheckoutWorkflow:
                 # Priced on what the earlier orders left, from the moment its turn came.
                 anchor = workflow.now().replace(microsecond=0)
                 self._set_state(CheckoutStatus.VALIDATING)
-            vat: VatCheck | None = None
-            if order.vat_id is not None:
-                vat = await self._step(
-                    "validate_vat_id",
-                    VatCheckInput(
-                        order_id=order.order_id, account_id=order.account_id, vat_id=order.vat_id
-                    ),
-                    VatCheck,
-                    # VIES backoff happens inside; allow for it.
-                    start_to_close_timeout=timedelta(minutes=2),
-                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
-                )
-            plan = await self._step(
-                "price_order",
-                PriceOrderInput(order=order, anchor=anchor, vat=vat),
-                CheckoutPlan,
-                **QUICK,
-            )
-            self._plan = plan
+            if plan is None:
+                plan = await self._validate_and_price(order, policy, anchor)
+            self._progress.plan = plan
+            self._refresh_details()
             if plan.corporate:
                 await self._await_approval(policy)
                 if plan.invoice.total > 0:  # nothing due (trials only): no invoice at all
-                    due = anchor + timedelta(days=policy.invoice_due_days)
-                    await self._invoice(order, plan, due)
+                    await self._invoice(
+                        order, plan, anchor + timedelta(days=policy.invoice_due_days)
+                    )
             else:
                 await self._charge_payment(order, plan)
+            self._decide(DecisionStatus.ACCEPTED)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan, policy) or subscriptions
         except _MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
-        except (ActivityError, CheckoutRejected) as error:
-            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
-            if rejected is None:
+        except (ActivityError, ApplicationError, CheckoutRejected) as error:
+            rejection = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
+            if rejection is None:
                 raise
             # Rejections come before anything took effect (a declined charge took nothing), so
             # the registered undo steps have nothing to do.
-            self._undo_stack.clear()
-            if rejected.reason in (Reason.APPROVAL_REJECTED, Reason.APPROVAL_TIMEOUT):
-                return await self._end_rejected_with_notice(rejected)
-            return self._end_rejected(rejected)
+            self._saga.forget()
+            if rejection.reason in (Reason.APPROVAL_REJECTED, Reason.APPROVAL_TIMEOUT):
+                return await self._end_rejected_with_notice(rejection)
+            return await self._end_rejected_recorded(rejection.reason, rejection.message)
 
         await self._start_trials(order, plan)
         await self._convert_trials(order, plan)
-
-        self._set_state(CheckoutStatus.NOTIFYING)
-        email = await self._send_email(
-            SendEmailInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                purpose=EmailPurpose.CONFIRMATION,
-                invoice=plan.invoice,
-                payment_method=None if plan.corporate else order.payment_method,
-                paid_by_invoice=self._invoice_payment is not None,
-                due_date=self._invoice_due,
-            )
-        )
-        self._result = CheckoutResult(
+        result = CheckoutResult(
             order_id=order.order_id,
             status=ResultStatus.COMPLETED,
             invoice=plan.invoice,
-            charge=self._charge,
-            invoice_payment=self._invoice_payment,
-            approved_by=self._approved_by,
+            charge=self._progress.charge,
+            invoice_payment=self._progress.invoice_payment,
+            approved_by=self._progress.approved_by,
             subscriptions=subscriptions,
-            vat_id_status=vat.status if vat else None,
-            email=email,
+            vat_id_status=self._progress.vat.status if self._progress.vat else None,
         )
-        self._set_state(CheckoutStatus.COMPLETED)
-        return self._result
+        email = SendEmailInput(
+            order_id=order.order_id,
+            account_id=order.account_id,
+            purpose=EmailPurpose.CONFIRMATION,
+            invoice=plan.invoice,
+            payment_method=None if plan.corporate else order.payment_method,
+            paid_by_invoice=self._progress.invoice_payment is not None,
+            due_date=self._progress.invoice_due,
+        )
+        # From here on the order is complete: a cancel no longer undoes it, the e-mail goes out.
+        self._set_state(CheckoutStatus.NOTIFYING)
+        notifying = asyncio.ensure_future(self._notify(email, result))
+        try:
+            return await asyncio.shield(notifying)
+        except asyncio.CancelledError:
+            workflow.logger.info("cancel refused: the order is complete, its e-mail goes out")
+            return await notifying
 
-    async def _record(self, result: CheckoutResult) -> None:
-        assert self._order is not None
-        finished: FinishedOrder | None = await workflow.execute_activity(
-            "finish_order",
-            FinishOrderInput(
-                order_id=self._order.order_id, run_id=workflow.info().run_id, result=result
-            ),
-            result_type=FinishedOrder | None,  # type: ignore[arg-type]  # None before the queue
-            summary=f"record the outcome: {result.status.value}",
-            **QUICK,
+    async def _validate_and_price(
+        self, order: Order, policy: CheckoutPolicy, anchor: datetime
+    ) -> CheckoutPlan:
+        vat: VatCheck | None = None
+        if order.vat_id is not None:
+            vat_input = VatCheckInput(
+                order_id=order.order_id, account_id=order.account_id, vat_id=order.vat_id
+            )
+            if policy.vat_verification == "vies":
+                vat = await self._step(CheckoutSteps.validate_vat_id, vat_input, **VIES)
+            else:
+                vat = await self._local(CheckoutSteps.validate_vat_id, vat_input)
+            self._progress.vat = vat
+        return await self._local(
+            CheckoutSteps.price_order, PriceOrderInput(order=order, anchor=anchor, vat=vat)
         )
-        for waiting in finished.wake if finished else []:
-            # Wake the orders now first in line; one that is gone or already woken loses nothing
-            # (it also looks again on its own every QUEUE_RECHECK).
-            handle = workflow.get_external_workflow_handle(checkout_workflow_id(waiting))
-            try:
-                await handle.signal("turn")
-            except ApplicationError as error:
-                workflow.logger.info("order %s not woken: %s", waiting, error)
+
+    # --- one change at a time -------------------------------------------------------------------
 
     async def _wait_for_turn(
         self, order: Order, policy: CheckoutPolicy, blocked_by: list[str]
     ) -> None:
         """Wait in Queued until no earlier order of the account changes one of this order's
         products, or reject ``order_in_progress`` after the queue timeout, with nothing done."""
-        deadline = workflow.now() + timedelta(seconds=policy.queue_timeout_seconds)
+        timeout = timedelta(seconds=policy.queue_timeout_seconds)
+        deadline = workflow.now() + timeout
         while blocked_by:
-            self._waiting_for = (
-                f"earlier order {', '.join(blocked_by)} of this account to end (if its run was"
-                " terminated, repair it with `checkout reconcile --fix`)"
+            self._progress.wait(
+                f"earlier order {', '.join(blocked_by)} of this account to end",
+                "none needed; if that order's run was terminated, repair it with"
+                " `checkout reconcile --fix`",
+                deadline,
             )
             self._set_state(CheckoutStatus.QUEUED, step="queue")
             remaining = deadline - workflow.now()
             if remaining <= timedelta(0):
-                self._waiting_for = None
                 raise CheckoutRejected(
                     Reason.ORDER_IN_PROGRESS,
                     f"earlier order {', '.join(blocked_by)} of the account, which changes the"
-                    " same product, did not end within"
-                    f" {timedelta(seconds=policy.queue_timeout_seconds)}",
+                    f" same product, did not end within {timeout}",
                 )
             self._turn_signalled = False
             with contextlib.suppress(TimeoutError):  # the re-check below runs either way
                 await workflow.wait_condition(
                     lambda: self._turn_signalled, timeout=min(remaining, QUEUE_RECHECK)
                 )
-            turn: Turn = await workflow.execute_activity(
-                "check_turn",
-                TurnInput(order_id=order.order_id),
-                result_type=Turn,
-                summary="is it this order's turn?",
-                **QUICK,
-            )
+            turn = await self._local(CheckoutSteps.check_turn, TurnInput(order_id=order.order_id))
             blocked_by = turn.blocked_by
-        self._waiting_for = None
-        self._steps_done.append("queue")
-        self._current_step = None
+        self._progress.wait(None)
+        self._progress.steps_done.append("queue")
+        self._progress.current_step = None
 
-    @workflow.signal(name="turn")
+    @workflow.signal(name=TURN_SIGNAL)
     def turn(self) -> None:
         """An earlier order of the account ended: look whether this order may go on."""
         self._turn_signalled = True
 
-    # --- steps ----------------------------------------------------------------------------------
+    # --- payment --------------------------------------------------------------------------------
 
     async def _await_approval(self, policy: CheckoutPolicy) -> None:
         """Corporate orders wait for their account manager; nothing has happened yet."""
-        self._operator_action = None
+        timeout = timedelta(seconds=policy.approval_timeout_seconds)
+        self._operator = None
+        self._progress.wait(
+            "the account manager to approve or reject the order",
+            _APPROVAL_ACTION,
+            workflow.now() + timeout,
+        )
         self._set_state(CheckoutStatus.AWAITING_APPROVAL, step="approval")
-        self._waiting_for = "the account manager: approve or reject the order"
-        self._refresh_details()
+        self._decide(DecisionStatus.AWAITING_APPROVAL)
         try:
-            await workflow.wait_condition(
-                lambda: self._operator_action is not None,
-                timeout=timedelta(seconds=policy.approval_timeout_seconds),
-            )
+            await workflow.wait_condition(lambda: self._operator is not None, timeout=timeout)
         except TimeoutError:
             raise CheckoutRejected(
-                Reason.APPROVAL_TIMEOUT,
-                "nobody approved the order within"
-                f" {timedelta(seconds=policy.approval_timeout_seconds)}",
+                Reason.APPROVAL_TIMEOUT, f"nobody approved the order within {timeout}"
             ) from None
         finally:
-            self._waiting_for = None
-        if self._operator_action == "reject":
+            self._progress.wait(None)
+        assert self._operator is not None
+        if self._operator.kind == "reject":
             raise CheckoutRejected(
                 Reason.APPROVAL_REJECTED,
-                f"rejected by {self._approved_by}: {self._operator_reason}",
+                f"rejected by {self._progress.approved_by}: {self._operator.reason}",
             )
-        if self._operator_action == "compensate":
+        if self._operator.kind == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator_reason}"
+                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
             )
-        self._steps_done.append("approval")
-        self._current_step = None
+        self._progress.steps_done.append("approval")
+        self._set_state(CheckoutStatus.CHARGING)
 
     async def _invoice(self, order: Order, plan: CheckoutPlan, due: datetime) -> None:
         """Approved corporate orders are invoiced with a due date; no card is charged."""
         self._set_state(CheckoutStatus.CHARGING)
-        self._push_undo("void_invoice", self._void_invoice)
-        self._invoice_due = due
-        self._invoice_payment = await self._step(
-            "record_invoice_payment",
+        self._saga.register("void_invoice", self._void_invoice)
+        self._progress.invoice_due = due
+        self._progress.invoice_payment = await self._local(
+            CheckoutSteps.record_invoice_payment,
             InvoicePaymentInput(
                 order_id=order.order_id,
                 account_id=order.account_id,
@@ -452,24 +518,194 @@ class CheckoutWorkflow:
                 currency=plan.invoice.currency,
                 due_date=due,
             ),
-            ChargeInfo,
-            **QUICK,
         )
 
     async def _void_invoice(self) -> None:
-        if self._invoice_payment is None or self._order is None:
+        payment, order = self._progress.invoice_payment, self._order
+        if payment is None or order is None:
             return
-        await workflow.execute_activity(
-            "void_invoice_payment",
+        await workflow.execute_activity_method(
+            CheckoutSteps.void_invoice_payment,
             VoidInvoiceInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                invoice_payment_id=self._invoice_payment.id,
+                order_id=order.order_id, account_id=order.account_id, invoice_payment_id=payment.id
             ),
-            result_type=bool,
             summary="undo: void the invoice",
             **MUST_FINISH,
         )
+
+    async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
+        invoice = plan.invoice
+        if invoice.total <= 0:
+            return  # trials only, or nothing due: no charge at all
+        self._set_state(CheckoutStatus.CHARGING)
+        self._saga.register("refund_payment", self._refund_payment)
+        charge = await self._step(
+            CheckoutSteps.charge_payment,
+            ChargeInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(order.order_id, "charge"),
+                payment_method=order.payment_method or "",
+                amount=invoice.total,
+                currency=invoice.currency,
+            ),
+            **CHARGE,
+        )
+        self._progress.charge = charge
+        if charge.status == "pending":
+            # A payment that settles later (SEPA Direct Debit): nothing is provisioned before
+            # the money is there.
+            self._decide(DecisionStatus.PROCESSING)
+            self._progress.wait("the bank to settle the payment")
+            self._refresh_details()
+            self._progress.charge = await self._step(
+                CheckoutSteps.settle_payment,
+                SettleInput(order_id=order.order_id, charge=charge),
+                **SETTLE,
+            )
+            self._progress.wait(None)
+
+    async def _refund_payment(self) -> None:
+        charge, order = self._progress.charge, self._order
+        if charge is None or order is None:
+            return  # the charge never went through: nothing to give back
+        self._progress.refund = await workflow.execute_activity_method(
+            CheckoutSteps.refund_payment,
+            RefundInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(order.order_id, "refund"),
+                charge_id=charge.id,
+            ),
+            summary=f"undo: refund {charge.amount} {charge.currency}",
+            **MUST_FINISH,
+        )
+
+    # --- the product's side: provisioning and the anchor ----------------------------------------
+
+    async def _provision(
+        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
+        self._saga.register("undo_provisioning", self._undo("provision"))
+        return await self._until_done_or_parked(
+            CheckoutSteps.provision_subscriptions,
+            CheckoutStatus.PROVISIONING,
+            TargetsInput(
+                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+            ),
+            policy,
+        )
+
+    async def _reset_anchor(
+        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
+        self._saga.register("undo_billing_anchor", self._undo("anchor"))
+        # It parks exactly as provisioning does: a paid, provisioned order is never undone
+        # because a step after it could not get through for a while.
+        return await self._until_done_or_parked(
+            CheckoutSteps.reset_billing_anchor,
+            CheckoutStatus.RESETTING_ANCHOR,
+            TargetsInput(
+                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+            ),
+            policy,
+        )
+
+    async def _until_done_or_parked(
+        self,
+        step: Callable[[CheckoutSteps, TargetsInput], Awaitable[SubscriptionsResult]],
+        state: CheckoutStatus,
+        arg: TargetsInput,
+        policy: CheckoutPolicy,
+    ) -> list[SubscriptionView]:
+        """Run a step of the product's side until it works. An outage of our own store heals and
+        is simply retried; the product's side refusing it ``provisioning_max_attempts`` times
+        parks the order for an operator (``retry_provisioning`` runs the step again)."""
+        name: str = step.__name__
+        while True:
+            self._set_state(state)
+            try:
+                result = await self._step(
+                    step,
+                    arg,
+                    count_attempts=False,
+                    start_to_close_timeout=PRODUCT_SIDE_TIMEOUT,
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=policy.provisioning_max_attempts,
+                    ),
+                )
+            except ActivityError as error:
+                if is_cancelled_exception(error):
+                    raise
+                self._progress.count(name, policy.provisioning_max_attempts)
+                if _error_type(error) == SUBSCRIPTION_CHANGED:
+                    raise _MustCompensateError(
+                        Reason.PROVISIONING_FAILED,
+                        f"the subscription changed after the order was priced: {_describe(error)}",
+                    ) from None
+                if _error_type(error) in OUTAGE_TYPES:
+                    workflow.logger.info("%s waits for an outage to pass: %s", name, error)
+                    continue
+                self._rounds += 1
+                await self._park(name, error, policy)
+                continue
+            self._progress.count(name, result.attempt)
+            self._rounds += 1
+            subscriptions: list[SubscriptionView] = result.subscriptions
+            return subscriptions
+
+    async def _park(self, step: str, error: ActivityError, policy: CheckoutPolicy) -> None:
+        """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
+        timeout raise _MustCompensateError."""
+        timeout = timedelta(seconds=policy.park_timeout_seconds)
+        self._progress.last_error = f"{step}: {_describe(error)}"
+        self._operator = None
+        self._progress.wait(
+            "an operator: the product's side keeps refusing this step",
+            _PARKED_ACTION,
+            workflow.now() + timeout,
+        )
+        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step=step)
+        workflow.logger.warning("order parked in NeedsAttention: %s", self._progress.last_error)
+        try:
+            await workflow.wait_condition(lambda: self._operator is not None, timeout=timeout)
+        except TimeoutError:
+            raise _MustCompensateError(
+                Reason.PROVISIONING_FAILED,
+                f"{step.replace('_', ' ')} failed and nobody resolved it within {timeout}:"
+                f" {self._progress.last_error}",
+            ) from None
+        finally:
+            self._progress.wait(None)
+        assert self._operator is not None
+        if self._operator.kind == "compensate":
+            raise _MustCompensateError(
+                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
+            )
+
+    def _undo(self, step: Literal["provision", "anchor"]) -> Undo:
+        activity = (
+            CheckoutSteps.undo_provisioning
+            if step == "provision"
+            else CheckoutSteps.undo_billing_anchor
+        )
+
+        async def run() -> None:
+            assert self._order is not None
+            await workflow.execute_activity_method(
+                activity,
+                UndoInput(
+                    order_id=self._order.order_id, account_id=self._order.account_id, step=step
+                ),
+                summary=f"undo: restore the {'seats' if step == 'provision' else 'billing dates'}",
+                **MUST_FINISH,
+            )
+
+        return run
+
+    # --- trials ---------------------------------------------------------------------------------
 
     async def _start_trials(self, order: Order, plan: CheckoutPlan) -> None:
         """Each trial line runs on as its own workflow, outliving this checkout."""
@@ -488,7 +724,7 @@ class CheckoutWorkflow:
             )
             try:
                 await workflow.start_child_workflow(
-                    "TrialWorkflow",
+                    TRIAL_WORKFLOW,
                     trial,
                     id=trial_id,
                     task_queue=workflow.info().task_queue,
@@ -499,8 +735,10 @@ class CheckoutWorkflow:
             except WorkflowAlreadyStartedError:
                 # An older trial of the product still runs (the store let a new one in, e.g.
                 # after the account was re-imported): it follows the new trial from here.
-                await workflow.get_external_workflow_handle(trial_id).signal("restart", trial)
-            self._steps_done.append(f"start_trial:{line.product}")
+                await workflow.get_external_workflow_handle(trial_id).signal(
+                    RESTART_TRIAL_SIGNAL, trial
+                )
+            self._progress.steps_done.append(f"start_trial:{line.product}")
 
     async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:
         """A purchase of a product in trial tells its trial workflow, which ends converted."""
@@ -509,271 +747,122 @@ class CheckoutWorkflow:
                 trial_workflow_id(order.account_id, product)
             )
             try:
-                await handle.signal("convert", ConvertTrialRequest(order_id=order.order_id))
+                await handle.signal(
+                    CONVERT_TRIAL_SIGNAL, ConvertTrialRequest(order_id=order.order_id)
+                )
             except ApplicationError as error:
                 # The trial workflow already ended; the store is what counts.
                 workflow.logger.info("trial of %s not signalled: %s", product, error)
-            self._steps_done.append(f"convert_trial:{product}")
+            self._progress.steps_done.append(f"convert_trial:{product}")
 
-    async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
-        invoice = plan.invoice
-        if invoice.total <= 0:
-            return  # trials only, or nothing due: no charge at all
-        self._set_state(CheckoutStatus.CHARGING)
-        self._push_undo("refund_payment", self._refund_payment)
-        self._charge = await self._step(
-            "charge_payment",
-            ChargeInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                idempotency_key=idempotency_key(order.order_id, "charge"),
-                payment_method=order.payment_method or "",
-                amount=invoice.total,
-                currency=invoice.currency,
-            ),
-            ChargeInfo,
-            **CHARGE,
-        )
-
-    async def _refund_payment(self) -> None:
-        if self._charge is None or self._order is None:
-            return  # the charge never went through: nothing to give back
-        self._refund = await workflow.execute_activity(
-            "refund_payment",
-            RefundInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                idempotency_key=idempotency_key(self._order.order_id, "refund"),
-                charge_id=self._charge.id,
-            ),
-            result_type=ChargeInfo,
-            summary=f"undo: refund {self._charge.amount} {self._charge.currency}",
-            **MUST_FINISH,
-        )
-
-    async def _provision(
-        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
-    ) -> list[SubscriptionView]:
-        self._push_undo("undo_provisioning", self._undo("undo_provisioning", "provision"))
-        return await self._until_done_or_parked(
-            "provision_subscriptions",
-            CheckoutStatus.PROVISIONING,
-            ProvisionInput(
-                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-            ),
-            policy,
-        )
-
-    async def _until_done_or_parked(
-        self, step: str, state: CheckoutStatus, arg: Any, policy: CheckoutPolicy
-    ) -> list[SubscriptionView]:
-        """Run a step of the product's side until it works. An outage of our own store heals and
-        is simply retried; the product's side refusing it ``provisioning_max_attempts`` times
-        parks the order for an operator (``retry_provisioning`` runs the step again)."""
-        while True:
-            self._set_state(state)
-            try:
-                result = await self._step(
-                    step,
-                    arg,
-                    SubscriptionsResult,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(
-                        initial_interval=timedelta(seconds=1),
-                        maximum_interval=timedelta(seconds=30),
-                        maximum_attempts=policy.provisioning_max_attempts,
-                    ),
-                    count_attempts=False,
-                )
-            except ActivityError as error:
-                if is_cancelled_exception(error):
-                    raise
-                self._count(step, policy.provisioning_max_attempts)
-                if self._versioned and _error_type(error) == SUBSCRIPTION_CHANGED:
-                    raise _MustCompensateError(
-                        Reason.PROVISIONING_FAILED,
-                        f"the subscription changed after the order was priced: {_describe(error)}",
-                    ) from None
-                if self._versioned and _error_type(error) in OUTAGE_TYPES:
-                    workflow.logger.info("%s waits for an outage to pass: %s", step, error)
-                    continue
-                self._provision_rounds += 1
-                await self._park(step, error, policy)
-                continue
-            self._count(step, result.attempt)
-            self._provision_rounds += 1
-            return result.subscriptions
-
-    async def _park(self, step: str, error: ActivityError, policy: CheckoutPolicy) -> None:
-        """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
-        timeout raise _MustCompensateError."""
-        self._last_error = f"{step}: {_describe(error)}"
-        self._operator_action = None
-        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step=step)
-        workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
-        try:
-            await workflow.wait_condition(
-                lambda: self._operator_action is not None,
-                timeout=timedelta(seconds=policy.park_timeout_seconds),
-            )
-        except TimeoutError:
-            raise _MustCompensateError(
-                Reason.PROVISIONING_FAILED,
-                f"{step.replace('_', ' ')} failed and nobody resolved it within"
-                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
-            ) from None
-        if self._operator_action == "compensate":
-            raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {self._operator_reason}",
-            )
-
-    async def _reset_anchor(
-        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
-    ) -> list[SubscriptionView]:
-        self._push_undo("undo_billing_anchor", self._undo("undo_billing_anchor", "anchor"))
-        anchor_input = AnchorInput(
-            order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-        )
-        if self._versioned:
-            # It parks exactly as provisioning does: a paid, provisioned order is never undone
-            # because a step after it could not get through for a while.
-            return await self._until_done_or_parked(
-                "reset_billing_anchor", CheckoutStatus.RESETTING_ANCHOR, anchor_input, policy
-            )
-        self._set_state(CheckoutStatus.RESETTING_ANCHOR)
-        try:
-            result = await self._step(
-                "reset_billing_anchor",
-                anchor_input,
-                SubscriptionsResult,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(
-                    maximum_interval=timedelta(seconds=30), maximum_attempts=5
-                ),
-            )
-        except ActivityError as error:
-            raise _MustCompensateError(
-                Reason.PROVISIONING_FAILED,
-                f"the billing anchor could not be reset: {_describe(error)}",
-            ) from None
-        return result.subscriptions
-
-    def _undo(
-        self, activity: str, step: Literal["provision", "anchor"]
-    ) -> Callable[[], Awaitable[Any]]:
-        def run() -> Awaitable[Any]:
-            assert self._order is not None
-            return workflow.execute_activity(
-                activity,
-                UndoInput(
-                    order_id=self._order.order_id,
-                    account_id=self._order.account_id,
-                    step=step,
-                ),
-                result_type=bool,
-                summary=f"undo: restore the {'seats' if step == 'provision' else 'billing dates'}",
-                **MUST_FINISH,
-            )
-
-        return run
-
-    async def _send_email(self, request: SendEmailInput) -> EmailInfo:
-        try:
-            return await self._step("send_email", request, EmailInfo, **EMAIL)
-        except ActivityError as error:
-            self._last_error = f"send_email: {_describe(error)}"
-            workflow.logger.warning("e-mail not sent: %s", self._last_error)
-            return EmailInfo(status=EmailStatus.FAILED)
+    # --- running steps --------------------------------------------------------------------------
 
     async def _step(
         self,
-        name: str,
-        arg: Any,
-        result_type: type[T],
+        activity: Callable[[CheckoutSteps, A], Awaitable[T]],
+        arg: A,
         *,
         count_attempts: bool = True,
         **options: Unpack[ActivityOptions],
     ) -> T:
-        self._current_step = name
+        """One activity, with the progress the status query and the details show."""
+        name: str = activity.__name__
+        self._progress.current_step = name
         self._refresh_details()
         try:
-            result: T = await workflow.execute_activity(
-                name,
+            result = await workflow.execute_activity_method(
+                activity,
                 arg,
-                result_type=result_type,
-                activity_id=f"{name}-{len(self._steps_done) + 1}",
+                activity_id=f"{name}-{len(self._progress.steps_done) + 1}",
                 summary=name.replace("_", " "),
                 **options,
             )
         except ActivityError as error:
-            self._last_error = f"{name}: {_describe(error)}"
+            self._progress.last_error = f"{name}: {_describe(error)}"
             raise
         finally:
             if count_attempts:
-                self._count(name, 1)
-        self._steps_done.append(name)
-        self._current_step = None
+                self._progress.count(name, 1)
+        self._progress.steps_done.append(name)
+        self._progress.current_step = None
         return result
 
-    def _count(self, step: str, attempts: int) -> None:
-        self._attempts[step] = self._attempts.get(step, 0) + attempts
-
-    # --- compensation ---------------------------------------------------------------------------
-
-    def _push_undo(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
-        """Registered just before the step it undoes, so a step that failed halfway (or whose
-        result was lost) is undone too; every undo is safe when nothing was done."""
-        self._undo_stack.append((name, undo))
-
-    async def _compensate(self) -> None:
-        self._set_state(CheckoutStatus.COMPENSATING)
-        while self._undo_stack:
-            name, undo = self._undo_stack.pop()
-            self._current_step = name
-            self._refresh_details()
-            # Shielded: a cancellation of the run must not stop the undo half way.
-            await asyncio.shield(asyncio.ensure_future(undo()))
-            self._compensations_run.append(name)
-        self._current_step = None
+    async def _local(self, activity: Callable[[CheckoutSteps, A], Awaitable[T]], arg: A) -> T:
+        """A short store read or write, or pure work: a local activity, recorded as a marker in
+        the workflow task that needs it instead of a round trip through the server."""
+        name = activity.__name__
+        result = await workflow.execute_local_activity_method(
+            activity, arg, summary=name.replace("_", " "), **LOCAL
+        )
+        if name != "check_turn":  # the queue shows as one step, "queue"
+            self._progress.steps_done.append(name)
+        return result
 
     # --- endings --------------------------------------------------------------------------------
+
+    def _end_rejected(self, reason: Reason, message: str) -> CheckoutResult:
+        """Rejected before anything was recorded: nothing to write down."""
+        self._progress.last_error = f"{reason.value}: {message}"
+        result = CheckoutResult(
+            order_id=self._order.order_id if self._order else None,
+            status=ResultStatus.REJECTED,
+            reason=reason.value,
+            message=message,
+        )
+        self._progress.result = result
+        self._progress.decision = self._decision_of(result)
+        self._set_state(CheckoutStatus.REJECTED)
+        return result
+
+    async def _end_rejected_recorded(self, reason: Reason, message: str) -> CheckoutResult:
+        result = self._end_rejected(reason, message)
+        await self._finish(result)
+        return result
 
     async def _end_rejected_with_notice(self, rejected: CheckoutRejected) -> CheckoutResult:
         """Rejected after the customer waited (approval): they hear why by e-mail."""
         assert self._order is not None
-        self._set_state(CheckoutStatus.NOTIFYING)
-        email = await self._send_email(
-            SendEmailInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                purpose=EmailPurpose.REJECTION,
-                invoice=self._plan.invoice if self._plan else None,
-                reason=rejected.reason.value,
-                message=rejected.message,
-            )
-        )
-        result = self._end_rejected(rejected)
-        self._result = result.model_copy(update={"email": email})
-        return self._result
-
-    def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
-        self._last_error = f"{rejected.reason.value}: {rejected.message}"
-        self._result = CheckoutResult(
-            order_id=self._order.order_id if self._order else None,
+        result = CheckoutResult(
+            order_id=self._order.order_id,
             status=ResultStatus.REJECTED,
             reason=rejected.reason.value,
             message=rejected.message,
         )
-        self._set_state(CheckoutStatus.REJECTED)
-        return self._result
+        self._progress.last_error = f"{rejected.reason.value}: {rejected.message}"
+        self._decide(DecisionStatus.REJECTED, rejected.reason.value, rejected.message)
+        self._set_state(CheckoutStatus.NOTIFYING)
+        plan = self._progress.plan
+        return await self._notify(
+            SendEmailInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                purpose=EmailPurpose.REJECTION,
+                invoice=plan.invoice if plan else None,
+                reason=rejected.reason.value,
+                message=rejected.message,
+            ),
+            result,
+        )
 
     async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
         assert self._order is not None
-        plan = self._plan
+        plan = self._progress.plan
         await self._compensate()
+        self._decide(DecisionStatus.REJECTED, reason.value, message)
         self._set_state(CheckoutStatus.NOTIFYING)
-        email = await self._send_email(
+        p = self._progress
+        result = CheckoutResult(
+            order_id=self._order.order_id,
+            status=ResultStatus.COMPENSATED,
+            reason=reason.value,
+            message=message,
+            invoice=plan.invoice if plan else None,
+            charge=p.charge,
+            refund=p.refund,
+            invoice_payment=p.invoice_payment,
+            approved_by=p.approved_by,
+        )
+        return await self._notify(
             SendEmailInput(
                 order_id=self._order.order_id,
                 account_id=self._order.account_id,
@@ -781,142 +870,315 @@ class CheckoutWorkflow:
                 invoice=plan.invoice if plan else None,
                 reason=reason.value,
                 message=message,
-                refund=self._refund,
-                paid_by_invoice=self._invoice_payment is not None,
-            )
+                refund=p.refund,
+                paid_by_invoice=p.invoice_payment is not None,
+            ),
+            result,
         )
-        self._result = CheckoutResult(
+
+    async def _end_cancelled(self) -> None:
+        """``temporal workflow cancel`` before Notifying: undo, record, end cancelled."""
+        assert self._order is not None
+        await self._compensate()
+        p = self._progress
+        result = CheckoutResult(
             order_id=self._order.order_id,
             status=ResultStatus.COMPENSATED,
-            reason=reason.value,
-            message=message,
-            invoice=plan.invoice if plan else None,
-            charge=self._charge,
-            refund=self._refund,
-            invoice_payment=self._invoice_payment,
-            approved_by=self._approved_by,
-            email=email,
+            reason=Reason.CANCELLED.value,
+            message="the checkout was cancelled; everything done was undone",
+            charge=p.charge,
+            refund=p.refund,
         )
-        self._set_state(CheckoutStatus.COMPENSATED)
-        return self._result
+        p.result = result
+        self._decide(DecisionStatus.REJECTED, Reason.CANCELLED.value, result.message)
+        self._set_state(CheckoutStatus.CANCELLED)
+        await asyncio.shield(asyncio.ensure_future(self._finish(result)))
+
+    async def _compensate(self) -> None:
+        self._set_state(CheckoutStatus.COMPENSATING)
+
+        def started(name: str) -> None:
+            self._progress.current_step = name
+            self._refresh_details()
+
+        await self._saga.compensate(started, self._progress.compensations_run.append)
+        self._progress.current_step = None
+
+    async def _notify(self, email: SendEmailInput, result: CheckoutResult) -> CheckoutResult:
+        """The customer's e-mail and the recorded outcome, in one step; an e-mail that could not
+        go out now is handed to a delivery workflow that keeps trying."""
+        notified = await self._step(
+            CheckoutSteps.notify,
+            NotifyInput(email=email, run_id=workflow.info().run_id, result=result),
+            **NOTIFY,
+        )
+        result = result.model_copy(update={"email": notified.email})
+        if notified.email.status is EmailStatus.PENDING:
+            await self._deliver_later(email)
+        await self._wake(notified.wake)
+        self._progress.result = result
+        self._set_state(_ENDING_STATE[result.status])
+        return result
+
+    async def _deliver_later(self, email: SendEmailInput) -> None:
+        retry_for = self._policy.email_retry_for_seconds if self._policy else 2 * 24 * 3600.0
+        with contextlib.suppress(WorkflowAlreadyStartedError):
+            await workflow.start_child_workflow(
+                EMAIL_DELIVERY_WORKFLOW,
+                EmailDeliveryInput(email=email, retry_for_seconds=retry_for),
+                id=email_workflow_id(email.order_id, email.purpose.value),
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"E-mail {email.purpose.value} of order {email.order_id}",
+            )
+
+    async def _finish(self, result: CheckoutResult) -> None:
+        """Record an outcome that has no e-mail, and release the order's places in line."""
+        finished = await self._local(
+            CheckoutSteps.finish_order,
+            FinishOrderInput(
+                order_id=result.order_id or "", run_id=workflow.info().run_id, result=result
+            ),
+        )
+        await self._wake(finished.wake)
+
+    async def _wake(self, orders: list[str]) -> None:
+        for waiting in orders:
+            # One that is gone or already woken loses nothing (it re-checks every QUEUE_RECHECK).
+            handle = workflow.get_external_workflow_handle(checkout_workflow_id(waiting))
+            try:
+                await handle.signal(TURN_SIGNAL)
+            except ApplicationError as error:
+                workflow.logger.info("order %s not woken: %s", waiting, error)
+
+    # --- the decision ---------------------------------------------------------------------------
+
+    def _decide(
+        self, status: DecisionStatus, reason: str | None = None, message: str | None = None
+    ) -> None:
+        """Record the answer ``decision`` gives; a final answer is never changed."""
+        current = self._progress.decision
+        if current is not None and current.status in (
+            DecisionStatus.ACCEPTED,
+            DecisionStatus.REJECTED,
+        ):
+            return
+        plan = self._progress.plan
+        self._progress.decision = Decision(
+            order_id=self._order.order_id if self._order else None,
+            status=status,
+            reason=reason,
+            message=message,
+            invoice=plan.invoice if plan and status is not DecisionStatus.REJECTED else None,
+            charge=self._progress.charge if status is not DecisionStatus.REJECTED else None,
+        )
+
+    def _decision_of(self, result: CheckoutResult) -> Decision:
+        """The decision an ended order stands by: accepted once money was taken or invoiced."""
+        accepted = result.status is ResultStatus.COMPLETED or (
+            result.status is ResultStatus.COMPENSATED
+            and (result.charge is not None or result.invoice_payment is not None)
+            and result.reason != Reason.CANCELLED.value
+        )
+        if accepted:
+            return Decision(
+                order_id=result.order_id,
+                status=DecisionStatus.ACCEPTED,
+                invoice=result.invoice,
+                charge=result.charge,
+            )
+        return Decision(
+            order_id=result.order_id,
+            status=DecisionStatus.REJECTED,
+            reason=result.reason,
+            message=result.message,
+        )
+
+    @workflow.update(name=DECISION_UPDATE)
+    async def decision(self) -> Decision:
+        """Whether the order went through, as soon as that is known (before provisioning and
+        e-mail). ``awaiting_approval`` and ``processing`` are provisional: asked again later,
+        the answer is final once there is one."""
+        if self._v1 is not None:
+            raise ApplicationError(
+                "this order was placed before decisions existed: read its result",
+                type="NoDecision",
+                non_retryable=True,
+            )
+        await workflow.wait_condition(lambda: self._progress.decision is not None)
+        assert self._progress.decision is not None
+        return self._progress.decision
 
     # --- visibility -----------------------------------------------------------------------------
 
     def _set_state(self, state: CheckoutStatus, step: str | None = None) -> None:
-        self._state = state
+        p = self._progress
+        p.state = state
         if step is not None:
-            self._current_step = step
-        attributes = [CHECKOUT_STATUS.value_set(state.value)]
-        if self._order is not None:
-            attributes.append(ACCOUNT_ID.value_set(self._order.account_id))
-        workflow.upsert_search_attributes(attributes)
+            p.current_step = step
+        if state in _FILTERED or (self._published in _FILTERED and state != self._published):
+            # Only what an operator filters on: into and out of Queued, AwaitingApproval and
+            # NeedsAttention, and the outcome. The details follow every step.
+            attributes = [CHECKOUT_STATUS.value_set(state.value)]
+            if self._order is not None:
+                attributes.append(ACCOUNT_ID.value_set(self._order.account_id))
+            workflow.upsert_search_attributes(attributes)
+            self._published = state
         self._refresh_details()
 
     def _refresh_details(self) -> None:
-        lines = [f"**{self._state.value}**"]
+        p = self._progress
+        lines = [f"**{p.state.value}**"]
         if self._order is not None:
             lines.append(order_summary(self._order))
-        if self._plan is not None:
-            lines.append(invoice_summary(self._plan.invoice))
-        if self._current_step:
-            lines.append(f"now: {self._current_step}")
-        if self._waiting_for:
-            lines.append(f"waiting for {self._waiting_for}")
-        if self._steps_done:
-            lines.append(f"done: {', '.join(self._steps_done)}")
-        if self._compensations_run:
-            lines.append(f"undone: {', '.join(self._compensations_run)}")
-        if self._last_error:
-            lines.append(f"last error: {self._last_error}")
+        lines += self._outcome_lines() + self._money_lines()
+        if p.result is None:
+            lines += self._waiting_lines()
+        if p.steps_done:
+            lines.append(f"done: {', '.join(p.steps_done)}")
+        if p.compensations_run:
+            lines.append(f"undone: {', '.join(p.compensations_run)}")
         workflow.set_current_details("\n\n".join(lines))
 
-    @workflow.query(name="status")
+    def _outcome_lines(self) -> list[str]:
+        result = self._progress.result
+        if result is None:
+            return []
+        why = f" ({result.reason}): {result.message}" if result.reason else ""
+        return [f"outcome: {result.status.value}{why}"]
+
+    def _money_lines(self) -> list[str]:
+        p = self._progress
+        lines = [invoice_summary(p.plan.invoice)] if p.plan is not None else []
+        if p.charge is not None:
+            settling = " (not settled yet)" if p.charge.status == "pending" else ""
+            lines.append(f"charge {p.charge.id}: {p.charge.amount} {p.charge.currency}{settling}")
+        if p.refund is not None:
+            lines.append(f"refund {p.refund.id}: {p.refund.amount} {p.refund.currency}")
+        return lines
+
+    def _waiting_lines(self) -> list[str]:
+        """While the order runs: what it does, waits for, until when, and what an operator can
+        do. None of it is kept once the order has ended."""
+        p = self._progress
+        lines = [f"now: {p.current_step}"] if p.current_step else []
+        if p.waiting_for:
+            lines.append(f"waiting for {p.waiting_for}")
+        if p.deadline is not None:
+            when = p.deadline.isoformat().replace("+00:00", "Z")
+            lines.append(f"goes on by itself at {when}")
+        if p.next_action:
+            lines.append(f"next: {p.next_action}")
+        if p.last_error:
+            lines.append(f"last error: {p.last_error}")
+        return lines
+
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> CheckoutState:
+        if self._v1 is not None:
+            return self._v1.status()
+        p = self._progress
         return CheckoutState(
             order_id=self._order.order_id if self._order else None,
             account_id=self._order.account_id if self._order else None,
-            state=self._state,
-            current_step=self._current_step,
-            steps_done=list(self._steps_done),
-            compensations_run=list(self._compensations_run),
-            last_error=self._last_error,
-            attempts=dict(self._attempts),
-            result=self._result,
+            state=p.state,
+            current_step=p.current_step,
+            steps_done=list(p.steps_done),
+            compensations_run=list(p.compensations_run),
+            last_error=p.last_error,
+            attempts=dict(p.attempts),
+            result=p.result,
+            waiting_for=p.waiting_for,
+            next_action=p.next_action,
+            deadline=p.deadline,
         )
 
     # --- operator updates -----------------------------------------------------------------------
 
-    @workflow.update(name="retry_provisioning")
-    async def retry_provisioning(self) -> CheckoutState:
-        """Run provisioning again with a fresh retry budget; answers when that round is over."""
-        self._claim_operator_action("retry")
-        rounds = self._provision_rounds
-        await workflow.wait_condition(lambda: self._provision_rounds > rounds)
-        return self.status()
-
-    def _claim_operator_action(self, action: str) -> None:
+    def _claim_operator_action(self, action: _OperatorAction) -> None:
         # Two updates accepted in the same workflow task both pass their validators; only the
         # first handler to run acts, so two operators clicking retry provision once.
-        if self._operator_action is not None:
+        if self._operator is not None:
             raise ApplicationError(
-                f"another operator action ({self._operator_action}) is already under way",
+                f"another operator action ({self._operator.kind}) is already under way",
                 type="OperatorActionInProgress",
             )
-        self._operator_action = action
+        self._operator = action
+
+    def _require(self, update: str, *states: CheckoutStatus) -> None:
+        if self._progress.state not in states or self._operator is not None:
+            names = " or ".join(s.value for s in states)
+            raise ValueError(
+                f"{update} is only possible in {names}; the order is {self._progress.state.value}"
+            )
+
+    @workflow.update(name=RETRY_PROVISIONING_UPDATE)
+    async def retry_provisioning(self) -> CheckoutState:
+        """Run the parked step again with a fresh retry budget; answers when that round is over."""
+        if self._v1 is not None:
+            return await self._v1.retry_provisioning()
+        self._claim_operator_action(_OperatorAction("retry"))
+        rounds = self._rounds
+        await workflow.wait_condition(lambda: self._rounds > rounds)
+        return self.status()
 
     @retry_provisioning.validator
     def _validate_retry(self) -> None:
-        if self._state != CheckoutStatus.NEEDS_ATTENTION or self._operator_action is not None:
-            raise ValueError(
-                f"retry_provisioning is only possible in NeedsAttention; the order is"
-                f" {self._state.value}"
-            )
+        if self._v1 is not None:
+            self._v1.validate_retry()
+            return
+        self._require(RETRY_PROVISIONING_UPDATE, CheckoutStatus.NEEDS_ATTENTION)
 
-    @workflow.update(name="approve")
+    @workflow.update(name=APPROVE_UPDATE)
     async def approve(self, request: ApproveRequest) -> CheckoutState:
         """An account manager approves a corporate order: it is invoiced and provisioned."""
-        self._claim_operator_action("approve")
-        self._approved_by = request.approver
-        await workflow.wait_condition(lambda: self._state != CheckoutStatus.AWAITING_APPROVAL)
+        if self._v1 is not None:
+            return await self._v1.approve(request.approver)
+        self._claim_operator_action(_OperatorAction("approve"))
+        self._progress.approved_by = request.approver
+        await workflow.wait_condition(
+            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL
+        )
         return self.status()
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:  # noqa: ARG002
-        self._require_awaiting_approval("approve")
+        if self._v1 is not None:
+            self._v1.validate_approve()
+            return
+        self._require(APPROVE_UPDATE, CheckoutStatus.AWAITING_APPROVAL)
 
-    @workflow.update(name="reject")
+    @workflow.update(name=REJECT_UPDATE)
     async def reject(self, request: RejectRequest) -> CheckoutState:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
-        self._claim_operator_action("reject")
-        self._approved_by = request.approver
-        self._operator_reason = request.reason
-        await workflow.wait_condition(lambda: self._result is not None)
+        if self._v1 is not None:
+            return await self._v1.reject(request.approver, request.reason)
+        self._claim_operator_action(_OperatorAction("reject", request.reason))
+        self._progress.approved_by = request.approver
+        await workflow.wait_condition(lambda: self._progress.result is not None)
         return self.status()
 
     @reject.validator
     def _validate_reject(self, request: RejectRequest) -> None:  # noqa: ARG002
-        self._require_awaiting_approval("reject")
+        if self._v1 is not None:
+            self._v1.validate_reject()
+            return
+        self._require(REJECT_UPDATE, CheckoutStatus.AWAITING_APPROVAL)
 
-    def _require_awaiting_approval(self, update: str) -> None:
-        if self._state != CheckoutStatus.AWAITING_APPROVAL or self._operator_action is not None:
-            raise ValueError(
-                f"{update} is only possible in AwaitingApproval; the order is {self._state.value}"
-            )
-
-    @workflow.update(name="compensate")
+    @workflow.update(name=COMPENSATE_UPDATE)
     async def compensate(self, request: CompensateRequest) -> CheckoutState:
-        self._claim_operator_action("compensate")
-        self._operator_reason = request.reason
-        await workflow.wait_condition(lambda: self._result is not None)
+        """Undo everything done so far and end Compensated."""
+        if self._v1 is not None:
+            return await self._v1.compensate(request.reason)
+        self._claim_operator_action(_OperatorAction("compensate", request.reason))
+        await workflow.wait_condition(lambda: self._progress.result is not None)
         return self.status()
 
     @compensate.validator
     def _validate_compensate(self, request: CompensateRequest) -> None:  # noqa: ARG002
-        if (
-            self._state not in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL)
-            or self._operator_action is not None
-        ):
-            raise ValueError(
-                f"compensate is only possible in NeedsAttention or AwaitingApproval; the order"
-                f" is {self._state.value}"
-            )
+        if self._v1 is not None:
+            self._v1.validate_compensate()
+            return
+        self._require(
+            COMPENSATE_UPDATE, CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL
+        )

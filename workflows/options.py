@@ -41,3 +41,34 @@ EMAIL = ActivityOptions(
         maximum_attempts=5,
     ),
 )
+# Short store reads and writes and pure work, run as local activities in the workflow task that
+# needs them. Retried until they work: an outage of the store heals.
+LOCAL = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=10),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+# The VAT check against VIES: its backoff happens inside, then it answers "unverified".
+VIES = ActivityOptions(
+    start_to_close_timeout=timedelta(minutes=2),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+# A payment that settles later is asked after again with backoff, for as long as it takes (a
+# SEPA Direct Debit settles within days); each attempt asks the gateway once.
+SETTLE = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=30),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(hours=1),
+        non_retryable_error_types=None,
+    ),
+)
+# The last step: one try at the e-mail, then the outcome recorded. Only an outage of the store
+# makes it fail, and that heals: retried without limit. The SMTP client gives up after 30 s.
+NOTIFY = ActivityOptions(
+    start_to_close_timeout=timedelta(seconds=60),
+    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+)
+# The steps of the product's side (provisioning, the anchor): the attempts before an order
+# parks come from CHECKOUT_PROVISIONING_MAX_ATTEMPTS.
+PRODUCT_SIDE_TIMEOUT = timedelta(seconds=30)

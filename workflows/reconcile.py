@@ -11,17 +11,18 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from checkout.contract import RECONCILE_WORKFLOW
     from checkout.models import ReconcileInput, ReconcileReport
+    from checkout.steps import ReconcileSteps
 
 
-@workflow.defn(name="ReconcileWorkflow")
+@workflow.defn(name=RECONCILE_WORKFLOW)
 class ReconcileWorkflow:
     @workflow.run
     async def run(self, request: ReconcileInput) -> ReconcileReport:
-        report: ReconcileReport = await workflow.execute_activity(
-            "reconcile",
+        report = await workflow.execute_activity_method(
+            ReconcileSteps.reconcile,
             request,
-            result_type=ReconcileReport,
             start_to_close_timeout=timedelta(minutes=10),
             retry_policy=RetryPolicy(maximum_interval=timedelta(minutes=1), maximum_attempts=5),
             summary="compare the store with Temporal",

@@ -16,10 +16,16 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from checkout.contract import ACCOUNT_ID, trial_workflow_id
+    from checkout.contract import (
+        ACCOUNT_ID,
+        CONVERT_TRIAL_SIGNAL,
+        RESTART_TRIAL_SIGNAL,
+        STATUS_QUERY,
+        TRIAL_WORKFLOW,
+        trial_workflow_id,
+    )
     from checkout.models import (
         ConvertTrialRequest,
-        EmailInfo,
         EmailPurpose,
         ExpireTrialInput,
         ExpireTrialResult,
@@ -29,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
         TrialOutcome,
         TrialState,
     )
+    from checkout.steps import CheckoutSteps
     from workflows.options import EMAIL, MUST_FINISH
 
 REMIND_BEFORE_END = timedelta(days=3)
@@ -43,7 +50,7 @@ def mail_key(trial: TrialInput) -> str:
     return key if len(key) <= 64 else "trial-" + hashlib.sha256(key.encode()).hexdigest()[:40]
 
 
-@workflow.defn(name="TrialWorkflow")
+@workflow.defn(name=TRIAL_WORKFLOW)
 class TrialWorkflow:
     def __init__(self) -> None:
         self._input: TrialInput | None = None
@@ -83,16 +90,14 @@ class TrialWorkflow:
         return self._end(TrialOutcome.EXPIRED)
 
     async def _expire(self, trial: TrialInput) -> ExpireTrialResult:
-        result: ExpireTrialResult = await workflow.execute_activity(
-            "expire_trial",
+        return await workflow.execute_activity_method(
+            CheckoutSteps.expire_trial,
             ExpireTrialInput(
                 account_id=trial.account_id, product=trial.product, trial_end=trial.trial_end
             ),
-            result_type=ExpireTrialResult,
             summary="withdraw the trial's seats",
             **MUST_FINISH,
         )
-        return result
 
     async def _converted_within(self, wait: timedelta) -> bool:
         """Sleep on a durable timer until ``wait`` passes or a purchase converts the trial."""
@@ -112,8 +117,8 @@ class TrialWorkflow:
 
     async def _email(self, trial: TrialInput, purpose: EmailPurpose) -> None:
         try:
-            await workflow.execute_activity(
-                "send_email",
+            await workflow.execute_activity_method(
+                CheckoutSteps.send_email,
                 SendEmailInput(
                     order_id=mail_key(trial),
                     account_id=trial.account_id,
@@ -121,7 +126,6 @@ class TrialWorkflow:
                     product=trial.product,
                     trial_end=trial.trial_end,
                 ),
-                result_type=EmailInfo,
                 summary=purpose.value.replace("_", " "),
                 **EMAIL,
             )
@@ -143,19 +147,19 @@ class TrialWorkflow:
             + (f"\n\nconverted by order {self._converted_by}" if self._converted_by else "")
         )
 
-    @workflow.signal(name="convert")
+    @workflow.signal(name=CONVERT_TRIAL_SIGNAL)
     def convert(self, request: ConvertTrialRequest) -> None:
         """A completed purchase of the product ends the trial as converted."""
         if self._converted_by is None:
             self._converted_by = request.order_id
 
-    @workflow.signal(name="restart")
+    @workflow.signal(name=RESTART_TRIAL_SIGNAL)
     def restart(self, trial: TrialInput) -> None:
         """A checkout provisioned a new trial of this product while this one still runs."""
         if self._input is None or trial.trial_start != self._input.trial_start:
             self._restart = trial
 
-    @workflow.query(name="status")
+    @workflow.query(name=STATUS_QUERY)
     def status(self) -> TrialState:
         assert self._input is not None
         return TrialState(

@@ -799,8 +799,16 @@ class Store:
                 row.sent_at = _now()
                 row.last_error = None
             elif row.status != "sent":
-                row.status = "failed"
+                # Not sent now: still pending, the outbox tries again (same Message-ID).
+                row.status = "pending"
                 row.last_error = (error or "")[:2000]
+
+    async def outbox_give_up(self, order_id: str, purpose: str) -> None:
+        """The outbox tried for CHECKOUT_EMAIL_RETRY_FOR: ``failed``, for an operator's resend."""
+        async with self._tx() as session:
+            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
+            if row is not None and row.status != "sent":
+                row.status = "failed"
 
     async def outbox(self, order_id: str | None = None) -> list[OutboxEntry]:
         query = select(OutboxRow).order_by(OutboxRow.created_at)

@@ -1,0 +1,760 @@
+"""The checkout as it ran before the ``checkout-v2`` patch, frozen so that orders started on it
+finish on today's worker exactly as they started.
+
+``CheckoutWorkflow`` hands a run to :class:`CheckoutV1` when its history has no ``checkout-v2``
+marker (a run started before the upgrade), and its handlers delegate to it. Nothing here may
+change: the recorded histories in ``tests/histories/v1/`` replay through this code in CI.
+Delete this module, and those histories, once no run started before the upgrade is open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeVar, Unpack
+
+from temporalio import workflow
+from temporalio.api.common.v1 import Payload
+from temporalio.common import RawValue, RetryPolicy
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    WorkflowAlreadyStartedError,
+    is_cancelled_exception,
+)
+from temporalio.workflow import ParentClosePolicy
+
+with workflow.unsafe.imports_passed_through():
+    from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS, trial_workflow_id
+    from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
+    from checkout.models import (
+        ChargeInfo,
+        ChargeInput,
+        CheckoutPlan,
+        CheckoutPolicy,
+        CheckoutResult,
+        CheckoutState,
+        CheckoutStatus,
+        ClaimOrderInput,
+        ConvertTrialRequest,
+        EmailInfo,
+        EmailPurpose,
+        EmailStatus,
+        FinishOrderInput,
+        InvoicePaymentInput,
+        LineKind,
+        Order,
+        OrderClaim,
+        PriceOrderInput,
+        RefundInput,
+        ResultStatus,
+        SendEmailInput,
+        SubscriptionsResult,
+        SubscriptionView,
+        TargetsInput,
+        TrialInput,
+        UndoInput,
+        VatCheck,
+        VatCheckInput,
+        VoidInvoiceInput,
+    )
+    from checkout.order_input import parse_order
+    from checkout.summary import invoice_summary, order_summary
+    from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
+
+
+def idempotency_key(workflow_id: str, step: str) -> str:
+    """The keys of v1 runs came from the workflow id (today they come from the order id)."""
+    return f"{workflow_id}/{step}"
+
+
+T = TypeVar("T")
+
+
+class _MustCompensateError(Exception):
+    """Undo what was done and end ``compensated`` with this reason."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+_ENDING_STATE = {
+    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
+    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
+    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+}
+
+
+def _rejection_of(error: BaseException) -> CheckoutRejected | None:
+    """The business rejection an activity raised, recognised by its error type."""
+    cause = error.cause if isinstance(error, ActivityError) else None
+    if isinstance(cause, ApplicationError) and cause.type in REJECTION_REASONS:
+        return CheckoutRejected(Reason(cause.type), cause.message)
+    return None
+
+
+def _describe(error: BaseException) -> str:
+    cause = error.cause if isinstance(error, ActivityError) else error
+    while isinstance(cause, ActivityError) and cause.cause is not None:
+        cause = cause.cause
+    return str(cause) or type(cause).__name__
+
+
+NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
+
+
+def _decode(raw: RawValue) -> Any:
+    """The order as JSON, whatever was sent: malformed JSON becomes bytes for parse_order."""
+    payload = raw.payload
+    encoding = payload.metadata.get("encoding", b"")
+    if encoding == b"binary/null":
+        return None
+    if encoding != b"json/plain":
+        return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
+    try:
+        return json.loads(payload.data)
+    except (ValueError, RecursionError):
+        return bytes(payload.data)
+
+
+class CheckoutV1:
+    """The v1 checkout: ``run`` and the handlers' bodies, called by ``CheckoutWorkflow``."""
+
+    def __init__(self) -> None:
+        self._order: Order | None = None
+        self._state = CheckoutStatus.VALIDATING
+        self._current_step: str | None = None
+        self._steps_done: list[str] = []
+        self._compensations_run: list[str] = []
+        self._last_error: str | None = None
+        self._attempts: dict[str, int] = {}
+        self._undo_stack: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self._operator_action: str | None = None
+        self._operator_reason: str | None = None
+        self._result: CheckoutResult | None = None
+        self._charge: ChargeInfo | None = None
+        self._refund: ChargeInfo | None = None
+        self._plan: CheckoutPlan | None = None
+        self._invoice_payment: ChargeInfo | None = None
+        self._invoice_due: datetime | None = None
+        self._approved_by: str | None = None
+        self._waiting_for: str | None = None
+        self._provision_rounds = 0
+
+    # --- the happy path -------------------------------------------------------------------------
+
+    async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
+        # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
+        # at it: a malformed order ends rejected instead of failing workflow tasks forever.
+        try:
+            order = parse_order(_decode(raw_order))
+        except CheckoutRejected as rejected:
+            return self._end_rejected(rejected)
+        self._order = order
+        self._set_state(CheckoutStatus.VALIDATING)
+        policy = await workflow.execute_activity(
+            "load_checkout_policy",
+            result_type=CheckoutPolicy,
+            summary="read the worker's checkout settings",
+            **QUICK,
+        )
+        run_id = workflow.info().run_id
+        claim: OrderClaim = await workflow.execute_activity(
+            "claim_order",
+            ClaimOrderInput(order_id=order.order_id, account_id=order.account_id, run_id=run_id),
+            result_type=OrderClaim,
+            summary="claim the order for this run",
+            **QUICK,
+        )
+        if claim.owner_run_id != run_id and claim.earlier_result is not None:
+            # The workflow id is free again once a run ended: a repeated start returns what the
+            # first run did instead of running the order twice.
+            self._result = claim.earlier_result
+            self._set_state(_ENDING_STATE[claim.earlier_result.status])
+            return claim.earlier_result
+        try:
+            result = await self._checkout(order, policy)
+        except BaseException as error:
+            if is_cancelled_exception(error):
+                await self._compensate()
+                self._set_state(CheckoutStatus.CANCELLED)
+                await self._record(
+                    CheckoutResult(
+                        order_id=order.order_id,
+                        status=ResultStatus.COMPENSATED,
+                        reason=Reason.CANCELLED.value,
+                        message="the checkout was cancelled; everything done was undone",
+                        charge=self._charge,
+                        refund=self._refund,
+                    )
+                )
+            raise
+        await self._record(result)
+        return result
+
+    async def _checkout(self, order: Order, policy: CheckoutPolicy) -> CheckoutResult:
+        anchor = workflow.info().workflow_start_time.replace(microsecond=0)
+        try:
+            vat: VatCheck | None = None
+            if order.vat_id is not None:
+                vat = await self._step(
+                    "validate_vat_id",
+                    VatCheckInput(
+                        order_id=order.order_id, account_id=order.account_id, vat_id=order.vat_id
+                    ),
+                    VatCheck,
+                    # VIES backoff happens inside; allow for it.
+                    start_to_close_timeout=timedelta(minutes=2),
+                    retry_policy=RetryPolicy(maximum_interval=timedelta(seconds=30)),
+                )
+            plan = await self._step(
+                "price_order",
+                PriceOrderInput(order=order, anchor=anchor, vat=vat),
+                CheckoutPlan,
+                **QUICK,
+            )
+            self._plan = plan
+            if plan.corporate:
+                await self._await_approval(policy)
+                if plan.invoice.total > 0:  # nothing due (trials only): no invoice at all
+                    due = anchor + timedelta(days=policy.invoice_due_days)
+                    await self._invoice(order, plan, due)
+            else:
+                await self._charge_payment(order, plan)
+            subscriptions = await self._provision(order, plan, policy)
+            subscriptions = await self._reset_anchor(order, plan) or subscriptions
+        except _MustCompensateError as undo:
+            return await self._end_compensated(undo.reason, undo.message)
+        except (ActivityError, CheckoutRejected) as error:
+            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
+            if rejected is None:
+                raise
+            # Rejections come before anything took effect (a declined charge took nothing), so
+            # the registered undo steps have nothing to do.
+            self._undo_stack.clear()
+            if rejected.reason in (Reason.APPROVAL_REJECTED, Reason.APPROVAL_TIMEOUT):
+                return await self._end_rejected_with_notice(rejected)
+            return self._end_rejected(rejected)
+
+        await self._start_trials(order, plan)
+        await self._convert_trials(order, plan)
+
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                purpose=EmailPurpose.CONFIRMATION,
+                invoice=plan.invoice,
+                payment_method=None if plan.corporate else order.payment_method,
+                paid_by_invoice=self._invoice_payment is not None,
+                due_date=self._invoice_due,
+            )
+        )
+        self._result = CheckoutResult(
+            order_id=order.order_id,
+            status=ResultStatus.COMPLETED,
+            invoice=plan.invoice,
+            charge=self._charge,
+            invoice_payment=self._invoice_payment,
+            approved_by=self._approved_by,
+            subscriptions=subscriptions,
+            vat_id_status=vat.status if vat else None,
+            email=email,
+        )
+        self._set_state(CheckoutStatus.COMPLETED)
+        return self._result
+
+    async def _record(self, result: CheckoutResult) -> None:
+        assert self._order is not None
+        await workflow.execute_activity(
+            "finish_order",
+            FinishOrderInput(
+                order_id=self._order.order_id, run_id=workflow.info().run_id, result=result
+            ),
+            summary=f"record the outcome: {result.status.value}",
+            **QUICK,
+        )
+
+    # --- steps ----------------------------------------------------------------------------------
+
+    async def _await_approval(self, policy: CheckoutPolicy) -> None:
+        """Corporate orders wait for their account manager; nothing has happened yet."""
+        self._operator_action = None
+        self._set_state(CheckoutStatus.AWAITING_APPROVAL, step="approval")
+        self._waiting_for = "the account manager: approve or reject the order"
+        self._refresh_details()
+        try:
+            await workflow.wait_condition(
+                lambda: self._operator_action is not None,
+                timeout=timedelta(seconds=policy.approval_timeout_seconds),
+            )
+        except TimeoutError:
+            raise CheckoutRejected(
+                Reason.APPROVAL_TIMEOUT,
+                "nobody approved the order within"
+                f" {timedelta(seconds=policy.approval_timeout_seconds)}",
+            ) from None
+        finally:
+            self._waiting_for = None
+        if self._operator_action == "reject":
+            raise CheckoutRejected(
+                Reason.APPROVAL_REJECTED,
+                f"rejected by {self._approved_by}: {self._operator_reason}",
+            )
+        if self._operator_action == "compensate":
+            raise _MustCompensateError(
+                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator_reason}"
+            )
+        self._steps_done.append("approval")
+        self._current_step = None
+
+    async def _invoice(self, order: Order, plan: CheckoutPlan, due: datetime) -> None:
+        """Approved corporate orders are invoiced with a due date; no card is charged."""
+        self._set_state(CheckoutStatus.CHARGING)
+        self._push_undo("void_invoice", self._void_invoice)
+        self._invoice_due = due
+        self._invoice_payment = await self._step(
+            "record_invoice_payment",
+            InvoicePaymentInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(workflow.info().workflow_id, "invoice"),
+                amount=plan.invoice.total,
+                currency=plan.invoice.currency,
+                due_date=due,
+            ),
+            ChargeInfo,
+            **QUICK,
+        )
+
+    async def _void_invoice(self) -> None:
+        if self._invoice_payment is None or self._order is None:
+            return
+        await workflow.execute_activity(
+            "void_invoice_payment",
+            VoidInvoiceInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                invoice_payment_id=self._invoice_payment.id,
+            ),
+            result_type=bool,
+            summary="undo: void the invoice",
+            **MUST_FINISH,
+        )
+
+    async def _start_trials(self, order: Order, plan: CheckoutPlan) -> None:
+        """Each trial line runs on as its own workflow, outliving this checkout."""
+        for line in plan.invoice.lines:
+            if line.kind is not LineKind.TRIAL:
+                continue
+            trial_id = trial_workflow_id(order.account_id, line.product)
+            trial = TrialInput(
+                account_id=order.account_id,
+                product=line.product,
+                plan=line.plan,
+                seats=line.seats,
+                order_id=order.order_id,
+                trial_start=line.period_start,
+                trial_end=line.period_end,
+            )
+            try:
+                await workflow.start_child_workflow(
+                    "TrialWorkflow",
+                    trial,
+                    id=trial_id,
+                    task_queue=workflow.info().task_queue,
+                    parent_close_policy=ParentClosePolicy.ABANDON,
+                    static_summary=f"Trial of {line.product_name or line.product}:"
+                    f" {line.seats} seats until {line.period_end.date().isoformat()}",
+                )
+            except WorkflowAlreadyStartedError:
+                # An older trial of the product still runs (the store let a new one in, e.g.
+                # after the account was re-imported): it follows the new trial from here.
+                await workflow.get_external_workflow_handle(trial_id).signal("restart", trial)
+            self._steps_done.append(f"start_trial:{line.product}")
+
+    async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:
+        """A purchase of a product in trial tells its trial workflow, which ends converted."""
+        for product in plan.converts_trials:
+            handle = workflow.get_external_workflow_handle(
+                trial_workflow_id(order.account_id, product)
+            )
+            try:
+                await handle.signal("convert", ConvertTrialRequest(order_id=order.order_id))
+            except ApplicationError as error:
+                # The trial workflow already ended; the store is what counts.
+                workflow.logger.info("trial of %s not signalled: %s", product, error)
+            self._steps_done.append(f"convert_trial:{product}")
+
+    async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
+        invoice = plan.invoice
+        if invoice.total <= 0:
+            return  # trials only, or nothing due: no charge at all
+        self._set_state(CheckoutStatus.CHARGING)
+        wf_id = workflow.info().workflow_id
+        self._push_undo("refund_payment", self._refund_payment)
+        self._charge = await self._step(
+            "charge_payment",
+            ChargeInput(
+                order_id=order.order_id,
+                account_id=order.account_id,
+                idempotency_key=idempotency_key(wf_id, "charge"),
+                payment_method=order.payment_method or "",
+                amount=invoice.total,
+                currency=invoice.currency,
+            ),
+            ChargeInfo,
+            **CHARGE,
+        )
+
+    async def _refund_payment(self) -> None:
+        if self._charge is None or self._order is None:
+            return  # the charge never went through: nothing to give back
+        self._refund = await workflow.execute_activity(
+            "refund_payment",
+            RefundInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                idempotency_key=idempotency_key(workflow.info().workflow_id, "refund"),
+                charge_id=self._charge.id,
+            ),
+            result_type=ChargeInfo,
+            summary=f"undo: refund {self._charge.amount} {self._charge.currency}",
+            **MUST_FINISH,
+        )
+
+    async def _provision(
+        self, order: Order, plan: CheckoutPlan, policy: CheckoutPolicy
+    ) -> list[SubscriptionView]:
+        self._push_undo("undo_provisioning", self._undo("undo_provisioning", "provision"))
+        while True:
+            self._set_state(CheckoutStatus.PROVISIONING)
+            try:
+                result = await self._step(
+                    "provision_subscriptions",
+                    TargetsInput(
+                        order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+                    ),
+                    SubscriptionsResult,
+                    start_to_close_timeout=timedelta(seconds=30),
+                    retry_policy=RetryPolicy(
+                        initial_interval=timedelta(seconds=1),
+                        maximum_interval=timedelta(seconds=30),
+                        maximum_attempts=policy.provisioning_max_attempts,
+                    ),
+                    count_attempts=False,
+                )
+            except ActivityError as error:
+                if is_cancelled_exception(error):
+                    raise
+                self._count("provision_subscriptions", policy.provisioning_max_attempts)
+                self._provision_rounds += 1
+                await self._park(error, policy)
+                continue
+            self._count("provision_subscriptions", result.attempt)
+            self._provision_rounds += 1
+            return result.subscriptions
+
+    async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
+        """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
+        timeout raise _MustCompensateError."""
+        self._last_error = f"provision_subscriptions: {_describe(error)}"
+        self._operator_action = None
+        self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
+        workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
+        try:
+            await workflow.wait_condition(
+                lambda: self._operator_action is not None,
+                timeout=timedelta(seconds=policy.park_timeout_seconds),
+            )
+        except TimeoutError:
+            raise _MustCompensateError(
+                Reason.PROVISIONING_FAILED,
+                f"provisioning failed and nobody resolved it within"
+                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
+            ) from None
+        if self._operator_action == "compensate":
+            raise _MustCompensateError(
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {self._operator_reason}",
+            )
+
+    async def _reset_anchor(self, order: Order, plan: CheckoutPlan) -> list[SubscriptionView]:
+        self._set_state(CheckoutStatus.RESETTING_ANCHOR)
+        self._push_undo("undo_billing_anchor", self._undo("undo_billing_anchor", "anchor"))
+        try:
+            result = await self._step(
+                "reset_billing_anchor",
+                TargetsInput(
+                    order_id=order.order_id, account_id=order.account_id, targets=plan.targets
+                ),
+                SubscriptionsResult,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    maximum_interval=timedelta(seconds=30), maximum_attempts=5
+                ),
+            )
+        except ActivityError as error:
+            raise _MustCompensateError(
+                Reason.PROVISIONING_FAILED,
+                f"the billing anchor could not be reset: {_describe(error)}",
+            ) from None
+        return result.subscriptions
+
+    def _undo(
+        self, activity: str, step: Literal["provision", "anchor"]
+    ) -> Callable[[], Awaitable[Any]]:
+        def run() -> Awaitable[Any]:
+            assert self._order is not None
+            return workflow.execute_activity(
+                activity,
+                UndoInput(
+                    order_id=self._order.order_id,
+                    account_id=self._order.account_id,
+                    step=step,
+                ),
+                result_type=bool,
+                summary=f"undo: restore the {'seats' if step == 'provision' else 'billing dates'}",
+                **MUST_FINISH,
+            )
+
+        return run
+
+    async def _send_email(self, request: SendEmailInput) -> EmailInfo:
+        try:
+            return await self._step("send_email", request, EmailInfo, **EMAIL)
+        except ActivityError as error:
+            self._last_error = f"send_email: {_describe(error)}"
+            workflow.logger.warning("e-mail not sent: %s", self._last_error)
+            return EmailInfo(status=EmailStatus.FAILED)
+
+    async def _step(
+        self,
+        name: str,
+        arg: Any,
+        result_type: type[T],
+        *,
+        count_attempts: bool = True,
+        **options: Unpack[ActivityOptions],
+    ) -> T:
+        self._current_step = name
+        self._refresh_details()
+        try:
+            result: T = await workflow.execute_activity(
+                name,
+                arg,
+                result_type=result_type,
+                activity_id=f"{name}-{len(self._steps_done) + 1}",
+                summary=name.replace("_", " "),
+                **options,
+            )
+        except ActivityError as error:
+            self._last_error = f"{name}: {_describe(error)}"
+            raise
+        finally:
+            if count_attempts:
+                self._count(name, 1)
+        self._steps_done.append(name)
+        self._current_step = None
+        return result
+
+    def _count(self, step: str, attempts: int) -> None:
+        self._attempts[step] = self._attempts.get(step, 0) + attempts
+
+    # --- compensation ---------------------------------------------------------------------------
+
+    def _push_undo(self, name: str, undo: Callable[[], Awaitable[Any]]) -> None:
+        """Registered just before the step it undoes, so a step that failed halfway (or whose
+        result was lost) is undone too; every undo is safe when nothing was done."""
+        self._undo_stack.append((name, undo))
+
+    async def _compensate(self) -> None:
+        self._set_state(CheckoutStatus.COMPENSATING)
+        while self._undo_stack:
+            name, undo = self._undo_stack.pop()
+            self._current_step = name
+            self._refresh_details()
+            # Shielded: a cancellation of the run must not stop the undo half way.
+            await asyncio.shield(asyncio.ensure_future(undo()))
+            self._compensations_run.append(name)
+        self._current_step = None
+
+    # --- endings --------------------------------------------------------------------------------
+
+    async def _end_rejected_with_notice(self, rejected: CheckoutRejected) -> CheckoutResult:
+        """Rejected after the customer waited (approval): they hear why by e-mail."""
+        assert self._order is not None
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                purpose=EmailPurpose.REJECTION,
+                invoice=self._plan.invoice if self._plan else None,
+                reason=rejected.reason.value,
+                message=rejected.message,
+            )
+        )
+        result = self._end_rejected(rejected)
+        self._result = result.model_copy(update={"email": email})
+        return self._result
+
+    def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
+        self._last_error = f"{rejected.reason.value}: {rejected.message}"
+        self._result = CheckoutResult(
+            order_id=self._order.order_id if self._order else None,
+            status=ResultStatus.REJECTED,
+            reason=rejected.reason.value,
+            message=rejected.message,
+        )
+        self._set_state(CheckoutStatus.REJECTED)
+        return self._result
+
+    async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
+        assert self._order is not None
+        plan = self._plan
+        await self._compensate()
+        self._set_state(CheckoutStatus.NOTIFYING)
+        email = await self._send_email(
+            SendEmailInput(
+                order_id=self._order.order_id,
+                account_id=self._order.account_id,
+                purpose=EmailPurpose.COMPENSATION,
+                invoice=plan.invoice if plan else None,
+                reason=reason.value,
+                message=message,
+                refund=self._refund,
+                paid_by_invoice=self._invoice_payment is not None,
+            )
+        )
+        self._result = CheckoutResult(
+            order_id=self._order.order_id,
+            status=ResultStatus.COMPENSATED,
+            reason=reason.value,
+            message=message,
+            invoice=plan.invoice if plan else None,
+            charge=self._charge,
+            refund=self._refund,
+            invoice_payment=self._invoice_payment,
+            approved_by=self._approved_by,
+            email=email,
+        )
+        self._set_state(CheckoutStatus.COMPENSATED)
+        return self._result
+
+    # --- visibility -----------------------------------------------------------------------------
+
+    def _set_state(self, state: CheckoutStatus, step: str | None = None) -> None:
+        self._state = state
+        if step is not None:
+            self._current_step = step
+        attributes = [CHECKOUT_STATUS.value_set(state.value)]
+        if self._order is not None:
+            attributes.append(ACCOUNT_ID.value_set(self._order.account_id))
+        workflow.upsert_search_attributes(attributes)
+        self._refresh_details()
+
+    def _refresh_details(self) -> None:
+        lines = [f"**{self._state.value}**"]
+        if self._order is not None:
+            lines.append(order_summary(self._order))
+        if self._plan is not None:
+            lines.append(invoice_summary(self._plan.invoice))
+        if self._current_step:
+            lines.append(f"now: {self._current_step}")
+        if self._waiting_for:
+            lines.append(f"waiting for {self._waiting_for}")
+        if self._steps_done:
+            lines.append(f"done: {', '.join(self._steps_done)}")
+        if self._compensations_run:
+            lines.append(f"undone: {', '.join(self._compensations_run)}")
+        if self._last_error:
+            lines.append(f"last error: {self._last_error}")
+        workflow.set_current_details("\n\n".join(lines))
+
+    def status(self) -> CheckoutState:
+        return CheckoutState(
+            order_id=self._order.order_id if self._order else None,
+            account_id=self._order.account_id if self._order else None,
+            state=self._state,
+            current_step=self._current_step,
+            steps_done=list(self._steps_done),
+            compensations_run=list(self._compensations_run),
+            last_error=self._last_error,
+            attempts=dict(self._attempts),
+            result=self._result,
+        )
+
+    # --- operator updates -----------------------------------------------------------------------
+
+    async def retry_provisioning(self) -> CheckoutState:
+        """Run provisioning again with a fresh retry budget; answers when that round is over."""
+        self._claim_operator_action("retry")
+        rounds = self._provision_rounds
+        await workflow.wait_condition(lambda: self._provision_rounds > rounds)
+        return self.status()
+
+    def _claim_operator_action(self, action: str) -> None:
+        # Two updates accepted in the same workflow task both pass their validators; only the
+        # first handler to run acts, so two operators clicking retry provision once.
+        if self._operator_action is not None:
+            raise ApplicationError(
+                f"another operator action ({self._operator_action}) is already under way",
+                type="OperatorActionInProgress",
+            )
+        self._operator_action = action
+
+    def validate_retry(self) -> None:
+        if self._state != CheckoutStatus.NEEDS_ATTENTION or self._operator_action is not None:
+            raise ValueError(
+                f"retry_provisioning is only possible in NeedsAttention; the order is"
+                f" {self._state.value}"
+            )
+
+    async def approve(self, approver: str) -> CheckoutState:
+        """An account manager approves a corporate order: it is invoiced and provisioned."""
+        self._claim_operator_action("approve")
+        self._approved_by = approver
+        await workflow.wait_condition(lambda: self._state != CheckoutStatus.AWAITING_APPROVAL)
+        return self.status()
+
+    def validate_approve(self) -> None:
+        self._require_awaiting_approval("approve")
+
+    async def reject(self, approver: str, reason: str) -> CheckoutState:
+        """An account manager rejects a corporate order: nothing is done, the contact is told."""
+        self._claim_operator_action("reject")
+        self._approved_by = approver
+        self._operator_reason = reason
+        await workflow.wait_condition(lambda: self._result is not None)
+        return self.status()
+
+    def validate_reject(self) -> None:
+        self._require_awaiting_approval("reject")
+
+    def _require_awaiting_approval(self, update: str) -> None:
+        if self._state != CheckoutStatus.AWAITING_APPROVAL or self._operator_action is not None:
+            raise ValueError(
+                f"{update} is only possible in AwaitingApproval; the order is {self._state.value}"
+            )
+
+    async def compensate(self, reason: str) -> CheckoutState:
+        self._claim_operator_action("compensate")
+        self._operator_reason = reason
+        await workflow.wait_condition(lambda: self._result is not None)
+        return self.status()
+
+    def validate_compensate(self) -> None:
+        if (
+            self._state not in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL)
+            or self._operator_action is not None
+        ):
+            raise ValueError(
+                f"compensate is only possible in NeedsAttention or AwaitingApproval; the order"
+                f" is {self._state.value}"
+            )
