@@ -63,6 +63,7 @@ from checkout.models import (
 )
 from checkout.order_input import describe_validation_error, find_card_number, parse_order
 from checkout.pricing import price_order
+from checkout.process import exit_process
 from checkout.search_attributes import ensure_reconcile_schedule, register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
@@ -821,7 +822,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("checkout: interrupted", file=sys.stderr)
             code = 130
     if argv is None:
-        fmt.exit_process(code)
+        exit_process(code)
     return code
 
 

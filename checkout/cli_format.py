@@ -1,14 +1,9 @@
 """Plain-text output for the commands and the demo: aligned tables, money with its currency, UTC
-timestamps. No colours, no locale: operators paste this into tickets and compare it with JSON.
-And how those programs end."""
+timestamps. No colours, no locale: operators paste this into tickets and compare it with JSON."""
 
 from __future__ import annotations
 
-import logging
-import os
-import sys
 from collections.abc import Sequence
-from contextlib import suppress
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -139,14 +134,3 @@ def total(result: CheckoutResult) -> str:
 
 def email_status(result: CheckoutResult) -> str:
     return result.email.status.value if result.email else NONE
-
-
-def exit_process(code: int) -> None:
-    """End the process now that the output is flushed, skipping the interpreter's teardown: the
-    Temporal client's Rust threads can abort it ("PyGILState_Release ... must be current when
-    releasing", temporalio/sdk-python#300), which turns a success into exit status 134."""
-    logging.shutdown()
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):
-            stream.flush()
-    os._exit(code)

@@ -48,6 +48,7 @@ from checkout.models import (
     TaxTreatment,
 )
 from checkout.pricing import CYCLE_MONTHS, add_months
+from checkout.process import exit_process
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
@@ -678,7 +679,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if argv is None:
-        fmt.exit_process(code)
+        exit_process(code)
     return code
 
 
