@@ -47,12 +47,11 @@ from checkout.contract import (
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
-from checkout.errors import CheckoutRejected, Reason
+from checkout.errors import CheckoutRejected
 from checkout.models import (
     Account,
     AccountView,
     ApproveRequest,
-    CheckoutPlan,
     CheckoutResult,
     CheckoutState,
     CheckoutStatus,
@@ -62,12 +61,11 @@ from checkout.models import (
     ResultStatus,
 )
 from checkout.order_input import describe_validation_error, find_card_number, parse_order
-from checkout.pricing import price_order
 from checkout.process import exit_process
+from checkout.quoting import Quote, quote
 from checkout.search_attributes import ensure_reconcile_schedule, register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
-from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
 #: ``submit --wait`` saw the order end rejected or compensated.
@@ -223,33 +221,23 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
 # --- quote -------------------------------------------------------------------------------------
 
 
-async def _quote(
-    path: Path, settings: Settings, at: datetime
-) -> tuple[Order, Account, CheckoutPlan]:
+async def _quote(path: Path, settings: Settings, at: datetime) -> tuple[Order, Quote]:
     raw = _read_json(path)
     catalog = load_catalog(settings.catalog_path)
     order = parse_order(raw)
+    verifier = VatVerifier(settings.vat_verification, vies_url=settings.vies_url)
     async with _store(settings) as store:
-        account = await store.get_account(order.account_id)
-    if account is None:
-        raise CheckoutRejected(Reason.UNKNOWN_ACCOUNT, f"account_id: no account {order.account_id}")
-    vat = None
-    if order.vat_id is not None:
-        verifier = VatVerifier(settings.vat_verification, vies_url=settings.vies_url)
-        try:
-            vat = await verifier.verify(order.vat_id, account.country)
-        except InvalidVatId as exc:
-            raise CheckoutRejected(Reason.INVALID_VAT_ID, str(exc)) from None
-    return order, account, price_order(order, account, catalog, at, vat)
+        return order, await quote(order, store, catalog, verifier, at)
 
 
 async def cmd_quote(args: argparse.Namespace, settings: Settings) -> int:
     # The workflow's anchor is its start time to the second; quote the same way.
     at = datetime.now(UTC).replace(microsecond=0)
     try:
-        order, account, plan = await _quote(args.order, settings, at)
+        order, quoted = await _quote(args.order, settings, at)
     except CheckoutRejected as exc:
         raise CliError(f"{exc.reason.value}: {exc.message}") from None
+    account, plan = quoted.account, quoted.plan
     invoice = plan.invoice
     if args.json:
         _print_json(invoice)
