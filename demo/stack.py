@@ -35,7 +35,6 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
-from checkout import cli_format as fmt
 from checkout.client import connect_client
 from checkout.config import DEFAULT_DATABASE_URL, Settings
 from checkout.contract import CHECKOUT_WORKFLOW, checkout_workflow_id
@@ -43,15 +42,13 @@ from checkout.models import (
     Account,
     CheckoutResult,
     CheckoutState,
-    Invoice,
-    LineKind,
-    TaxTreatment,
 )
 from checkout.pricing import CYCLE_MONTHS, add_months
 from checkout.process import exit_process
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
+from cli import render
 from worker import run_worker
 
 log = logging.getLogger("demo.stack")
@@ -362,6 +359,14 @@ class Outcome:
     result: CheckoutResult | None
     problem: str | None = None
 
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def account_id(self) -> str:
+        return self.order.account_id
+
 
 async def outcome_of(
     order: DemoOrder, handle: WorkflowHandle[Any, CheckoutResult], within: float
@@ -402,58 +407,6 @@ async def submit_all(
     )
 
 
-def _vat(invoice: Invoice | None) -> str:
-    if invoice is None:
-        return fmt.NONE
-    if invoice.tax_treatment is TaxTreatment.STANDARD:
-        return f"{fmt.percent(invoice.vat_rate)} {invoice.vat_country}"
-    return invoice.tax_treatment.value.replace("_", " ")
-
-
-def detail(result: CheckoutResult) -> str:
-    """What the order did, in one line: the message of a rejection, else its lines."""
-    if result.message or result.invoice is None:
-        return result.message or fmt.NONE
-    parts = []
-    for line in result.invoice.lines:
-        what = f"{line.product_name or line.product} {line.plan_name or line.plan} x{line.seats}"
-        if line.kind is LineKind.TRIAL:
-            parts.append(f"{what} trial until {fmt.day(line.period_end)}")
-            continue
-        assert line.billing_cycle is not None
-        what += f" {line.billing_cycle.value}"
-        if line.credit:
-            what += (
-                f", {fmt.money(line.credit, result.invoice.currency)} credit for the unused period"
-            )
-        parts.append(what)
-    return "; ".join(parts)
-
-
-def summary(outcomes: list[Outcome]) -> str:
-    rows = []
-    details = []
-    for outcome in outcomes:
-        order_id, result = outcome.order.order_id, outcome.result
-        if result is None:
-            rows.append([order_id, outcome.order.account_id, "unfinished", *[fmt.NONE] * 3])
-            details.append(f"{order_id}: {outcome.problem}")
-            continue
-        rows.append(
-            [
-                order_id,
-                outcome.order.account_id,
-                fmt.outcome(result),
-                fmt.total(result),
-                _vat(result.invoice),
-                fmt.email_status(result),
-            ]
-        )
-        details.append(f"{order_id}: {detail(result)}")
-    header = ["ORDER", "ACCOUNT", "RESULT", "TOTAL", "VAT", "E-MAIL"]
-    return fmt.table(header, rows, right={3}) + "\n\n" + "\n".join(details)
-
-
 def where_to_look(
     options: Options, settings: Settings, outcomes: list[Outcome], mail: MailFolder
 ) -> str:
@@ -490,7 +443,7 @@ def where_to_look(
         ("", ".venv/bin/checkout list --status Completed"),
         ("", ".venv/bin/checkout accounts show acc-de"),
     ]
-    return fmt.fields(pairs)
+    return render.fields(pairs)
 
 
 # --- running it all ----------------------------------------------------------------------------
@@ -568,7 +521,7 @@ async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int
         outcomes = await until_stopped(
             _watch(worker, submit_all(client, settings, orders, options.order_timeout)), stop
         )
-        print(summary(outcomes))
+        print(render.orders_summary(outcomes))
         print()
         print(where_to_look(options, settings, outcomes, mail))
         print(flush=True)

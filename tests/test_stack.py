@@ -15,9 +15,9 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
-import starter
 from checkout.models import Account, BillingCycle, Subscription, SubscriptionStatus
 from checkout.order_input import parse_order
+from cli.accounts import parse_accounts
 from demo.stack import DEFAULT_DEMO_DIR, load_orders, mid_term
 from tests.conftest import free_port
 
@@ -40,7 +40,7 @@ EXPECTED = {
 def test_demo_accounts_file_imports() -> None:
     """demo/accounts.json passes the same validation as `accounts import`."""
     raw = json.loads((DEFAULT_DEMO_DIR / "accounts.json").read_text())
-    accounts = starter.parse_accounts(raw, "demo/accounts.json")
+    accounts = parse_accounts(raw, "demo/accounts.json")
     assert [a.account_id for a in accounts] == ["acc-de", "acc-fr", "acc-us"]
 
 

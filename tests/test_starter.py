@@ -20,11 +20,11 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-import starter
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
+from cli import main as checkout_command
 from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
 from tests.support import account, checkout_worker, eventually, now, order, store_url
 
@@ -43,7 +43,7 @@ class Cli:
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = await starter.run(list(argv))
+        code = await checkout_command.run(list(argv))
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -407,7 +407,7 @@ async def test_submit_wait_declined_exits_3(cli: Cli) -> None:
     code, result, err = await _submit_wait(
         cli, order(acc.account_id, payment_method="pm_card_chargeDeclined")
     )
-    assert code == starter.EXIT_ORDER_NOT_COMPLETED
+    assert code == checkout_command.EXIT_ORDER_NOT_COMPLETED
     assert (result["status"], result["reason"]) == ("rejected", "card_declined")
     assert "rejected: card_declined" in one_line(err)
 
@@ -428,6 +428,14 @@ async def test_list_by_status_finds_the_order(cli: Cli) -> None:
     header, row = out.splitlines()[:2]
     assert header.split() == ["ORDER", "STATUS", "ACCOUNT", "STARTED"]
     assert row.split()[:3] == [raw["order_id"], "Completed", acc.account_id]
+
+    code, out, err = await cli("list", "--account", acc.account_id, "--json")
+    assert (code, err) == (0, "")
+    [listed_json] = json.loads(out)["checkouts"]
+    assert listed_json["order_id"] == raw["order_id"]
+    assert listed_json["workflow_id"] == checkout_workflow_id(raw["order_id"])
+    assert (listed_json["status"], listed_json["account_id"]) == ("Completed", acc.account_id)
+    assert listed_json["started"].endswith("Z")
 
 
 async def _result(cli: Cli, order_id: str) -> CheckoutResult:
