@@ -502,10 +502,12 @@ async def test_updates_on_an_ended_order_are_refused(cli: Cli) -> None:
 
 async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
     """`approve` completes a corporate order (invoiced); `reject` ends one rejected."""
-    corp = account(corporate=True)
-    await cli.store.import_accounts([corp])
+    # Two accounts: two orders of one account for the same product run one after the other
+    # (billing-rules.md, O1-O7), so the second would wait Queued behind the first's approval.
+    corp, other = account(corporate=True), account(corporate=True)
+    await cli.store.import_accounts([corp, other])
     approved = order(corp.account_id, payment_method=None)
-    rejected = order(corp.account_id, payment_method=None)
+    rejected = order(other.account_id, payment_method=None)
     for raw in (approved, rejected):
         assert (await cli("submit", cli.file(raw)))[0] == 0
         await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
