@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
+import starter
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult, ResultStatus
@@ -567,6 +569,13 @@ def program(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+def test_the_installed_command_is_the_cli() -> None:
+    """The `checkout` script runs cli.main:main, the same function as `python starter.py`."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"] == {"checkout": "cli.main:main"}
+    assert starter.main is checkout_command.main
 
 
 def test_program_bad_file_exit_status_and_one_line(
