@@ -21,7 +21,7 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 install: $(VENV)/.synced
 
 demo: install
-	$(BIN)/python -m checkout.stack
+	$(BIN)/python -m demo.stack
 
 worker: install
 	$(BIN)/python worker.py

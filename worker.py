@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from checkout.codec import describe_payload_keys
 from checkout.config import ConfigError, Settings
 from checkout.gateway import PaymentGateway, SandboxGateway
 from checkout.mail import Mailer, SmtpMailer
+from checkout.process import exit_process
 from checkout.store import Store
 from checkout.stripe_gateway import StripeGateway
 from checkout.vies import VatVerifier
@@ -157,12 +157,8 @@ def main() -> None:
     except Exception as exc:
         print(f"worker: {exc}", file=sys.stderr)  # noqa: T201 - the one-line error for operators
         code = 1
-    # The SDK's native threads can touch Python while the interpreter finalises and abort the
-    # process (temporalio/sdk-python#300); everything is closed by now, so leave directly.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # Everything is closed by now: leave before the interpreter's teardown can abort.
+    exit_process(code)
 
 
 if __name__ == "__main__":

@@ -7,19 +7,22 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+
+from pydantic import TypeAdapter, ValidationError
 
 from checkout.codec import PayloadKey, PayloadKeyError, parse_payload_keys
 from checkout.contract import DEFAULT_TASK_QUEUE
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.data/checkout.db"
 
-_ISO_DURATION = re.compile(
-    r"^P(?:(?P<days>\d+(?:\.\d+)?)D)?"
-    r"(?:T(?:(?P<hours>\d+(?:\.\d+)?)H)?(?:(?P<minutes>\d+(?:\.\d+)?)M)?"
-    r"(?:(?P<seconds>\d+(?:\.\d+)?)S)?)?$"
-)
+#: ISO 8601 durations are pydantic's to read (days, hours, minutes, seconds, with fractions).
+_DURATION: TypeAdapter[timedelta] = TypeAdapter(timedelta)
+#: Pydantic also reads years, months and weeks in the date part (as 365, 30 and 7 days); the
+#: contract takes none of them (a month is no fixed number of seconds), nor a dangling "T".
+_NOT_IN_CONTRACT = re.compile(r"^P[^T]*[YMW]|T$")
 
 
 class ConfigError(ValueError):
@@ -28,26 +31,28 @@ class ConfigError(ValueError):
 
 def parse_duration(text: str, name: str = "duration") -> float:
     """Seconds from ``"20"``, ``"1.5"`` or ISO 8601 ``"PT72H"``/``"P3DT4H"``."""
-    value = text.strip()
+    value = text.strip().upper()
     try:
         seconds = float(value)
     except ValueError:
-        match = _ISO_DURATION.match(value.upper())
-        if not match or value.upper() in ("P", "PT") or value.upper().endswith("T"):
-            raise ConfigError(
-                f"{name}: {text!r} is neither seconds nor an ISO 8601 duration like PT72H"
-            ) from None
-        parts = {k: float(v) for k, v in match.groupdict().items() if v}
-        seconds = (
-            parts.get("days", 0) * 86400
-            + parts.get("hours", 0) * 3600
-            + parts.get("minutes", 0) * 60
-            + parts.get("seconds", 0)
-        )
+        seconds = _iso_seconds(value, text, name)
     # float() also reads "nan" and "inf": neither is a usable timeout.
     if not math.isfinite(seconds) or seconds <= 0:
         raise ConfigError(f"{name}: must be a positive, finite number of seconds, got {text!r}")
     return seconds
+
+
+def _iso_seconds(value: str, text: str, name: str) -> float:
+    problem = ConfigError(
+        f"{name}: {text!r} is neither seconds nor an ISO 8601 duration like PT72H"
+    )
+    # Pydantic reads "3 days" and "01:00:00" too: the contract says ISO 8601, so P first.
+    if not value.startswith("P") or _NOT_IN_CONTRACT.search(value):
+        raise problem
+    try:
+        return _DURATION.validate_strings(value).total_seconds()
+    except ValidationError:
+        raise problem from None
 
 
 def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:

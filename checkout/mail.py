@@ -19,7 +19,7 @@ import email.utils
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
@@ -40,7 +40,7 @@ from checkout.models import (
     LineKind,
     SendEmailInput,
 )
-from checkout.money import MINOR_UNITS
+from checkout.money import round_money
 
 if TYPE_CHECKING:
     import ssl
@@ -94,24 +94,17 @@ def normalize_locale(locale: str | None) -> Locale:
     return "de" if language == "de" else "en"
 
 
-def _minor_digits(currency: str) -> int:
-    digits = MINOR_UNITS.get(currency)
-    if digits is None:
-        # Not a currency we sell in; Babel's ISO 4217 table still says how many digits it has.
-        digits = babel_numbers.get_currency_precision(currency)
-    return digits
-
-
 def format_money(amount: Decimal, currency: str, locale: str) -> str:
     """``1.725,50 €`` (de) or ``€1,725.50`` (en).
 
-    The amount is quantized to the currency's minor unit with ROUND_HALF_UP here (a no-op for the
-    already rounded amounts of an invoice), so Babel's own rounding never applies.
+    The amount is rounded to the currency's minor unit by :func:`checkout.money.round_money`
+    first (a no-op for the already rounded amounts of an invoice), so Babel's own rounding never
+    applies. A currency we do not sell in is a ValueError, as everywhere else.
     """
     if not isinstance(amount, Decimal):
         raise TypeError(f"money must be a Decimal, got {type(amount).__name__}")
     currency = currency.upper()
-    exact = amount.quantize(Decimal(1).scaleb(-_minor_digits(currency)), rounding=ROUND_HALF_UP)
+    exact = round_money(amount, currency)
     text = babel_numbers.format_currency(exact, currency, locale=normalize_locale(locale))
     return text.translate(_BABEL_SPACES)
 

@@ -11,22 +11,13 @@ import re
 from typing import Any
 
 from pydantic import ValidationError
+from stdnum import luhn
 
 from checkout.errors import CheckoutRejected, Reason
 from checkout.models import Order
 
 # 13 to 19 digits, optionally grouped by spaces or dashes: the shape of a card number (PAN).
 _PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char)
-        if position % 2 == 1:
-            value = value * 2 - 9 if value > 4 else value * 2
-        total += value
-    return total % 10 == 0
 
 
 def _strings(value: Any, path: str) -> list[tuple[str, str]]:
@@ -49,7 +40,7 @@ def find_card_number(value: Any) -> str | None:
     """The path of the first field holding something that looks like a card number."""
     for path, text in _strings(value, ""):
         for match in _PAN_CANDIDATE.finditer(text):
-            if luhn_valid(re.sub(r"[ -]", "", match.group())):
+            if luhn.is_valid(re.sub(r"[ -]", "", match.group())):
                 return path
     return None
 

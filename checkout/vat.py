@@ -16,37 +16,11 @@ from stdnum.exceptions import ValidationError as StdnumValidationError
 
 from checkout.models import TaxTreatment
 
-#: ISO 3166 codes of the EU member states. Greece is "GR" in ISO, "EL" in VAT IDs.
-EU_COUNTRIES = frozenset(
-    [
-        "AT",
-        "BE",
-        "BG",
-        "CY",
-        "CZ",
-        "DE",
-        "DK",
-        "EE",
-        "ES",
-        "FI",
-        "FR",
-        "GR",
-        "HR",
-        "HU",
-        "IE",
-        "IT",
-        "LT",
-        "LU",
-        "LV",
-        "MT",
-        "NL",
-        "PL",
-        "PT",
-        "RO",
-        "SE",
-        "SI",
-        "SK",
-    ]
+#: ISO 3166 codes of the EU member states, from python-stdnum's list. It names Greece "gr" as ISO
+#: does (its VAT IDs start with EL; an "el" would mean Greece too), and it adds "xi", Northern
+#: Ireland's VAT IDs under the Windsor Framework: a UK region, not a member state.
+EU_COUNTRIES: frozenset[str] = frozenset(
+    "GR" if code == "el" else code.upper() for code in eu_vat.MEMBER_STATES if code != "xi"
 )
 
 #: (country, standard rate, effective from): newest row per country whose date has come wins.

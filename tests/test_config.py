@@ -27,6 +27,8 @@ from checkout.config import DEFAULT_DATABASE_URL, ConfigError, Settings, parse_d
         ("PT1.5H", 5400.0),
         ("P1DT2H3M4S", 86400.0 + 7200.0 + 180.0 + 4.0),
         ("pt72h", 72 * 3600.0),
+        ("P1.5D", 1.5 * 86400.0),
+        ("PT0.5S", 0.5),
     ],
 )
 def test_parse_duration_reads_seconds_and_iso_8601(text: str, seconds: float) -> None:
@@ -60,6 +62,12 @@ def test_parse_duration_reads_seconds_and_iso_8601(text: str, seconds: float) ->
         "inf",
         "Infinity",
         "-inf",
+        # Pydantic reads these; the contract does not (ISO 8601 only, no negative durations).
+        "3 days",
+        "01:00:00",
+        "-PT1H",
+        "P1DT",
+        "P1Y2D",
     ],
 )
 def test_parse_duration_rejects_bad_values(text: str) -> None:

@@ -190,6 +190,12 @@ def test_format_money_always_shows_minor_units_and_rounds_half_up() -> None:
     assert format_money(Decimal("2.345"), "EUR", "de") == "2,35 €"
 
 
+def test_format_money_refuses_currencies_we_do_not_sell_in() -> None:
+    """The rounding is checkout.money's, with its minor-unit table: no guessing for others."""
+    with pytest.raises(ValueError, match="'JPY' is not supported"):
+        format_money(Decimal(1725), "JPY", "en")
+
+
 def test_format_money_refuses_floats() -> None:
     """Money must arrive as a Decimal, never a float."""
     with pytest.raises(TypeError):

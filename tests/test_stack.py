@@ -1,4 +1,4 @@
-"""The demo stack: its example data, and `python -m checkout.stack --exit-after-demo` end to end
+"""The demo stack: its example data, and `python -m demo.stack --exit-after-demo` end to end
 on free ports, its own data folder and SQLite, so it never meets a demo someone is running."""
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
-import starter
 from checkout.models import Account, BillingCycle, Subscription, SubscriptionStatus
 from checkout.order_input import parse_order
-from checkout.stack import DEFAULT_DEMO_DIR, load_orders, mid_term
+from cli.accounts import parse_accounts
+from demo.stack import DEFAULT_DEMO_DIR, load_orders, mid_term
 from tests.conftest import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -40,7 +40,7 @@ EXPECTED = {
 def test_demo_accounts_file_imports() -> None:
     """demo/accounts.json passes the same validation as `accounts import`."""
     raw = json.loads((DEFAULT_DEMO_DIR / "accounts.json").read_text())
-    accounts = starter.parse_accounts(raw, "demo/accounts.json")
+    accounts = parse_accounts(raw, "demo/accounts.json")
     assert [a.account_id for a in accounts] == ["acc-de", "acc-fr", "acc-us"]
 
 
@@ -83,7 +83,7 @@ def test_mid_term_moves_a_stale_period_around_now() -> None:
 
 async def run_stack(*args: str) -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "checkout.stack", "--exit-after-demo", "--headless", *args,
+        sys.executable, "-m", "demo.stack", "--exit-after-demo", "--headless", *args,
         cwd=PROJECT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     try:

