@@ -72,10 +72,9 @@ from checkout.models import (
     VatCheckInput,
     VoidInvoiceInput,
 )
-from checkout.pricing import price_order
+from checkout.quoting import check_account_vat_id, price
 from checkout.steps import CheckoutSteps
 from checkout.store import OutboxEntry, StepUndone, Store, StoreUnavailable, SubscriptionChanged
-from checkout.vat import InvalidVatId
 from checkout.vies import VatVerifier
 
 log = activity.logger
@@ -173,13 +172,12 @@ class CheckoutActivities(CheckoutSteps):
 
     @activity.defn
     async def validate_vat_id(self, request: VatCheckInput) -> VatCheck:
-        account = await self._store.get_account(request.account_id)
-        if account is None:
-            raise rejection(Reason.UNKNOWN_ACCOUNT, f"account_id: no account {request.account_id}")
         try:
-            return await self._vat.verify(request.vat_id, account.country)
-        except InvalidVatId as exc:
-            raise rejection(Reason.INVALID_VAT_ID, str(exc)) from None
+            return await check_account_vat_id(
+                self._store, request.account_id, request.vat_id, self._vat
+            )
+        except CheckoutRejected as exc:
+            raise rejection(exc.reason, exc.message) from None
 
     @activity.defn
     async def price_order(self, request: PriceOrderInput) -> CheckoutPlan:
@@ -189,12 +187,8 @@ class CheckoutActivities(CheckoutSteps):
             raise rejection(exc.reason, exc.message) from None
 
     async def _price(self, order: Order, anchor: datetime, vat: VatCheck | None) -> CheckoutPlan:
-        account = await self._store.get_account(order.account_id)
-        if account is None:
-            raise CheckoutRejected(
-                Reason.UNKNOWN_ACCOUNT, f"account_id: no account {order.account_id}"
-            )
-        plan = price_order(order, account, self._catalog, anchor, vat)
+        # The same validate-and-price path `checkout quote` takes.
+        plan = await price(order, self._store, self._catalog, anchor, vat)
         # Kept with the order, so a run that is terminated later can be finished or undone.
         await self._store.save_plan(order.order_id, plan.model_dump_json())
         return plan

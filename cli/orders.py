@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -11,14 +12,15 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
+    WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowFailureError,
     WorkflowHandle,
     WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError, RPCStatusCode
 
 from checkout.catalog import load_catalog
@@ -27,6 +29,7 @@ from checkout.contract import (
     ACCOUNT_ID,
     CHECKOUT_STATUS,
     CHECKOUT_WORKFLOW,
+    DECISION_UPDATE,
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
@@ -37,6 +40,8 @@ from checkout.models import (
     CheckoutState,
     CheckoutStatus,
     CompensateRequest,
+    Decision,
+    DecisionStatus,
     RejectRequest,
     ResultStatus,
 )
@@ -67,8 +72,8 @@ _Request = TypeVar("_Request", bound=BaseModel)
 # --- submit ------------------------------------------------------------------------------------
 
 
-async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
-    path: Path = args.order
+def _order_file(path: Path) -> tuple[dict[str, Any], str]:
+    """The order file's JSON object and its order id, or a CliError before anything is sent."""
     raw = read_json(path)
     if not isinstance(raw, dict):
         raise CliError(f"{path}: an order is a JSON object, got {type(raw).__name__}")
@@ -82,40 +87,56 @@ async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
             f"{path}: {card_field}: looks like a card number; send a payment token, never card"
             " data (not submitted)"
         )
+    return raw, order_id
+
+
+async def cmd_submit(args: argparse.Namespace, settings: Settings) -> int:
+    raw, order_id = _order_file(args.order)
     workflow_id = checkout_workflow_id(order_id)
     client = await connect()
-    try:
-        handle = await client.start_workflow(
-            CHECKOUT_WORKFLOW,
-            raw,
-            id=workflow_id,
-            task_queue=settings.task_queue,
-            result_type=CheckoutResult,
-            # A finished checkout is never run again under the same order id; a running one
-            # raises too, and we attach to it below.
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-            static_summary=order_summary(raw),
-        )
-    except WorkflowAlreadyStartedError:
-        handle = client.get_workflow_handle(workflow_id, result_type=CheckoutResult)
+    if await describe_ended(client, order_id) is not None:
         print(
-            f"order {order_id} was already submitted ({workflow_id}): not starting it again",
+            f"order {order_id} was already submitted ({workflow_id}): not running it again",
             file=sys.stderr,
         )
-    if not args.wait:
-        print(workflow_id)
-        return 0
+    # One call places the order and answers once it is decided (charged, invoiced, rejected):
+    # update-with-start, joining the run that already has this id if there is one.
+    start: WithStartWorkflowOperation[Any, CheckoutResult] = WithStartWorkflowOperation(
+        CHECKOUT_WORKFLOW,
+        raw,
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=CheckoutResult,
+        static_summary=order_summary(raw),
+    )
     try:
-        result = await handle.result()
-    except WorkflowFailureError as exc:
-        raise CliError(f"checkout {workflow_id} failed: {one_line(str(exc.cause))}") from None
-    assert isinstance(result, CheckoutResult)
-    print_json(result)
-    if result.status is not ResultStatus.COMPLETED:
-        print(
-            f"order {order_id} {render.outcome(result)}: {result.message or ''}".rstrip(": "),
-            file=sys.stderr,
+        decision = await client.execute_update_with_start_workflow(
+            DECISION_UPDATE, start_workflow_operation=start, result_type=Decision
         )
+    except WorkflowUpdateFailedError as exc:
+        raise CliError(f"order {order_id}: {_refusal(exc.cause)}") from None
+    result: CheckoutResult | None = None
+    if args.wait:
+        handle = await start.workflow_handle()
+        try:
+            result = await handle.result()
+        except WorkflowFailureError as exc:
+            raise CliError(f"checkout {workflow_id} failed: {one_line(str(exc.cause))}") from None
+    if args.json:
+        document: dict[str, Any] = {"decision": decision.model_dump(mode="json")}
+        if result is not None:
+            document["result"] = result.model_dump(mode="json")
+        print(json.dumps(document, indent=2))
+    else:
+        print(render.decision(decision, workflow_id))
+        if result is not None:
+            print(render.result(result))
+    if decision.status is DecisionStatus.REJECTED or (
+        result is not None and result.status is not ResultStatus.COMPLETED
+    ):
+        ended = render.outcome(result) if result is not None else f"rejected: {decision.reason}"
+        print(f"order {order_id} {ended}", file=sys.stderr)
         return EXIT_ORDER_NOT_COMPLETED
     return 0
 
@@ -310,9 +331,16 @@ async def cmd_reject(args: argparse.Namespace, _: Settings) -> int:
 
 
 def add_commands(commands: Any) -> None:
-    submit = commands.add_parser("submit", help="start the checkout of an order file")
+    submit = commands.add_parser(
+        "submit", help="place an order file and print its decision (update-with-start)"
+    )
     submit.add_argument("order", type=Path, metavar="ORDER.json")
-    submit.add_argument("--wait", action="store_true", help="wait and print the CheckoutResult")
+    submit.add_argument(
+        "--wait", action="store_true", help="also wait for and print the CheckoutResult"
+    )
+    submit.add_argument(
+        "--json", action="store_true", help='print {"decision": …, "result": …} as JSON'
+    )
     submit.set_defaults(handler=cmd_submit)
 
     quote_ = commands.add_parser("quote", help="the checkout review, without starting anything")

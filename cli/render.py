@@ -17,6 +17,7 @@ from checkout.models import (
     ChargeInfo,
     CheckoutResult,
     CheckoutState,
+    Decision,
     Invoice,
     InvoiceLine,
     LineKind,
@@ -172,6 +173,42 @@ def result_detail(result: CheckoutResult) -> str:
             what += f", {money(line.credit, result.invoice.currency)} credit for the unused period"
         parts.append(what)
     return "; ".join(parts)
+
+
+def card(info: ChargeInfo) -> str:
+    """``Visa •••• 4242``: the card as the gateway reported it, never the token."""
+    if info.card is None:
+        return NONE
+    return f"{info.card.brand.title()} •••• {info.card.last4}"
+
+
+def decision(answer: Decision, workflow_id: str) -> str:
+    """The ``decision`` update's answer, for ``submit``."""
+    pairs = [
+        ("Order", f"{answer.order_id or NONE} (workflow {workflow_id})"),
+        ("Decision", answer.status.value),
+    ]
+    if answer.reason:
+        pairs.append(("Reason", answer.reason))
+    if answer.message:
+        pairs.append(("Message", answer.message))
+    if answer.invoice is not None:
+        pairs.append(("Total", money(answer.invoice.total, answer.invoice.currency)))
+    if answer.charge is not None:
+        pairs.append(("Charge", payment(answer.charge)))
+        pairs.append(("Card", card(answer.charge)))
+    return fields(pairs)
+
+
+def result(answer: CheckoutResult) -> str:
+    """The CheckoutResult, for ``submit --wait``."""
+    pairs = [
+        ("Result", outcome(answer)),
+        ("Details", result_detail(answer)),
+        ("Total", total(answer)),
+        ("E-mail", email_status(answer)),
+    ]
+    return fields(pairs)
 
 
 # --- views -------------------------------------------------------------------------------------

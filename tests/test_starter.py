@@ -357,8 +357,8 @@ async def test_usage_error_exit_status_2(offline_cli: Cli) -> None:
 
 
 async def _submit_wait(cli: Cli, raw: dict[str, Any]) -> tuple[int, dict[str, Any], str]:
-    code, out, err = await cli("submit", cli.file(raw), "--wait")
-    return code, json.loads(out), err
+    code, out, err = await cli("submit", cli.file(raw), "--wait", "--json")
+    return code, json.loads(out)["result"], err
 
 
 async def test_submit_wait_prints_the_completed_result(cli: Cli) -> None:
@@ -386,17 +386,22 @@ async def test_submit_wait_prints_the_completed_result(cli: Cli) -> None:
 
 
 async def test_submitting_the_same_order_twice_charges_once(cli: Cli) -> None:
-    """A second submit says already submitted, shows the first result; one charge."""
+    """`submit` prints the decision at once; a second submit says already submitted and shows
+    the same decision and result; one charge."""
     acc = account()
     await cli.store.import_accounts([acc])
     raw = order(acc.account_id)
     path = cli.file(raw)
     code, out, err = await cli("submit", path)
-    assert (code, out, err) == (0, checkout_workflow_id(raw["order_id"]) + "\n", "")
-    first = await cli("submit", path, "--wait")
-    second = await cli("submit", path, "--wait")
+    assert (code, err) == (0, "")
+    assert "Decision  accepted" in out
+    assert checkout_workflow_id(raw["order_id"]) in out
+    assert "Visa •••• 4242" in out
+    first = await cli("submit", path, "--wait", "--json")
+    second = await cli("submit", path, "--wait", "--json")
     assert first[0] == second[0] == 0
     assert json.loads(first[1]) == json.loads(second[1])
+    assert json.loads(first[1])["decision"]["status"] == "accepted"
     assert "already submitted" in one_line(second[2])
     payments = await cli.store.payments(order_id=raw["order_id"])
     assert [(p.kind, p.status) for p in payments] == [("charge", "succeeded")]
@@ -411,6 +416,11 @@ async def test_submit_wait_declined_exits_3(cli: Cli) -> None:
     )
     assert code == checkout_command.EXIT_ORDER_NOT_COMPLETED
     assert (result["status"], result["reason"]) == ("rejected", "card_declined")
+    code, out, _ = await cli(
+        "submit", cli.file(order(acc.account_id, payment_method="pm_card_chargeDeclined"))
+    )
+    assert code == checkout_command.EXIT_ORDER_NOT_COMPLETED
+    assert "Decision  rejected" in out and "card_declined" in out
     assert "rejected: card_declined" in one_line(err)
 
 
