@@ -61,11 +61,33 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice: readers disagree on which one counts (first or last),
+    so a backend could quote one order and the checkout charge another."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKeyError(f"the key {json.dumps(key)[:80]} appears twice in one object")
+        seen[key] = value
+    return seen
+
+
+def loads_strict(text: str | bytes | bytearray) -> Any:
+    """``json.loads`` that refuses an object naming a key twice (DuplicateKeyError)."""
+    return json.loads(text, object_pairs_hook=_unique_keys)
+
+
 def parse_order(raw: Any) -> Order:
-    """Validate a decoded JSON value as an order; raise CheckoutRejected(invalid_order)."""
+    """Validate a decoded JSON value (or the raw JSON bytes) as an order; raise
+    CheckoutRejected(invalid_order)."""
     if isinstance(raw, bytes | bytearray):
         try:
-            raw = json.loads(raw)
+            raw = loads_strict(raw)
+        except DuplicateKeyError as exc:
+            raise CheckoutRejected(Reason.INVALID_ORDER, f"order: {exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
             raise CheckoutRejected(Reason.INVALID_ORDER, f"order: not valid JSON ({exc})") from None
         except RecursionError:

@@ -22,6 +22,7 @@ from checkout.client import connect_client
 from checkout.config import Settings
 from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id
 from checkout.models import UtcDateTime
+from checkout.order_input import DuplicateKeyError, loads_strict
 from checkout.store import Store
 
 #: ``submit --wait`` saw the order end rejected or compensated.
@@ -70,11 +71,13 @@ def read_json(path: Path) -> Any:
     except UnicodeDecodeError:
         raise CliError(f"{path}: not UTF-8 text") from None
     try:
-        return json.loads(text)
+        return loads_strict(text)
     except json.JSONDecodeError as exc:
         raise CliError(
             f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
+    except DuplicateKeyError as exc:
+        raise CliError(f"{path}: {exc}") from None
 
 
 def print_json(value: BaseModel) -> None:

@@ -514,3 +514,30 @@ def test_card_numbers_are_found_whatever_surrounds_them(
 ) -> None:
     """A card number between non-digit characters is always found."""
     assert find_card_number({"payment_method": before + number + after}) == "payment_method"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b'{"order_id": "o1", "order_id": "o2", "account_id": "a", "items": []}',
+        b'{"order_id": "o1", "account_id": "a", "items": [{"product": "meetings",'
+        b' "plan": "business", "seats": 1, "seats": 2, "billing_cycle": "annual"}]}',
+    ],
+)
+def test_a_key_named_twice_is_invalid_order(text: bytes) -> None:
+    """Readers disagree on which of two equal keys counts, so an order naming one twice is
+    refused instead of read last-wins."""
+    with pytest.raises(CheckoutRejected) as raised:
+        parse_order(text)
+    assert raised.value.reason is Reason.INVALID_ORDER
+    assert "appears twice" in raised.value.message
+
+
+def test_the_same_key_in_different_objects_is_fine() -> None:
+    """Only a key repeated within one object is refused."""
+    raw = (
+        b'{"order_id": "o1", "account_id": "a", "items": [{"product": "meetings", "plan":'
+        b' "business", "seats": 1, "billing_cycle": "annual"}, {"product": "remote-support",'
+        b' "plan": "standard", "seats": 1, "billing_cycle": "annual"}]}'
+    )
+    assert [i.product for i in parse_order(raw).items] == ["meetings", "remote-support"]

@@ -621,3 +621,20 @@ async def test_program_exits_0_after_talking_to_temporal(
     )
     assert (ok.returncode, ok.stderr) == (0, "")
     assert ok.stdout == "imported 3 accounts: acc-de, acc-fr, acc-us\n"
+
+
+async def test_products_list_prints_the_catalog(offline_cli: Cli) -> None:
+    """`products list` shows every product and plan with its prices; `--json` parses and names
+    a paused product as such."""
+    code, out, err = await offline_cli("products", "list")
+    assert (code, err) == (0, "")
+    assert "remote-support" in out and "29.00/290.00 EUR" in out
+    assert (await offline_cli("products", "pause", "meetings"))[0] == 0
+    code, out, _ = await offline_cli("products", "list", "--json")
+    assert code == 0
+    products = {p["product"]: p for p in json.loads(out)["products"]}
+    assert products["meetings"]["paused"] is True
+    assert products["remote-support"]["paused"] is False
+    standard = next(p for p in products["remote-support"]["plans"] if p["plan"] == "standard")
+    assert standard["prices"]["EUR"] == {"monthly": "29.00", "annual": "290.00"}
+    assert products["meetings"]["trial_days"] == 14
