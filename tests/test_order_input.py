@@ -520,8 +520,10 @@ def test_card_numbers_are_found_whatever_surrounds_them(
     "text",
     [
         b'{"order_id": "o1", "order_id": "o2", "account_id": "a", "items": []}',
-        b'{"order_id": "o1", "account_id": "a", "items": [{"product": "meetings",'
-        b' "plan": "business", "seats": 1, "seats": 2, "billing_cycle": "annual"}]}',
+        (
+            b'{"order_id": "o1", "account_id": "a", "items": [{"product": "meetings",'
+            b' "plan": "business", "seats": 1, "seats": 2, "billing_cycle": "annual"}]}'
+        ),
     ],
 )
 def test_a_key_named_twice_is_invalid_order(text: bytes) -> None:
