@@ -7,6 +7,7 @@ gateway, mailer, catalog, VAT verifier); ``worker.py`` builds and wires them.
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from email.message import EmailMessage
 
 from temporalio import activity
@@ -47,6 +48,7 @@ from checkout.models import (
     CheckoutPolicy,
     CheckoutResult,
     ClaimOrderInput,
+    CreditNote,
     EmailInfo,
     EmailStatus,
     ExpireTrialInput,
@@ -61,6 +63,7 @@ from checkout.models import (
     OrderRejection,
     PriceOrderInput,
     RefundInput,
+    ResultStatus,
     SendEmailInput,
     SettleInput,
     SubscriptionsResult,
@@ -214,12 +217,18 @@ class CheckoutActivities(CheckoutSteps):
                 str(exc), type="IdempotencyConflict", non_retryable=True
             ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
+        settled = payment.status != "pending"
         return ChargeInfo(
             id=payment.id,
             amount=payment.amount,
             currency=payment.currency,
             card=payment.card,
-            status="pending" if payment.status == "pending" else "succeeded",
+            status="succeeded" if settled else "pending",
+            invoice_number=await self._invoice_number(
+                request.order_id, request.invoice_year, payment.amount, payment.currency
+            )
+            if settled
+            else None,
         )
 
     @activity.defn
@@ -234,7 +243,12 @@ class CheckoutActivities(CheckoutSteps):
             raise ApplicationError(
                 f"payment {payment.id} has not settled yet", type=PAYMENT_PROCESSING
             )
-        return request.charge.model_copy(update={"status": "succeeded", "card": payment.card})
+        number = await self._invoice_number(
+            request.order_id, request.invoice_year, payment.amount, payment.currency
+        )
+        return request.charge.model_copy(
+            update={"status": "succeeded", "card": payment.card, "invoice_number": number}
+        )
 
     @activity.defn
     async def refund_payment(self, request: RefundInput) -> ChargeInfo:
@@ -261,7 +275,53 @@ class CheckoutActivities(CheckoutSteps):
             status="pending",
             due_date=request.due_date,
         )
-        return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
+        number = await self._invoice_number(
+            request.order_id, request.invoice_year, payment.amount, payment.currency
+        )
+        return ChargeInfo(
+            id=payment.id,
+            amount=payment.amount,
+            currency=payment.currency,
+            invoice_number=number,
+        )
+
+    async def _invoice_number(
+        self, order_id: str, year: int | None, amount: Decimal, currency: str
+    ) -> str | None:
+        """The order's invoice number, given once it is accepted (None for v1 runs)."""
+        if year is None:
+            return None
+        return await self._store.assign_number(
+            order_id=order_id,
+            kind="invoice",
+            prefix=self._catalog.seller.invoice_prefix,
+            year=year,
+            amount=amount,
+            currency=currency,
+        )
+
+    async def _credit_note(self, result: CheckoutResult) -> CreditNote | None:
+        """A compensated order that had an invoice number gets a credit note from the same
+        sequence, referring to the invoice, for what was refunded or voided."""
+        invoice = result.invoice
+        if result.status is not ResultStatus.COMPENSATED or invoice is None or not invoice.number:
+            return None
+        year = int(invoice.number.rsplit("-", 2)[1])
+        number = await self._store.assign_number(
+            order_id=result.order_id or "",
+            kind="credit_note",
+            prefix=self._catalog.seller.invoice_prefix,
+            year=year,
+            amount=invoice.total,
+            currency=invoice.currency,
+            refers_to=invoice.number,
+        )
+        return CreditNote(
+            number=number,
+            invoice_number=invoice.number,
+            amount=invoice.total,
+            currency=invoice.currency,
+        )
 
     @activity.defn
     async def void_invoice_payment(self, request: VoidInvoiceInput) -> bool:
@@ -343,8 +403,10 @@ class CheckoutActivities(CheckoutSteps):
         """The order's last step: its e-mail, tried once, then its outcome recorded and its
         places in line released. An e-mail that cannot go out now stays ``pending`` in the outbox
         (the workflow hands it to a delivery workflow); it never holds up or undoes the order."""
+        credit_note = await self._credit_note(request.result)
+        email_input = request.email.model_copy(update={"credit_note": credit_note})
         try:
-            email = await self.send_email(request.email)
+            email = await self.send_email(email_input)
         except StoreUnavailable:
             raise
         except Exception as exc:
@@ -355,11 +417,11 @@ class CheckoutActivities(CheckoutSteps):
             email = EmailInfo(
                 status=EmailStatus.PENDING, message_id=entry.message_id if entry else None
             )
-        result = request.result.model_copy(update={"email": email})
+        result = request.result.model_copy(update={"email": email, "credit_note": credit_note})
         wake = await self._store.finish_order(
             result.order_id or "", request.run_id, result.status.value, result.model_dump_json()
         )
-        return Notified(email=email, wake=wake)
+        return Notified(email=email, wake=wake, credit_note=credit_note)
 
     @activity.defn
     async def give_up_email(self, request: SendEmailInput) -> EmailInfo:

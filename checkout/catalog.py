@@ -8,7 +8,14 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
 from checkout.config import parse_duration
 from checkout.models import BillingCycle
@@ -84,6 +91,12 @@ class Seller(BaseModel):
     country: str
     vat_id: str
     name: str
+    #: Optional: e-mails leave out what is not given.
+    address: str | None = None
+    #: Invoice numbers read <invoice_prefix>-<YYYY>-<NNNNNN>.
+    invoice_prefix: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{1,16}$")] = "INV"
+    portal_url: str | None = None
+    support_email: str | None = None
 
 
 class Catalog(BaseModel):

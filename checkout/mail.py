@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 from checkout.models import (
     Account,
     ChargeInfo,
+    CreditNote,
     EmailPurpose,
     Invoice,
     LineKind,
@@ -233,6 +234,8 @@ class EmailContext(BaseModel):
     #: Trial e-mails: the product's display name and the trial's end.
     product_name: str | None = None
     trial_end: datetime | None = None
+    #: Compensation e-mails: the credit note that cancels the order's invoice.
+    credit_note: CreditNote | None = None
 
     @field_validator("locale", mode="before")
     @classmethod
@@ -270,6 +273,7 @@ def email_context(
         message=request.message,
         product_name=product_name or request.product,
         trial_end=request.trial_end,
+        credit_note=request.credit_note,
     )
 
 

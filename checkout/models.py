@@ -236,6 +236,8 @@ class InvoiceLine(_Model):
 
 
 class Invoice(_Model):
+    #: Given when the order is accepted (charged, or invoiced): ``KC-2026-000042``; else null.
+    number: str | None = None
     currency: str
     lines: list[InvoiceLine]
     net: Money
@@ -256,6 +258,17 @@ class ChargeInfo(_Model):
     card: CardDetails | None = None
     #: ``pending``: a payment that settles later (SEPA Direct Debit) has not settled yet.
     status: Literal["succeeded", "pending"] = "succeeded"
+    #: The invoice number given when the payment was accepted.
+    invoice_number: str | None = None
+
+
+class CreditNote(_Model):
+    """The credit note of a compensated order that had an invoice number."""
+
+    number: str
+    invoice_number: str
+    amount: Money
+    currency: str
 
 
 class EmailStatus(StrEnum):
@@ -289,6 +302,7 @@ class CheckoutResult(_Model):
     #: Corporate orders: the invoice payment recorded instead of a card charge.
     invoice_payment: ChargeInfo | None = None
     approved_by: str | None = None
+    credit_note: CreditNote | None = None
 
 
 # --- activity inputs and results ----------------------------------------------------------------
@@ -343,6 +357,9 @@ class ChargeInput(_Model):
     payment_method: str
     amount: Money
     currency: str
+    #: The calendar year (UTC) of the order's anchor: its invoice number's year. None for runs
+    #: started before invoice numbers (they get none).
+    invoice_year: int | None = None
 
 
 class RefundInput(_Model):
@@ -359,6 +376,7 @@ class InvoicePaymentInput(_Model):
     amount: Money
     currency: str
     due_date: UtcDateTime
+    invoice_year: int | None = None
 
 
 class TargetsInput(_Model):
@@ -403,6 +421,7 @@ class SendEmailInput(_Model):
     refund: ChargeInfo | None = None
     product: str | None = None
     trial_end: UtcDateTime | None = None
+    credit_note: CreditNote | None = None
 
 
 class ClaimOrderInput(_Model):
@@ -594,6 +613,7 @@ class NotifyInput(_Model):
 
 class Notified(_Model):
     email: EmailInfo
+    credit_note: CreditNote | None = None
     #: The orders now first in line, to be woken.
     wake: list[str] = Field(default_factory=list)
 
@@ -609,6 +629,7 @@ class EmailDeliveryInput(_Model):
 class SettleInput(_Model):
     order_id: str
     charge: ChargeInfo
+    invoice_year: int | None = None
 
 
 class ReconcileFinding(_Model):

@@ -181,6 +181,12 @@ def _describe(error: BaseException) -> str:
     return str(cause) or type(cause).__name__
 
 
+def _anchor_year(plan: CheckoutPlan) -> int:
+    """The UTC calendar year of the order's anchor (every line starts there): its invoice
+    number's year."""
+    return plan.invoice.lines[0].period_start.year
+
+
 def _error_type(error: ActivityError) -> str | None:
     cause = error.cause
     return cause.type if isinstance(cause, ApplicationError) else None
@@ -379,6 +385,7 @@ class CheckoutWorkflow:
                 return await self._end_rejected_with_notice(rejection)
             return await self._end_rejected_recorded(rejection.reason, rejection.message)
 
+        plan = self._progress.plan or plan  # with the invoice number its acceptance was given
         await self._start_trials(order, plan)
         await self._convert_trials(order, plan)
         result = CheckoutResult(
@@ -514,8 +521,10 @@ class CheckoutWorkflow:
                 amount=plan.invoice.total,
                 currency=plan.invoice.currency,
                 due_date=due,
+                invoice_year=_anchor_year(plan),
             ),
         )
+        self._number_invoice(self._progress.invoice_payment)
 
     async def _void_invoice(self) -> None:
         payment, order = self._progress.invoice_payment, self._order
@@ -545,10 +554,12 @@ class CheckoutWorkflow:
                 payment_method=order.payment_method or "",
                 amount=invoice.total,
                 currency=invoice.currency,
+                invoice_year=_anchor_year(plan),
             ),
             **CHARGE,
         )
         self._progress.charge = charge
+        self._number_invoice(charge)
         if charge.status == "pending":
             # A payment that settles later (SEPA Direct Debit): nothing is provisioned before
             # the money is there.
@@ -557,10 +568,20 @@ class CheckoutWorkflow:
             self._refresh_details()
             self._progress.charge = await self._step(
                 CheckoutSteps.settle_payment,
-                SettleInput(order_id=order.order_id, charge=charge),
+                SettleInput(
+                    order_id=order.order_id, charge=charge, invoice_year=_anchor_year(plan)
+                ),
                 **SETTLE,
             )
+            self._number_invoice(self._progress.charge)
             self._progress.wait(None)
+
+    def _number_invoice(self, accepted: ChargeInfo) -> None:
+        """The invoice takes the number its acceptance was given."""
+        plan = self._progress.plan
+        if plan is not None and accepted.invoice_number:
+            invoice = plan.invoice.model_copy(update={"number": accepted.invoice_number})
+            self._progress.plan = plan.model_copy(update={"invoice": invoice})
 
     async def _refund_payment(self) -> None:
         charge, order = self._progress.charge, self._order
@@ -909,7 +930,9 @@ class CheckoutWorkflow:
             NotifyInput(email=email, run_id=workflow.info().run_id, result=result),
             **NOTIFY,
         )
-        result = result.model_copy(update={"email": notified.email})
+        result = result.model_copy(
+            update={"email": notified.email, "credit_note": notified.credit_note}
+        )
         if notified.email.status is EmailStatus.PENDING:
             await self._deliver_later(email)
         await self._wake(notified.wake)

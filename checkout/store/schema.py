@@ -195,3 +195,28 @@ class OrderLockRow(Base):
     order_id: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
     released_at: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)
+
+
+class InvoiceSequenceRow(Base):
+    """The last number given per seller prefix and calendar year."""
+
+    __tablename__ = "invoice_sequences"
+
+    prefix: Mapped[str] = mapped_column(String(16), primary_key=True)
+    year: Mapped[int] = mapped_column(Integer, primary_key=True)
+    last: Mapped[int] = mapped_column(Integer)
+
+
+class InvoiceNumberRow(Base):
+    """A number once given: an order's invoice, or the credit note of a compensated order."""
+
+    __tablename__ = "invoice_numbers"
+    __table_args__ = (UniqueConstraint("order_id", "kind"),)
+
+    number: Mapped[str] = mapped_column(String(40), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # invoice | credit_note
+    amount: Mapped[Decimal] = mapped_column(MoneyText())
+    currency: Mapped[str] = mapped_column(String(3))
+    refers_to: Mapped[str | None] = mapped_column(String(40), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UtcTimestamp())

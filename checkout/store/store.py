@@ -44,6 +44,8 @@ from checkout.models import (
 )
 from checkout.store.schema import (
     AccountRow,
+    InvoiceNumberRow,
+    InvoiceSequenceRow,
     OrderLockRow,
     OrderRow,
     OrderStepRow,
@@ -90,6 +92,17 @@ async def _lock_queue(session: AsyncSession, account_id: str) -> None:
     if session.get_bind().dialect.name == "postgresql":
         await session.execute(
             text("SELECT pg_advisory_xact_lock(hashtext(:key))"), {"key": f"queue:{account_id}"}
+        )
+
+
+async def _lock_sequence(session: AsyncSession, prefix: str, year: int) -> None:
+    """Numbers of one prefix and year are given one at a time, also the very first one (whose
+    sequence row does not exist yet to be locked). PostgreSQL: an advisory lock; SQLite takes
+    its write lock at BEGIN."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
+            {"key": f"invoice:{prefix}:{year}"},
         )
 
 
@@ -756,6 +769,61 @@ class Store:
             plan=row.plan,
             created_at=row.created_at,
         )
+
+    # --- invoice numbers ------------------------------------------------------------------------
+
+    async def assign_number(
+        self,
+        *,
+        order_id: str,
+        kind: Literal["invoice", "credit_note"],
+        prefix: str,
+        year: int,
+        amount: Decimal,
+        currency: str,
+        refers_to: str | None = None,
+    ) -> str:
+        """The order's number of this kind: given once, in the same transaction as the sequence
+        moves on, so numbers are gapless and strictly increasing per prefix and year, and a
+        repeated call (a retried activity) returns the number given the first time."""
+        async with self._tx() as session:
+            existing = await session.scalar(
+                select(InvoiceNumberRow.number).where(
+                    InvoiceNumberRow.order_id == order_id, InvoiceNumberRow.kind == kind
+                )
+            )
+            if existing is not None:
+                return existing
+            await _lock_sequence(session, prefix, year)
+            sequence = await session.get(InvoiceSequenceRow, (prefix, year), with_for_update=True)
+            if sequence is None:
+                sequence = InvoiceSequenceRow(prefix=prefix, year=year, last=0)
+                session.add(sequence)
+            sequence.last += 1
+            number = f"{prefix}-{year:04d}-{sequence.last:06d}"
+            session.add(
+                InvoiceNumberRow(
+                    number=number,
+                    order_id=order_id,
+                    kind=kind,
+                    amount=amount,
+                    currency=currency,
+                    refers_to=refers_to,
+                    created_at=_now(),
+                )
+            )
+            return number
+
+    async def invoice_numbers(self, prefix: str, year: int) -> list[tuple[str, str, str]]:
+        """(number, order_id, kind) of a prefix and year, in the order they were given."""
+        start = f"{prefix}-{year:04d}-"
+        async with self._tx() as session:
+            rows = await session.execute(
+                select(InvoiceNumberRow.number, InvoiceNumberRow.order_id, InvoiceNumberRow.kind)
+                .where(InvoiceNumberRow.number.startswith(start))
+                .order_by(InvoiceNumberRow.number)
+            )
+            return [(n, o, k) for n, o, k in rows]
 
     # --- e-mail outbox --------------------------------------------------------------------------
 
