@@ -725,7 +725,8 @@ async def test_outbox_begin_after_sent_reports_sent_without_an_attempt(store: St
 
 
 async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store) -> None:
-    """A failed send records its error; each retry counts an attempt; success clears the error."""
+    """A failed send records its error and stays pending (the outbox tries again); each retry
+    counts an attempt; success clears the error; giving up makes it failed, never after sent."""
     kwargs = {
         "order_id": "ord-1",
         "purpose": "confirmation",
@@ -737,11 +738,11 @@ async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store)
     await store.outbox_finish("ord-1", "confirmation", sent=False, error="451 try again")
     entry = await store.outbox_entry("ord-1", "confirmation")
     assert entry is not None
-    assert (entry.status, entry.attempts) == ("failed", 1)
+    assert (entry.status, entry.attempts) == ("pending", 1)
     assert await last_error(store, "ord-1", "confirmation") == "451 try again"
 
     retry = await store.outbox_begin(**kwargs)
-    assert (retry.status, retry.attempts) == ("failed", 2)
+    assert (retry.status, retry.attempts) == ("pending", 2)
     await store.outbox_finish("ord-1", "confirmation", sent=False, error="connection refused")
     assert await last_error(store, "ord-1", "confirmation") == "connection refused"
 
@@ -751,6 +752,14 @@ async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store)
     assert entry is not None
     assert (entry.status, entry.attempts) == ("sent", 3)
     assert await last_error(store, "ord-1", "confirmation") is None
+    await store.outbox_give_up("ord-1", "confirmation")
+    assert (await store.outbox_entry("ord-1", "confirmation")).status == "sent"  # type: ignore[union-attr]
+
+    await store.outbox_begin(**{**kwargs, "order_id": "ord-2", "message_id": "<m2@example>"})
+    await store.outbox_finish("ord-2", "confirmation", sent=False, error="refused")
+    await store.outbox_give_up("ord-2", "confirmation")
+    given_up = await store.outbox_entry("ord-2", "confirmation")
+    assert given_up is not None and given_up.status == "failed"
 
 
 async def test_outbox_finish_without_begin_fails(store: Store) -> None:
