@@ -121,6 +121,9 @@ def _error_type(error: ActivityError) -> str | None:
 #: The patch that brought order identity, the order queue and parking of the anchor reset.
 #: Runs started before it replay without it and finish as the code they started on did.
 ONE_CHANGE_AT_A_TIME = "one-change-at-a-time"
+#: The patch after which an e-mail whose outbox (the store) is down waits for the store instead
+#: of giving up after EMAIL's attempts; runs that gave up before it replay as they ran.
+EMAIL_WAITS_FOR_THE_STORE = "email-waits-for-the-store"
 #: How often a queued order looks again whether its turn came, should a wake-up be missed.
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
@@ -679,12 +682,20 @@ class CheckoutWorkflow:
         return run
 
     async def _send_email(self, request: SendEmailInput) -> EmailInfo:
-        try:
-            return await self._step("send_email", request, EmailInfo, **EMAIL)
-        except ActivityError as error:
-            self._last_error = f"send_email: {_describe(error)}"
-            workflow.logger.warning("e-mail not sent: %s", self._last_error)
-            return EmailInfo(status=EmailStatus.FAILED)
+        while True:
+            try:
+                return await self._step("send_email", request, EmailInfo, **EMAIL)
+            except ActivityError as error:
+                self._last_error = f"send_email: {_describe(error)}"
+                if _error_type(error) in OUTAGE_TYPES and workflow.patched(
+                    EMAIL_WAITS_FOR_THE_STORE
+                ):
+                    # The outbox is our own store: an outage of it heals, and giving up here
+                    # would leave a paid order without its confirmation for good.
+                    workflow.logger.info("send_email waits for an outage to pass: %s", error)
+                    continue
+                workflow.logger.warning("e-mail not sent: %s", self._last_error)
+                return EmailInfo(status=EmailStatus.FAILED)
 
     async def _step(
         self,
