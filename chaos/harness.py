@@ -116,9 +116,12 @@ class Experiment:
         Temporal restarts and the outage where asked."""
         if self.faults is not None:
             return sorted(self.faults, key=lambda f: (f.at_started, f.delay))
+        # Kills from 15 % to 90 % of the orders started: past the first wave of starts (the
+        # concurrency), so the workers are busy, and before the last orders.
+        kills = self.worker_kills
         planned = [
-            Fault("kill_worker", round(0.9 * (i + 1) / (self.worker_kills + 1), 3))
-            for i in range(self.worker_kills)
+            Fault("kill_worker", round(0.15 + 0.75 * i / (kills - 1), 3) if kills > 1 else 0.5)
+            for i in range(kills)
         ]
         planned += [
             Fault("restart_temporal", round((i + 1) / (self.temporal_restarts + 2), 3))
@@ -384,39 +387,39 @@ class _Run:
                 )
 
         await self.retrying(go, self.settle_by)
-        self.started += 1
 
-    async def outcome(self, order_id: str) -> CheckoutResult | None:
+    async def outcome(self, order_id: str) -> CheckoutResult | str:
+        """The result of the order's latest run, or what kept us from it."""
         handle = self.client.get_workflow_handle(
             checkout_workflow_id(order_id), result_type=CheckoutResult
         )
         while True:
             remaining = self.settle_by - time.monotonic()
             if remaining <= 0:
-                self.problems[order_id] = "no result before the settle deadline"
-                return None
+                return "no result before the settle deadline"
             try:
                 result = await asyncio.wait_for(handle.result(), remaining)
             except (RPCError, TimeoutError):
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(0.5)  # the server is restarting: ask again
                 continue
             except WorkflowFailureError as failure:
-                self.problems[order_id] = f"workflow failed: {failure.cause!r}"
-                return None
+                return f"workflow failed: {failure.cause!r}"
             if not isinstance(result, CheckoutResult):
-                self.problems[order_id] = f"not a CheckoutResult: {result!r}"
-                return None
+                return f"not a CheckoutResult: {result!r}"
             return result
 
     async def unit(self, gate: asyncio.Semaphore, unit: list[dict[str, Any]]) -> None:
         async with gate:
             # A racing pair: both started at the same moment.
             await asyncio.gather(*(self.start(raw) for raw in unit))
+            self.started += len(unit)
             got = await asyncio.gather(*(self.outcome(raw["order_id"]) for raw in unit))
             self.ended += len(unit)
             for raw, result in zip(unit, got, strict=True):
-                if result is not None:
+                if isinstance(result, CheckoutResult):
                     self.results[raw["order_id"]] = result
+                else:
+                    self.problems[raw["order_id"]] = result
         for raw in unit:
             first = self.results.get(raw["order_id"])
             if raw["order_id"] in self.book.repeats and first is not None:
@@ -426,27 +429,12 @@ class _Run:
         """The same order started again after it ended: a new run that must answer with what
         the first did and do nothing more."""
         self.result.repeated += 1
-        try:
-            handle = await self.retrying(
-                lambda: self.client.start_workflow(
-                    "CheckoutWorkflow",
-                    raw,
-                    id=checkout_workflow_id(raw["order_id"]),
-                    task_queue=self.task_queue,
-                    result_type=CheckoutResult,
-                ),
-                self.settle_by,
-            )
-            again = await asyncio.wait_for(
-                handle.result(), max(1.0, self.settle_by - time.monotonic())
-            )
-        except (RPCError, TimeoutError, WorkflowAlreadyStartedError, WorkflowFailureError) as exc:
-            self.result.repeat_mismatches.append(f"{raw['order_id']}: {exc!r}")
-            return
+        await self.start(raw)
+        again = await self.outcome(raw["order_id"])
         if again != first:
+            shown = again if isinstance(again, str) else f"{again.status.value} {again.reason}"
             self.result.repeat_mismatches.append(
-                f"{raw['order_id']}: first {first.status.value} {first.reason},"
-                f" again {again.status.value} {again.reason}"
+                f"{raw['order_id']}: first {first.status.value} {first.reason}, again {shown}"
             )
 
     # --- faults -----------------------------------------------------------------------------
