@@ -356,7 +356,7 @@ class _Run:
     ended: int = 0
     results: dict[str, CheckoutResult] = field(default_factory=dict)
     problems: dict[str, str] = field(default_factory=dict)
-    #: (monotonic time, kind) of each kill and PostgreSQL stop: what excuses a duplicate e-mail.
+    #: When each kill and PostgreSQL stop struck (monotonic): what excuses a duplicate e-mail.
     strikes: list[float] = field(default_factory=list)
     orders_done: asyncio.Event = field(default_factory=asyncio.Event)
     refilling: asyncio.Lock = field(default_factory=asyncio.Lock)
