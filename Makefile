@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo worker test lint fmt chaos bench histories clean
+.PHONY: install demo worker test lint fmt chaos chaos-table bench histories clean
 
 # uv itself is pinned and installed into a private venv, then installs exactly uv.lock.
 $(UV):
@@ -34,8 +34,14 @@ lint: install
 test: lint
 	$(BIN)/pytest
 
+# The tests that kill and restart parts, then the experiments of chaos/run.py (their table).
 chaos: install
 	$(BIN)/pytest -m chaos
+	$(BIN)/python -m chaos.run
+
+# The experiments alone: 200 orders under kills, a Temporal restart and a PostgreSQL outage.
+chaos-table: install
+	$(BIN)/python -m chaos.run
 
 bench: install
 	$(BIN)/python benchmarks/checkout_throughput.py

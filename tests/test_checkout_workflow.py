@@ -23,9 +23,11 @@ from checkout.models import (
     CheckoutResult,
     CheckoutState,
     CheckoutStatus,
+    EmailInfo,
     EmailStatus,
     PaymentRecord,
     ResultStatus,
+    SendEmailInput,
     SubscriptionsResult,
     TargetsInput,
 )
@@ -457,6 +459,53 @@ async def test_a_store_outage_during_provisioning_heals_without_parking(
     statuses = {bytes(fields["CheckoutStatus"].data) for fields in upserts}
     assert b'"NeedsAttention"' not in statuses
     assert [s.seats for s in await store.subscriptions(acc.account_id)] == [5]
+
+
+class StoreOutageWhileEmailing(CheckoutActivities):
+    """The real activities; the outbox (the store) is unreachable for the first e-mail
+    attempts: more of them than one round of EMAIL's retries."""
+
+    outage_attempts = 8
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: SendEmailInput) -> EmailInfo:
+        if self.outage_attempts > 0:
+            self.outage_attempts -= 1
+            raise StoreUnavailable("database unavailable: ConnectionRefusedError")
+        return await super().send_email(request)
+
+
+async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_loses_it(
+    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Found by the chaos harness: a PostgreSQL outage longer than EMAIL's five attempts
+    (about 30 s) while a paid order was in Notifying ended it completed with its confirmation
+    given up for good. The outbox is our own store, whose outages heal: the e-mail now waits
+    for it like provisioning does, and goes out once."""
+    env = own_time_skipping_env
+    acc = account()
+    await store.import_accounts([acc])
+    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    real = build_activities(settings, store)
+    flaky = StoreOutageWhileEmailing(
+        store=real._store,
+        gateway=real._gateway,
+        mailer=real._mailer,
+        catalog=real._catalog,
+        settings=settings,
+        vat_verifier=real._vat,
+    )
+    raw = order(acc.account_id)
+    async with checkout_worker(env.client, settings, store, activities=flaky):
+        result = await run_order(env.client, settings, raw)
+    assert flaky.outage_attempts == 0
+    assert result.status is ResultStatus.COMPLETED, result
+    assert result.email is not None and result.email.status is EmailStatus.SENT, result.email
+    await smtp_sink.wait_for(1)
+    await asyncio.sleep(0.2)
+    assert [m["Message-ID"] for m in smtp_sink.messages] == [result.email.message_id]
+    (entry,) = await store.outbox()
+    assert entry.status == "sent"
 
 
 async def test_cancelling_a_parked_order_runs_the_compensations(

@@ -25,20 +25,16 @@ from temporalio.testing import WorkflowEnvironment
 
 import starter
 from activities.reconcile import Reconciler
-from checkout.catalog import load_catalog
+from chaos import oracle
 from checkout.contract import checkout_workflow_id
-from checkout.errors import CheckoutRejected
 from checkout.models import (
     Account,
     CheckoutResult,
     CheckoutState,
     CheckoutStatus,
     LineKind,
-    Order,
     ResultStatus,
-    Subscription,
 )
-from checkout.pricing import price_order
 from checkout.store import Store
 from checkout.store.schema import OrderLockRow
 from tests.conftest import SmtpSink, settings_for, unique_queue
@@ -102,48 +98,18 @@ async def queue_order(store: Store, account_id: str) -> list[str]:
         return list(dict.fromkeys(rows))
 
 
-def anchor_of(result: CheckoutResult) -> datetime | None:
-    return result.invoice.lines[0].period_start if result.invoice else None
-
-
 async def sequential_outcome(
     start: Account, orders: list[dict[str, Any]], results: dict[str, CheckoutResult]
 ) -> tuple[list[tuple[str, str, int, str]], Decimal]:
-    """The oracle: the same orders priced one after the other by the pure billing rules, each
-    at the anchor it actually got, applied to the subscriptions as the earlier ones left them."""
-    catalog = load_catalog(None)
-    subs = {s.product: s for s in start.subscriptions}
-    charged = Decimal("0.00")
-    for raw in orders:
-        parsed = Order.model_validate(raw)
-        got = results[parsed.order_id]
-        anchor = anchor_of(got) or now()
-        current = start.model_copy(update={"subscriptions": list(subs.values())})
-        refused: str | None = None
-        try:
-            plan = price_order(parsed, current, catalog, anchor)
-        except CheckoutRejected as rejected:
-            refused = rejected.reason.value
-        if refused is not None:
-            assert (got.status, got.reason) == (ResultStatus.REJECTED, refused), (raw, got)
-            continue
-        assert got.status is ResultStatus.COMPLETED, (raw, got)
-        charged += plan.invoice.total
-        for target in plan.targets:
-            subs[target.product] = Subscription.model_validate(
-                target.model_dump(exclude={"priced_on"})
-            )
-    final = sorted((s.product, s.plan, s.seats, s.status.value) for s in subs.values())
-    return final, charged
+    """The oracle (chaos/oracle.py): the orders priced one after the other, each at the anchor
+    it got; every order must have ended as it does in sequence."""
+    outcome = oracle.sequential_outcome(start, orders, results)
+    assert outcome.disagreements == [], outcome.disagreements
+    return outcome.final, outcome.charged
 
 
 async def charged_total(store: Store, account_id: str) -> Decimal:
-    payments = await store.payments(account_id=account_id)
-    charges = sum((p.amount for p in payments if p.kind == "charge" and p.status == "succeeded"),
-                  Decimal("0.00"))  # fmt: skip
-    refunds = sum((p.amount for p in payments if p.kind == "refund" and p.status == "succeeded"),
-                  Decimal("0.00"))  # fmt: skip
-    return charges - refunds
+    return oracle.net_charged(await store.payments(account_id=account_id))
 
 
 async def test_racing_seat_increases_are_priced_one_after_the_other(

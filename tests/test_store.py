@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -895,3 +896,57 @@ async def test_store_outage_is_reported_as_store_unavailable() -> None:
             await store.get_account("acc-1")
     finally:
         await store.close()
+
+
+async def _refusing_postgres(sqlstate: str, message: str) -> asyncio.Server:
+    """A server on loopback that answers every connection as PostgreSQL does while it cannot
+    take one: no SSL, then a FATAL ErrorResponse with ``sqlstate``, then it hangs up."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        length, code = struct.unpack("!ii", await reader.readexactly(8))
+        if code == 80877103:  # SSLRequest: we speak no SSL
+            writer.write(b"N")
+            length = struct.unpack("!i", await reader.readexactly(4))[0]
+            await reader.readexactly(length - 4)
+        else:
+            await reader.readexactly(length - 8)
+        fields = b"".join(
+            kind + value.encode() + b"\0"
+            for kind, value in ((b"S", "FATAL"), (b"V", "FATAL"), (b"C", sqlstate), (b"M", message))
+        )
+        body = fields + b"\0"
+        writer.write(b"E" + struct.pack("!i", len(body) + 4) + body)
+        await writer.drain()
+        writer.close()
+
+    return await asyncio.start_server(answer, "127.0.0.1", 0)
+
+
+@pytest.mark.parametrize(
+    ("sqlstate", "message", "outage"),
+    [
+        ("57P03", "the database system is starting up", True),
+        ("57P01", "terminating connection due to administrator command", True),
+        ("08006", "connection failure", True),
+        ("28000", 'no pg_hba.conf entry for host "127.0.0.1"', False),
+    ],
+)
+async def test_postgresql_refusing_connections_while_it_recovers_is_an_outage(
+    sqlstate: str, message: str, outage: bool
+) -> None:
+    """Right after a crash (``pg_ctl stop -m immediate``, then start) PostgreSQL answers "the
+    database system is starting up" (57P03) until recovery ends. That is an outage that heals,
+    like a refused connection: StoreUnavailable, so provisioning waits for it instead of
+    counting it towards parking a paid order. A refusal by configuration is not."""
+    server = await _refusing_postgres(sqlstate, message)
+    port = server.sockets[0].getsockname()[1]
+    store = Store.from_url(f"postgresql+asyncpg://postgres@127.0.0.1:{port}/checkout")
+    try:
+        with pytest.raises(Exception) as raised:
+            await store.get_account("acc-1")
+    finally:
+        await store.close()
+        server.close()
+        await server.wait_closed()
+    assert isinstance(raised.value, StoreUnavailable) is outage, repr(raised.value)
+    assert message in repr(raised.value.__cause__ or raised.value)

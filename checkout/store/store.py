@@ -73,12 +73,26 @@ class StoreUnavailable(Exception):
     """The database cannot be reached or dropped the connection: an outage that heals."""
 
 
+#: PostgreSQL's answers while it is away or on its way back: the SQLSTATE class of connection
+#: exceptions, and the server shutting down, crashed or starting up. After a crash (or
+#: ``pg_ctl stop -m immediate``) it refuses connections with 57P03 "the database system is
+#: starting up" until recovery ends; asyncpg raises that as a plain PostgresError, which
+#: SQLAlchemy wraps as a bare DBAPIError on no invalidated connection.
+_OUTAGE_SQLSTATE_CLASSES = frozenset({"08"})
+_OUTAGE_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
 def _is_outage(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError):
         return False
     if isinstance(exc, (OperationalError, InterfaceError)):
         return True
     if isinstance(exc, DBAPIError):
+        state = getattr(exc.orig, "sqlstate", None)
+        if isinstance(state, str) and (
+            state[:2] in _OUTAGE_SQLSTATE_CLASSES or state in _OUTAGE_SQLSTATES
+        ):
+            return True
         return bool(exc.connection_invalidated)
     # Connecting: refused, reset or timed out before SQLAlchemy could wrap it.
     return isinstance(exc, (OSError, TimeoutError))
