@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 
 class Reason(StrEnum):
@@ -74,5 +74,12 @@ class CheckoutRejected(Exception):
 
 
 def rejection(reason: Reason, message: str) -> ApplicationError:
-    """The non-retryable error an activity raises to end the order with ``reason``."""
-    return ApplicationError(message, type=reason.value, non_retryable=True)
+    """The non-retryable error an activity raises to end the order with ``reason``. A business
+    outcome, not a bug: BENIGN, so the worker logs it at DEBUG without a traceback (the activity
+    and the workflow one INFO line) and Temporal's failure metrics do not count it."""
+    return ApplicationError(
+        message,
+        type=reason.value,
+        non_retryable=True,
+        category=ApplicationErrorCategory.BENIGN,
+    )

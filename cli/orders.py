@@ -30,6 +30,7 @@ from checkout.contract import (
     CHECKOUT_STATUS,
     CHECKOUT_WORKFLOW,
     DECISION_UPDATE,
+    RETRY_PROVISIONING_UPDATE,
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
@@ -276,6 +277,15 @@ def _refusal(cause: BaseException) -> str:
 
 
 async def _update(order_id: str, name: str, arg: BaseModel | None = None) -> int:
+    state = await _send_update(order_id, name, arg)
+    line = f"{name}: order {order_id} is {state.state.value}"
+    if state.result is not None:
+        line += f" ({render.outcome(state.result)})"
+    print(line)
+    return 0
+
+
+async def _send_update(order_id: str, name: str, arg: BaseModel | None = None) -> CheckoutState:
     client = await connect()
     handle = client.get_workflow_handle(checkout_workflow_id(order_id))
     try:
@@ -295,11 +305,7 @@ async def _update(order_id: str, name: str, arg: BaseModel | None = None) -> int
             ) from None
         raise CliError(f"{name} refused for order {order_id}: {one_line(exc.message)}") from None
     assert isinstance(state, CheckoutState)
-    line = f"{name}: order {order_id} is {state.state.value}"
-    if state.result is not None:
-        line += f" ({render.outcome(state.result)})"
-    print(line)
-    return 0
+    return state
 
 
 def _request(model: type[_Request], **values: Any) -> _Request:
@@ -309,8 +315,29 @@ def _request(model: type[_Request], **values: Any) -> _Request:
         raise CliError(describe_validation_error(exc).replace("approver", "--by")) from None
 
 
-async def cmd_retry(args: argparse.Namespace, _: Settings) -> int:
-    return await _update(args.order_id, "retry_provisioning")
+async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the parked step again and wait for that attempt's outcome: exit 0 once it went
+    through, 1 with the error and the time the order compensates itself when it failed again."""
+    async with open_store(settings) as store:
+        paused = sorted(await store.paused_products())
+    if paused:
+        print(
+            f"warning: provisioning of {', '.join(paused)} is paused (checkout products resume"
+            " PRODUCT first, or the retry fails again)",
+            file=sys.stderr,
+        )
+    state = await _send_update(args.order_id, RETRY_PROVISIONING_UPDATE)
+    if state.state is CheckoutStatus.NEEDS_ATTENTION:
+        when = render.timestamp(state.deadline) if state.deadline else "the park timeout"
+        raise CliError(
+            f"retry of order {args.order_id} failed again: {state.last_error or 'no error given'};"
+            f" it stays parked and compensates itself at {when} unless retried or compensated"
+        )
+    line = f"retry_provisioning: order {args.order_id} went through and is {state.state.value}"
+    if state.result is not None:
+        line += f" ({render.outcome(state.result)})"
+    print(line)
+    return 0
 
 
 async def cmd_compensate(args: argparse.Namespace, _: Settings) -> int:

@@ -486,11 +486,19 @@ async def test_operator_commands_on_a_parked_order(cli: Cli) -> None:
         )
         code, _, err = await cli("compensate", order_id, "--reason", "")
         assert code == 1 and "reason:" in one_line(err)
+        # Still paused: the retry's attempt fails again, and the command says so.
+        code, out, err = await cli("retry", order_id)
+        assert (code, out) == (1, "")
+        warning, error = err.splitlines()
+        assert warning.startswith("warning: provisioning of remote-support is paused")
+        assert f"retry of order {order_id} failed again: provision_subscriptions:" in error
+        assert "compensates itself at 20" in error
+        await _eventually_in(cli, order_id, "NeedsAttention")
     finally:
         assert (await cli("products", "resume", "remote-support"))[0] == 0
     code, out, err = await cli("retry", order_id)
     assert (code, err) == (0, "")
-    assert out.startswith(f"retry_provisioning: order {order_id} is ")
+    assert out.startswith(f"retry_provisioning: order {order_id} went through and is ")
     assert (await _result(cli, order_id)).status is ResultStatus.COMPLETED
 
 

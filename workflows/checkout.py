@@ -820,6 +820,8 @@ class CheckoutWorkflow:
 
     def _end_rejected(self, reason: Reason, message: str) -> CheckoutResult:
         """Rejected before anything was recorded: nothing to write down."""
+        # A business outcome, not a bug: one line, no traceback.
+        workflow.logger.info("order rejected: %s", reason.value)
         self._progress.last_error = f"{reason.value}: {message}"
         result = CheckoutResult(
             order_id=self._order.order_id if self._order else None,
