@@ -43,8 +43,11 @@ chaos: install
 chaos-table: install
 	$(BIN)/python -m chaos.run
 
+# The checkout against its floor (five no-op activities), same server, same concurrency;
+# 10,000 orders by default (about half an hour on two cores): ORDERS=1000 for a quick look.
+ORDERS ?= 10000
 bench: install
-	$(BIN)/python benchmarks/checkout_throughput.py
+	$(BIN)/python -m benchmarks.pipeline --orders $(ORDERS)
 
 histories: install
 	$(BIN)/python -m tests.record_histories
