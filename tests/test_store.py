@@ -36,7 +36,7 @@ from checkout.store import (
 )
 from checkout.store.schema import OrderStepRow, OutboxRow, PaymentRow, SubscriptionRow
 from checkout.store.store import MIGRATIONS_DIR
-from tests.support import account
+from tests.helpers import account
 
 #: The current period of the seeded subscription, and the anchor ``t`` of the orders.
 START = datetime(2026, 6, 1, tzinfo=UTC)
