@@ -31,7 +31,6 @@ from checkout.models import (
 from checkout.store import Store
 from devtools import SmtpSink
 from tests.helpers import (
-    MakeSettings,
     account,
     address_of,
     buy,
@@ -41,6 +40,7 @@ from tests.helpers import (
     order,
     paid_subscription,
     seeded_account,
+    settings_for,
     start_order,
     trial,
     worker_env,
@@ -81,11 +81,7 @@ async def _results(
 
 
 async def test_worker_killed_mid_checkout_charges_each_order_once(
-    dev_env: WorkflowEnvironment,
-    store: Store,
-    make_settings: MakeSettings,
-    smtp_sink: SmtpSink,
-    tmp_path: Path,
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     """Eight orders (purchases in EUR and USD, a reverse-charge order, a seat increase, a cart
     with a trial, a trial alone) run; the worker is SIGKILLed as soon as the first charge is in
@@ -134,7 +130,7 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         name: order(accounts[name].account_id, *lines, **extra.get(name, {}))
         for name, lines in items.items()
     }
-    settings = make_settings()
+    settings = settings_for(store, smtp_sink)
     env = worker_env(address_of(dev_env), settings)
     trials = [(accounts[name].account_id, "meetings") for name in ("cart", "trial")]
     try:
@@ -256,18 +252,14 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
 
 
 async def test_worker_killed_while_an_order_is_parked(
-    dev_env: WorkflowEnvironment,
-    store: Store,
-    make_settings: MakeSettings,
-    smtp_sink: SmtpSink,
-    tmp_path: Path,
+    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     """A paid order parks in NeedsAttention (its product is paused); the worker is SIGKILLed
     while it waits. A fresh worker process picks the order up where it was: after the product is
     resumed, ``retry_provisioning`` completes it with the one charge taken before the kill."""
     acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = make_settings()
+    settings = settings_for(store, smtp_sink)
     env = worker_env(address_of(dev_env), settings, CHECKOUT_PROVISIONING_MAX_ATTEMPTS="2")
     raw = order(acc.account_id)
 

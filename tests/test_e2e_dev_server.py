@@ -7,15 +7,19 @@ import asyncio
 import base64
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutState, CheckoutStatus, ResultStatus
 from checkout.store import Store
@@ -62,6 +66,28 @@ async def cli_start(
         *extra,
         "--address", address_of(env),
     )  # fmt: skip
+
+
+@asynccontextmanager
+async def parked(
+    env: WorkflowEnvironment,
+    store: Store,
+    settings: Settings,
+    raw: dict[str, Any],
+    *,
+    by_cli: bool = False,
+    **start_options: Any,
+) -> AsyncIterator[tuple[WorkflowHandle[Any, Any], CheckoutState]]:
+    """With a worker running: the order, started while its product is paused (with `temporal
+    workflow start`, or by the SDK with ``start_options``), once it is parked in
+    NeedsAttention; its handle and that state."""
+    handle = checkout_handle(env.client, raw)
+    async with checkout_worker(env.client, settings, store):
+        if by_cli:
+            await cli_start(env, settings.task_queue, handle.id, json.dumps(raw))
+        else:
+            await start_order(env.client, settings, raw, **start_options)
+        yield handle, await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
 
 
 async def test_json_orders_started_with_the_temporal_cli(
@@ -254,11 +280,7 @@ async def test_operator_retries_a_parked_order_to_completion(
     await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=2)
     raw = order(acc.account_id)
-    handle = checkout_handle(dev_env.client, raw)
-    async with checkout_worker(dev_env.client, settings, store):
-        await cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
-
-        state = await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw, by_cli=True) as (handle, state):
         assert state.current_step == "provision_subscriptions"
         assert state.last_error is not None and "paused" in state.last_error
         # An update whose argument does not validate is refused and changes nothing.
@@ -294,11 +316,7 @@ async def test_operator_compensates_a_parked_order(
         acc.account_id,
         {"product": "remote-support", "plan": "premium", "seats": 6, "billing_cycle": "monthly"},
     )
-    handle = checkout_handle(dev_env.client, raw)
-    async with checkout_worker(dev_env.client, settings, store):
-        await cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw, by_cli=True) as (handle, _):
         state = await handle.execute_update(
             "compensate", {"reason": "customer asked to cancel"}, result_type=CheckoutState
         )
@@ -321,11 +339,8 @@ async def test_describe_shows_summary_details_and_search_attributes(
     await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
-    handle = checkout_handle(dev_env.client, raw)
-    async with checkout_worker(dev_env.client, settings, store):
-        await start_order(dev_env.client, settings, raw, static_summary=order_summary(raw))
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    summary = order_summary(raw)
+    async with parked(dev_env, store, settings, raw, static_summary=summary) as (handle, _):
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         describe = await handle.describe()
         described = await temporal_cli(
@@ -355,11 +370,7 @@ async def test_two_operators_retrying_at_once_provision_once(
     await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
-    handle = checkout_handle(dev_env.client, raw)
-    async with checkout_worker(dev_env.client, settings, store):
-        await start_order(dev_env.client, settings, raw)
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw) as (handle, _):
         await store.set_paused("remote-support", False)
         outcomes = await asyncio.gather(
             handle.execute_update("retry_provisioning", result_type=CheckoutState),

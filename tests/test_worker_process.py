@@ -13,14 +13,17 @@ from typing import Any
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutResult, ResultStatus
+from checkout.models import ResultStatus
+from checkout.store import Store
 from devtools import SmtpSink, free_port
 from tests.helpers import (
     EXIT_WITHIN,
     address_of,
     make_store,
     order,
+    result_of,
     run_worker_to_exit,
     seeded_account,
     settings_for,
@@ -32,20 +35,26 @@ from tests.helpers import (
 pytestmark = pytest.mark.e2e
 
 
+async def ordering(
+    store: Store, smtp: SmtpSink, address: str
+) -> tuple[Settings, dict[str, str], dict[str, Any]]:
+    """For a new account in ``store``: worker settings on the store and ``smtp``, the environment
+    of a worker process on them and the Temporal server at ``address``, and an order."""
+    acc = await seeded_account(store)
+    settings = settings_for(store, smtp)
+    return settings, worker_env(address, settings), order(acc.account_id)
+
+
 async def test_worker_process_runs_an_order_and_stops_on_sigterm(
     dev_env: WorkflowEnvironment, smtp_sink: SmtpSink, tmp_path: Path
 ) -> None:
     """An order submitted to the worker process completes; SIGTERM ends the process with 0 in a
     few seconds, and its log names the order by its workflow id."""
     async with make_store("sqlite", tmp_path) as store:
-        acc = await seeded_account(store)
-        settings = settings_for(store, smtp_sink)
-        env = worker_env(address_of(dev_env), settings)
-        raw = order(acc.account_id)
+        settings, env, raw = await ordering(store, smtp_sink, address_of(dev_env))
         async with worker_process(env, tmp_path / "worker.log") as worker:
             handle = await start_order(dev_env.client, settings, raw)
-            result = await asyncio.wait_for(handle.result(), 60)
-            assert isinstance(result, CheckoutResult)
+            result = await result_of(handle, within=60)
             code, took = await worker.stop(signal.SIGTERM)
         charges = await store.payments(order_id=raw["order_id"])
 
@@ -97,10 +106,7 @@ async def test_sigterm_while_an_activity_runs_loses_nothing(
     seconds, and on the next worker the order completes with one charge and one e-mail."""
     with StallingSmtpSink() as sink:
         async with make_store("sqlite", tmp_path) as store:
-            acc = await seeded_account(store)
-            settings = settings_for(store, sink)
-            env = worker_env(address_of(dev_env), settings)
-            raw = order(acc.account_id)
+            settings, env, raw = await ordering(store, sink, address_of(dev_env))
             async with worker_process(env, tmp_path / "first.log") as first:
                 handle = await start_order(dev_env.client, settings, raw)
                 assert await asyncio.to_thread(sink.stalled.wait, 30), first.log()
@@ -108,8 +114,7 @@ async def test_sigterm_while_an_activity_runs_loses_nothing(
             assert code == 0, first.log()
             assert took < EXIT_WITHIN
             async with worker_process(env, tmp_path / "second.log") as second:
-                result = await asyncio.wait_for(handle.result(), 90)
-                assert isinstance(result, CheckoutResult)
+                result = await result_of(handle)
                 assert (await second.stop())[0] == 0, second.log()
             payments = await store.payments(order_id=raw["order_id"])
     assert result.status is ResultStatus.COMPLETED, result
