@@ -18,7 +18,6 @@ import dataclasses
 import tempfile
 from pathlib import Path
 
-from aiosmtpd.controller import Controller
 from temporalio.client import (
     Client,
     WithStartWorkflowOperation,
@@ -26,37 +25,37 @@ from temporalio.client import (
     WorkflowHandle,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
 from checkout.contract import (
     CHECKOUT_WORKFLOW,
     DECISION_UPDATE,
-    SEARCH_ATTRIBUTES,
     checkout_workflow_id,
     trial_workflow_id,
 )
 from checkout.models import CheckoutStatus, TrialOutcome, TrialState
 from checkout.store import Store
-from tests.conftest import SmtpSink, free_port, settings_for, tool_path, unique_queue
-from tests.support import account, checkout_worker, order, reaches, start_order
+from devtools import SmtpSink
+from tests.helpers import (
+    TRIAL,
+    account,
+    catalog_with,
+    checkout_worker,
+    dev_server,
+    make_store,
+    order,
+    reaches,
+    settings_for,
+    start_order,
+    unique_queue,
+)
 from worker import build_activities
 
 HISTORIES = Path(__file__).parent / "histories" / "v2"
-TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
 
 
 async def _parked(handle: WorkflowHandle[object, object]) -> None:
     await reaches(handle, CheckoutStatus.NEEDS_ATTENTION, within=60)
-
-
-def _short_trial_catalog() -> Catalog:
-    """The shipped catalog with a 3-second meetings trial, so a trial expires while we wait."""
-    data = load_catalog().model_dump()
-    data["products"]["meetings"]["trial_length"] = "PT3S"
-    return Catalog.model_validate(data)
 
 
 async def _trial_ended(client: Client, account_id: str, outcome: TrialOutcome) -> None:
@@ -76,51 +75,35 @@ async def _record(client: Client, name: str, handle: WorkflowHandle[object, obje
 
 async def main() -> None:
     HISTORIES.mkdir(parents=True, exist_ok=True)
-    sink = SmtpSink(host="127.0.0.1", port=free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=tool_path("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=list(SEARCH_ATTRIBUTES),
-        ui=False,
+    with SmtpSink() as sink, tempfile.TemporaryDirectory() as tmp:
+        async with dev_server() as env, make_store("sqlite", Path(tmp)) as store:
+            await _record_all(
+                env.client, store, settings_for(store, sink, provisioning_max_attempts=1)
+            )
+
+
+async def _record_all(client: Client, store: Store, settings: Settings) -> None:
+    quick_park = dataclasses.replace(settings, task_queue=unique_queue(), park_timeout_seconds=2.0)
+    quick_approval = dataclasses.replace(
+        settings, task_queue=unique_queue(), approval_timeout_seconds=2.0
     )
-    with tempfile.TemporaryDirectory() as tmp:
-        store = Store.from_url(f"sqlite+aiosqlite:///{tmp}/histories.db")
-        await store.migrate()
-        settings = settings_for(
-            f"sqlite+aiosqlite:///{tmp}/histories.db",
-            sink,
-            unique_queue(),
-            provisioning_max_attempts=1,
-        )
-        quick_park = dataclasses.replace(
-            settings, task_queue=unique_queue(), park_timeout_seconds=2.0
-        )
-        quick_approval = dataclasses.replace(
-            settings, task_queue=unique_queue(), approval_timeout_seconds=2.0
-        )
-        short_trial = dataclasses.replace(settings, task_queue=unique_queue())
-        client = env.client
-        try:
-            async with (
-                checkout_worker(client, settings, store),
-                checkout_worker(client, quick_park, store),
-                checkout_worker(client, quick_approval, store),
-                checkout_worker(
-                    client,
-                    short_trial,
-                    store,
-                    activities=build_activities(short_trial, store, catalog=_short_trial_catalog()),
-                ),
-            ):
-                await _scenarios(client, settings, quick_park, store)
-                await _corporate_scenarios(client, settings, quick_approval, store)
-                await _trial_scenarios(client, settings, short_trial, store)
-        finally:
-            await store.close()
-            await env.shutdown()
-            controller.stop()
+    # A 3-second meetings trial, so a trial expires while we wait.
+    short_trial = dataclasses.replace(settings, task_queue=unique_queue())
+    short_catalog = catalog_with("meetings", trial_length="PT3S")
+    async with (
+        checkout_worker(client, settings, store),
+        checkout_worker(client, quick_park, store),
+        checkout_worker(client, quick_approval, store),
+        checkout_worker(
+            client,
+            short_trial,
+            store,
+            activities=build_activities(short_trial, store, catalog=short_catalog),
+        ),
+    ):
+        await _scenarios(client, settings, quick_park, store)
+        await _corporate_scenarios(client, settings, quick_approval, store)
+        await _trial_scenarios(client, settings, short_trial, store)
 
 
 async def _scenarios(

@@ -29,23 +29,29 @@ from checkout.models import (
     ResultStatus,
 )
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, end_trial, eventually, now, order, start_order, store_url
-from tests.test_worker_process import address_of, worker_env, worker_process
+from devtools import SmtpSink
+from tests.helpers import (
+    account,
+    address_of,
+    buy,
+    end_trial,
+    eventually,
+    now,
+    order,
+    paid_subscription,
+    seeded_account,
+    settings_for,
+    start_order,
+    trial,
+    worker_env,
+    worker_process,
+)
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 
 #: Upper bound for the orders to finish after the restart: the charge activity's start-to-close
 #: timeout (60 s) plus its retry and the steps after it, with room for two busy cores.
 RECOVERY_WITHIN = 150.0
-
-
-def _buy(product: str, plan: str, seats: int, cycle: str = "annual") -> dict[str, Any]:
-    return {"product": product, "plan": plan, "seats": seats, "billing_cycle": cycle, "mode": "buy"}
-
-
-def _trial(product: str, plan: str, seats: int) -> dict[str, Any]:
-    return {"product": product, "plan": plan, "seats": seats, "mode": "trial"}
 
 
 def _confirmation_counts(sink: SmtpSink) -> Counter[str]:
@@ -91,13 +97,7 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         ),
         "upgrade": account(
             billing_email="upgrade@kunde.example",
-            subscriptions=[{
-                "product": "remote-support", "plan": "standard", "seats": 5,
-                "billing_cycle": "annual", "status": "active",
-                "current_period_start": existing_start.isoformat(),
-                "current_period_end": (existing_start + timedelta(days=365)).isoformat(),
-                "period_amount": "1450.00",
-            }],
+            subscriptions=[paid_subscription(existing_start, existing_start + timedelta(days=365))],
         ),
         "cart": account(billing_email="cart@kunde.example"),
         "trial": account(locale="en", billing_email="trial@kunde.example"),
@@ -106,20 +106,20 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
     }  # fmt: skip
     await store.import_accounts(list(accounts.values()))
     items: dict[str, list[dict[str, Any]]] = {
-        "de": [_buy("remote-support", "premium", 5)],
-        "fr": [_buy("remote-support", "premium", 5)],
-        "us": [_buy("remote-support", "premium", 5)],
-        "upgrade": [_buy("remote-support", "standard", 8)],
+        "de": [buy("remote-support", "premium", 5)],
+        "fr": [buy("remote-support", "premium", 5)],
+        "us": [buy("remote-support", "premium", 5)],
+        "upgrade": [buy("remote-support", "standard", 8)],
         "cart": [
-            _buy("password-vault", "teams", 12, "monthly"),
-            _trial("meetings", "business", 3),
+            buy("password-vault", "teams", 12, "monthly"),
+            trial("meetings", "business", 3),
         ],
-        "trial": [_trial("meetings", "business", 3)],
+        "trial": [trial("meetings", "business", 3)],
         "multi": [
-            _buy("device-backup", "advanced", 10),
-            _buy("meetings", "business", 4, "monthly"),
+            buy("device-backup", "advanced", 10),
+            buy("meetings", "business", 4, "monthly"),
         ],
-        "monthly": [_buy("remote-support", "standard", 2, "monthly")],
+        "monthly": [buy("remote-support", "standard", 2, "monthly")],
     }
     extra: dict[str, dict[str, Any]] = {
         "fr": {"vat_id": "FR40303265045"},
@@ -130,13 +130,8 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         name: order(accounts[name].account_id, *lines, **extra.get(name, {}))
         for name, lines in items.items()
     }
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    env = worker_env(
-        address=address_of(dev_env),
-        task_queue=settings.task_queue,
-        database_url=store_url(store),
-        smtp=smtp_sink,
-    )
+    settings = settings_for(store, smtp_sink)
+    env = worker_env(address_of(dev_env), settings)
     trials = [(accounts[name].account_id, "meetings") for name in ("cart", "trial")]
     try:
         async with worker_process(env, tmp_path / "killed.log") as doomed:
@@ -262,17 +257,10 @@ async def test_worker_killed_while_an_order_is_parked(
     """A paid order parks in NeedsAttention (its product is paused); the worker is SIGKILLed
     while it waits. A fresh worker process picks the order up where it was: after the product is
     resumed, ``retry_provisioning`` completes it with the one charge taken before the kill."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    env = worker_env(
-        address=address_of(dev_env),
-        task_queue=settings.task_queue,
-        database_url=store_url(store),
-        smtp=smtp_sink,
-        CHECKOUT_PROVISIONING_MAX_ATTEMPTS="2",
-    )
+    settings = settings_for(store, smtp_sink)
+    env = worker_env(address_of(dev_env), settings, CHECKOUT_PROVISIONING_MAX_ATTEMPTS="2")
     raw = order(acc.account_id)
 
     async def state_is(handle: WorkflowHandle[Any, Any], expected: CheckoutStatus) -> CheckoutState:

@@ -4,9 +4,8 @@ and PostgreSQL) and real SMTP. Long waits (retry backoff, the park timeout) pass
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime, timedelta
+from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
-from typing import Any
 
 import pytest
 from temporalio import activity
@@ -17,11 +16,9 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
-from checkout.contract import checkout_workflow_id
 from checkout.gateway import ChargeRequest, SandboxGateway
 from checkout.models import (
     CheckoutResult,
-    CheckoutState,
     CheckoutStatus,
     EmailInfo,
     EmailStatus,
@@ -32,33 +29,29 @@ from checkout.models import (
     TargetsInput,
 )
 from checkout.store import Store, StoreUnavailable
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import (
+from devtools import SmtpSink
+from tests.helpers import (
+    MakeSettings,
     account,
+    activities_with,
+    checkout_handle,
     checkout_worker,
     end_trial,
     order,
+    paid_subscription,
     place_order,
     reaches,
     run_order,
+    seeded_account,
+    settings_for,
+    start_order,
+    state_of,
     store_url,
+    unique_queue,
 )
 from worker import build_activities
 
 CENT = Decimal("0.01")
-
-
-def existing_annual(start: datetime, seats: int = 5, amount: str = "1450.00") -> dict[str, Any]:
-    return {
-        "product": "remote-support",
-        "plan": "standard",
-        "seats": seats,
-        "billing_cycle": "annual",
-        "status": "active",
-        "current_period_start": start.isoformat(),
-        "current_period_end": start.replace(year=start.year + 1).isoformat(),
-        "period_amount": amount,
-    }
 
 
 @pytest.fixture
@@ -70,8 +63,7 @@ async def test_german_consumer_buys_remote_support(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """A German consumer pays 19 % German VAT on a new annual subscription, charged once."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     result = await place_order(env.client, store, smtp_sink, order(acc.account_id))
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
@@ -108,8 +100,7 @@ async def test_french_business_with_vat_id_is_reverse_charged(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """A French business with a valid VAT ID pays no VAT; the invoice names both VAT IDs."""
-    acc = account(country="FR", locale="fr", name="Dupont SARL")
-    await store.import_accounts([acc])
+    acc = await seeded_account(store, country="FR", locale="fr", name="Dupont SARL")
     result = await place_order(
         env.client, store, smtp_sink, order(acc.account_id, vat_id="FR 40 303265045")
     )
@@ -129,12 +120,11 @@ async def test_us_customer_pays_in_dollars_outside_eu_vat(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """A US customer is billed USD prices with no VAT (outside scope)."""
-    acc = account(country="US", locale="en", currency="USD", timezone="America/New_York")
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(
+        store, country="US", locale="en", currency="USD", timezone="America/New_York"
+    )
     item = {"product": "meetings", "plan": "business", "seats": 3, "billing_cycle": "monthly"}
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id, item))
+    result = await place_order(env.client, store, smtp_sink, order(acc.account_id, item))
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
     assert result.invoice.currency == "USD"
@@ -154,12 +144,9 @@ async def test_seat_increase_mid_term_credits_unused_time_and_moves_anchor(
     """Adding seats mid-term bills a full new period less the unused part of what was paid,
     to the second, and moves the billing date to the day of the change."""
     start = (await env.get_current_time() - timedelta(days=100)).replace(microsecond=0)
-    acc = account(subscriptions=[existing_annual(start)])
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store, subscriptions=[paid_subscription(start)])
     item = {"product": "remote-support", "plan": "standard", "seats": 8, "billing_cycle": "annual"}
-    async with checkout_worker(env.client, settings, store):
-        result = await run_order(env.client, settings, order(acc.account_id, item))
+    result = await place_order(env.client, store, smtp_sink, order(acc.account_id, item))
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
     (line,) = result.invoice.lines
@@ -183,12 +170,11 @@ async def test_seat_increase_mid_term_credits_unused_time_and_moves_anchor(
 
 
 async def test_cart_with_a_purchase_and_a_trial_charges_only_the_purchase(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """A cart of two products: the bought one is charged, the trial one is trialing, free."""
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store)
+    settings = make_settings()
     items = [
         {"product": "device-backup", "plan": "essentials", "seats": 10, "billing_cycle": "monthly"},
         {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"},
@@ -212,12 +198,11 @@ async def test_cart_with_a_purchase_and_a_trial_charges_only_the_purchase(
 
 
 async def test_trial_only_order_charges_nothing(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Nothing due: no charge at all, not even of zero, and no payment method needed."""
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store)
+    settings = make_settings()
     item = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
     async with checkout_worker(env.client, settings, store):
         result = await run_order(
@@ -242,8 +227,7 @@ async def test_declined_card_rejects_the_order_and_changes_nothing(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink, token: str, reason: str
 ) -> None:
     """A decline is final: rejected with its reason, no seats, no retry, no e-mail."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     result = await place_order(
         env.client, store, smtp_sink, order(acc.account_id, payment_method=token)
     )
@@ -258,8 +242,7 @@ async def test_bad_vat_id_is_rejected_before_anything_is_charged(
     env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
     """A VAT ID with a wrong check digit ends invalid_vat_id; nothing is charged."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     result = await place_order(
         env.client, store, smtp_sink, order(acc.account_id, vat_id="DE136695977")
     )
@@ -297,7 +280,7 @@ async def test_malformed_orders_end_rejected_not_retrying(
     env: WorkflowEnvironment, store: Store, payload: Payload, field: str
 ) -> None:
     """Whatever bytes a JSON client sends, the run ends rejected/invalid_order naming the field."""
-    settings = settings_for(store_url(store), None, unique_queue())
+    settings = settings_for(store)
     async with checkout_worker(env.client, settings, store):
         handle = await env.client.start_workflow(
             "CheckoutWorkflow",
@@ -312,12 +295,11 @@ async def test_malformed_orders_end_rejected_not_retrying(
 
 
 async def test_same_order_started_twice_charges_once(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """A second start with the same order id finds the first run: one charge, one e-mail."""
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store)
+    settings = make_settings()
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store):
         first = await run_order(env.client, settings, raw)
@@ -330,23 +312,19 @@ async def test_same_order_started_twice_charges_once(
 
 
 async def test_parked_order_is_compensated_when_the_park_timeout_passes(
-    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    own_time_skipping_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
+    smtp_sink: SmtpSink,
 ) -> None:
     """Provisioning that keeps failing after the charge parks the order; when nobody acts
     within the park timeout it is refunded in full and the previous state restored exactly."""
     env = own_time_skipping_env
     start = (await env.get_current_time() - timedelta(days=40)).replace(microsecond=0)
-    acc = account(subscriptions=[existing_annual(start)])
-    await store.import_accounts([acc])
+    acc = await seeded_account(store, subscriptions=[paid_subscription(start)])
     before = await store.subscriptions(acc.account_id)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store),
-        smtp_sink,
-        unique_queue(),
-        provisioning_max_attempts=2,
-        park_timeout_seconds=6 * 3600,
-    )
+    settings = make_settings(provisioning_max_attempts=2, park_timeout_seconds=6 * 3600)
     item = {"product": "remote-support", "plan": "premium", "seats": 7, "billing_cycle": "annual"}
     async with checkout_worker(env.client, settings, store):
         result = await run_order(env.client, settings, order(acc.account_id, item))
@@ -373,33 +351,24 @@ class FailingAnchor(CheckoutActivities):
 
 
 async def test_failing_anchor_reset_parks_and_only_the_park_timeout_undoes_it(
-    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    own_time_skipping_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
 ) -> None:
     """A billing anchor that cannot be reset parks the paid order in NeedsAttention, exactly as
     provisioning does; only when nobody acts within the park timeout are the seats and the
     charge undone."""
     env = own_time_skipping_env
     start = (await env.get_current_time() - timedelta(days=10)).replace(microsecond=0)
-    acc = account(subscriptions=[existing_annual(start)])
-    await store.import_accounts([acc])
+    acc = await seeded_account(store, subscriptions=[paid_subscription(start)])
     before = await store.subscriptions(acc.account_id)
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    real = build_activities(settings, store)
-    failing = FailingAnchor(
-        store=real._store,
-        gateway=real._gateway,
-        mailer=real._mailer,
-        catalog=real._catalog,
-        settings=settings,
-        vat_verifier=real._vat,
-    )
+    settings = make_settings()
+    failing = activities_with(settings, store, FailingAnchor)
     item = {"product": "remote-support", "plan": "standard", "seats": 9, "billing_cycle": "annual"}
     async with checkout_worker(env.client, settings, store, activities=failing):
         handle_raw = order(acc.account_id, item)
         result = await run_order(env.client, settings, handle_raw)
-        state = await env.client.get_workflow_handle(
-            checkout_workflow_id(handle_raw["order_id"])
-        ).query("status", result_type=CheckoutState)
+        state = await state_of(checkout_handle(env.client, handle_raw))
     assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "provisioning_failed")
     assert "reset billing anchor failed and nobody resolved it within 1:00:00" in (
         result.message or ""
@@ -425,29 +394,20 @@ class StoreOutageWhileProvisioning(CheckoutActivities):
 
 
 async def test_a_store_outage_during_provisioning_heals_without_parking(
-    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    own_time_skipping_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
 ) -> None:
     """More failed attempts than parking allows, all of them an outage of our own store: the
     order waits for it to pass and completes, never parked, never undone."""
     env = own_time_skipping_env
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    real = build_activities(settings, store)
-    flaky = StoreOutageWhileProvisioning(
-        store=real._store,
-        gateway=real._gateway,
-        mailer=real._mailer,
-        catalog=real._catalog,
-        settings=settings,
-        vat_verifier=real._vat,
-    )
+    acc = await seeded_account(store)
+    settings = make_settings()
+    flaky = activities_with(settings, store, StoreOutageWhileProvisioning)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=flaky):
         result = await run_order(env.client, settings, raw)
-        history = await env.client.get_workflow_handle(
-            checkout_workflow_id(raw["order_id"])
-        ).fetch_history()
+        history = await checkout_handle(env.client, raw).fetch_history()
     assert result.status is ResultStatus.COMPLETED, result
     assert flaky.outage_attempts == 0
     assert result.refund is None
@@ -509,30 +469,21 @@ async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_l
 
 
 async def test_cancelling_a_parked_order_runs_the_compensations(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """`temporal workflow cancel` on a parked order refunds, restores, then ends cancelled."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
+    settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store):
-        handle = await env.client.start_workflow(
-            "CheckoutWorkflow",
-            raw,
-            id=checkout_workflow_id(raw["order_id"]),
-            task_queue=settings.task_queue,
-        )
-
+        handle = await start_order(env.client, settings, raw)
         await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         await handle.cancel()
         with pytest.raises(WorkflowFailureError) as failure:
             await handle.result()
         assert isinstance(failure.value.cause, CancelledError)
-        state = await handle.query("status", result_type=CheckoutState)
+        state = await state_of(handle)
     assert state.state is CheckoutStatus.CANCELLED
     assert state.compensations_run == ["undo_provisioning", "refund_payment"]
     payments = await store.payments(account_id=acc.account_id)
@@ -558,26 +509,21 @@ class FlakyGateway(SandboxGateway):
 
 
 async def test_gateway_timeouts_are_retried_and_charge_once(
-    own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    own_time_skipping_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
 ) -> None:
     """A charge whose reply is lost twice is retried with the same idempotency key: the order
     completes and the customer is charged exactly once."""
     env = own_time_skipping_env
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store)
+    settings = make_settings()
     gateway = FlakyGateway(store, failures=2)
-    real = build_activities(settings, store)
-    activities = CheckoutActivities(
-        store=store, gateway=gateway, mailer=real._mailer, catalog=real._catalog,
-        settings=settings, vat_verifier=real._vat,
-    )  # fmt: skip
+    activities = activities_with(settings, store, CheckoutActivities, gateway=gateway)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=activities):
         result = await run_order(env.client, settings, raw)
-        state = await env.client.get_workflow_handle(checkout_workflow_id(raw["order_id"])).query(
-            "status", result_type=CheckoutState
-        )
+        state = await state_of(checkout_handle(env.client, raw))
     assert result.status is ResultStatus.COMPLETED, result
     assert gateway.calls == 3
     payments = await store.payments(account_id=acc.account_id)

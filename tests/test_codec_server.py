@@ -25,7 +25,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 import starter
 from checkout.codec import EncryptionCodec, PayloadKey, format_payload_keys, generate_key
 from checkout.codec_server import RunningCodecServer, start_codec_server
-from tests.conftest import free_port
+from devtools import free_port
 
 PROJECT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"

@@ -5,9 +5,11 @@ charged, and a deadline rejects orders nobody approved. Real worker, database an
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
-from email.message import EmailMessage
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,25 +19,31 @@ from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.contract import trial_workflow_id
+from checkout.config import Settings
 from checkout.models import (
-    CheckoutResult,
+    Account,
     CheckoutState,
     CheckoutStatus,
     PaymentRecord,
     ResultStatus,
 )
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import (
+from devtools import SmtpSink
+from tests.helpers import (
+    TRIAL,
+    MakeSettings,
     account,
     checkout_worker,
+    end_trial,
     eventually,
+    mail_of,
     order,
     reaches,
+    result_of,
+    seeded_account,
     start_order,
     state_of,
-    store_url,
+    text_of,
 )
 
 pytestmark = pytest.mark.e2e
@@ -43,32 +51,41 @@ pytestmark = pytest.mark.e2e
 MANAGER = "Petra Prokurist"
 
 
-def corporate_order(account_id: str) -> dict[str, Any]:
-    """5 annual premium seats of remote-support, no payment method: corporate orders need none."""
-    return order(account_id, payment_method=None)
+def corporate_order(account_id: str, *items: dict[str, Any]) -> dict[str, Any]:
+    """By default 5 annual premium seats of remote-support; no payment method: corporate orders
+    need none."""
+    return order(account_id, *items, payment_method=None)
 
 
-async def result_of(handle: WorkflowHandle[Any, Any]) -> CheckoutResult:
-    result = await asyncio.wait_for(handle.result(), 60)
-    assert isinstance(result, CheckoutResult)
-    return result
+@dataclass
+class Pending:
+    """A corporate order waiting for its account manager."""
+
+    account: Account
+    raw: dict[str, Any]
+    handle: WorkflowHandle[Any, Any]
+    #: The event loop's time just before the order was started.
+    started: float
+    waiting: CheckoutState
 
 
-async def mail(sink: SmtpSink, purpose: str, order_id: str) -> EmailMessage:
-    """The one e-mail of ``purpose`` for the order, once it arrived."""
-
-    async def arrived() -> EmailMessage:
-        found = [m for m in sink.messages if f"<{purpose}.{order_id}@" in str(m["Message-ID"])]
-        assert len(found) == 1, [m["Message-ID"] for m in sink.messages]
-        return found[0]
-
-    return await eventually(arrived, within=20)
-
-
-def text_of(message: EmailMessage) -> str:
-    body = message.get_body(("plain",))
-    assert body is not None
-    return str(body.get_content())
+@asynccontextmanager
+async def pending_approval(
+    env: WorkflowEnvironment,
+    store: Store,
+    settings: Settings,
+    *items: dict[str, Any],
+    **fields: Any,
+) -> AsyncIterator[Pending]:
+    """With a worker running: a corporate account (``fields``) whose order (``items``) waits in
+    AwaitingApproval."""
+    acc = await seeded_account(store, corporate=True, **fields)
+    raw = corporate_order(acc.account_id, *items)
+    async with checkout_worker(env.client, settings, store):
+        started = asyncio.get_running_loop().time()
+        handle = await start_order(env.client, settings, raw)
+        waiting = await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+        yield Pending(acc, raw, handle, started, waiting)
 
 
 def refusal(error: pytest.ExceptionInfo[WorkflowUpdateFailedError]) -> str:
@@ -77,17 +94,14 @@ def refusal(error: pytest.ExceptionInfo[WorkflowUpdateFailedError]) -> str:
 
 
 async def test_corporate_order_waits_for_approval_then_is_invoiced_not_charged(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """A corporate order waits visibly in AwaitingApproval with nothing paid; approve records
     a pending invoice due 30 days after the order, provisions the seats and says so by e-mail."""
-    acc = account(corporate=True, name="Konzern AG", billing_email="einkauf@konzern.example")
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    raw = corporate_order(acc.account_id)
-    async with checkout_worker(dev_env.client, settings, store):
-        handle = await start_order(dev_env.client, settings, raw)
-        waiting = await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    async with pending_approval(
+        dev_env, store, make_settings(), name="Konzern AG", billing_email="einkauf@konzern.example"
+    ) as pending:
+        acc, raw, handle, waiting = pending.account, pending.raw, pending.handle, pending.waiting
         assert waiting.current_step == "approval"
         assert "price_order" in waiting.steps_done
 
@@ -108,7 +122,7 @@ async def test_corporate_order_waits_for_approval_then_is_invoiced_not_charged(
             "approve", {"approver": MANAGER}, result_type=CheckoutState
         )
         assert approved.state is not CheckoutStatus.AWAITING_APPROVAL
-        result = await result_of(handle)
+        result = await result_of(handle, within=60)
 
     assert result.status is ResultStatus.COMPLETED, result
     assert result.approved_by == MANAGER
@@ -138,7 +152,7 @@ async def test_corporate_order_waits_for_approval_then_is_invoiced_not_charged(
     )
     assert [s.product for s in result.subscriptions] == ["remote-support"]
 
-    text = text_of(await mail(smtp_sink, "confirmation", raw["order_id"]))
+    text = text_of(await mail_of(smtp_sink, "confirmation", raw["order_id"]))
     due = payment.due_date.astimezone(ZoneInfo("Europe/Berlin")).date()
     assert "Rechnung" in text
     assert format_date(due, "long", locale="de") in text
@@ -147,24 +161,21 @@ async def test_corporate_order_waits_for_approval_then_is_invoiced_not_charged(
 
 
 async def test_rejected_corporate_order_ends_with_nothing_done(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """`reject` ends the order rejected (approval_rejected): nothing charged or provisioned,
     and the contact gets a rejection e-mail."""
-    acc = account(corporate=True, billing_email="einkauf@konzern.example")
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    raw = corporate_order(acc.account_id)
-    async with checkout_worker(dev_env.client, settings, store):
-        handle = await start_order(dev_env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    async with pending_approval(
+        dev_env, store, make_settings(), billing_email="einkauf@konzern.example"
+    ) as pending:
+        acc, raw, handle = pending.account, pending.raw, pending.handle
         after = await handle.execute_update(
             "reject",
             {"approver": MANAGER, "reason": "budget frozen until Q3"},
             result_type=CheckoutState,
         )
-        result = await result_of(handle)
-        message = await mail(smtp_sink, "rejection", raw["order_id"])
+        result = await result_of(handle, within=60)
+        message = await mail_of(smtp_sink, "rejection", raw["order_id"])
 
     assert after.state is CheckoutStatus.REJECTED
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "approval_rejected")
@@ -179,22 +190,16 @@ async def test_rejected_corporate_order_ends_with_nothing_done(
 
 
 async def test_unanswered_corporate_order_is_rejected_at_the_deadline(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """Nobody approves within CHECKOUT_APPROVAL_TIMEOUT (3 s): rejected with approval_timeout,
     nothing charged, a rejection e-mail."""
-    acc = account(corporate=True)
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue(), approval_timeout_seconds=3)
-    raw = corporate_order(acc.account_id)
-    async with checkout_worker(dev_env.client, settings, store):
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        handle = await start_order(dev_env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
-        result = await result_of(handle)
-        waited = loop.time() - started
-        await mail(smtp_sink, "rejection", raw["order_id"])
+    settings = make_settings(approval_timeout_seconds=3)
+    async with pending_approval(dev_env, store, settings) as pending:
+        acc, raw, handle = pending.account, pending.raw, pending.handle
+        result = await result_of(handle, within=60)
+        waited = asyncio.get_running_loop().time() - pending.started
+        await mail_of(smtp_sink, "rejection", raw["order_id"])
 
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "approval_timeout")
     assert waited >= 3, waited  # the deadline, not earlier
@@ -205,7 +210,7 @@ async def test_unanswered_corporate_order_is_rejected_at_the_deadline(
 
 
 async def test_updates_in_the_wrong_state_are_refused_and_change_nothing(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """approve/reject on a parked card order, a second approve and a reject after approval are
     refused with a message naming the state; the orders stay where they were."""
@@ -214,9 +219,7 @@ async def test_updates_in_the_wrong_state_are_refused_and_change_nothing(
     await store.import_accounts([corporate, retail])
     # Provisioning fails: both orders park in NeedsAttention (the corporate one once approved).
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
+    settings = make_settings(provisioning_max_attempts=1)
     corporate_raw = corporate_order(corporate.account_id)
     retail_raw = order(retail.account_id)
     async with checkout_worker(dev_env.client, settings, store):
@@ -257,7 +260,10 @@ async def test_updates_in_the_wrong_state_are_refused_and_change_nothing(
         # End both: the operator compensates; the invoice is voided, the charge refunded.
         for handle in (invoiced, paid):
             await handle.execute_update("compensate", {"reason": "test over"})
-        results = {"invoiced": await result_of(invoiced), "paid": await result_of(paid)}
+        results = {
+            "invoiced": await result_of(invoiced, within=60),
+            "paid": await result_of(paid, within=60),
+        }
 
     assert results["invoiced"].approved_by == MANAGER  # not the refused second approver
     for result in results.values():
@@ -267,22 +273,17 @@ async def test_updates_in_the_wrong_state_are_refused_and_change_nothing(
 
 
 async def test_compensate_while_awaiting_approval_charges_nothing(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """`compensate` in AwaitingApproval ends the order compensated (operator_compensated) with
     nothing charged, invoiced or provisioned."""
-    acc = account(corporate=True)
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    raw = corporate_order(acc.account_id)
-    async with checkout_worker(dev_env.client, settings, store):
-        handle = await start_order(dev_env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    async with pending_approval(dev_env, store, make_settings()) as pending:
+        acc, raw, handle = pending.account, pending.raw, pending.handle
         after = await handle.execute_update(
             "compensate", {"reason": "duplicate order"}, result_type=CheckoutState
         )
-        result = await result_of(handle)
-        await mail(smtp_sink, "compensation", raw["order_id"])
+        result = await result_of(handle, within=60)
+        await mail_of(smtp_sink, "compensation", raw["order_id"])
 
     assert after.state is CheckoutStatus.COMPENSATED
     assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "operator_compensated")
@@ -293,23 +294,15 @@ async def test_compensate_while_awaiting_approval_charges_nothing(
 
 
 async def test_corporate_order_with_nothing_due_records_no_invoice(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """A corporate trial-only order (total 0.00) is approved with no invoice payment at all."""
-    acc = account(corporate=True)
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    trial = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
-    raw = order(acc.account_id, trial, payment_method=None)
-    async with checkout_worker(dev_env.client, settings, store):
-        handle = await start_order(dev_env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    async with pending_approval(dev_env, store, make_settings(), TRIAL) as pending:
+        acc, raw, handle = pending.account, pending.raw, pending.handle
         await handle.execute_update("approve", {"approver": MANAGER})
-        result = await result_of(handle)
-        text = text_of(await mail(smtp_sink, "confirmation", raw["order_id"]))
-        await dev_env.client.get_workflow_handle(
-            trial_workflow_id(acc.account_id, "meetings")
-        ).terminate(reason="test over")
+        result = await result_of(handle, within=60)
+        text = text_of(await mail_of(smtp_sink, "confirmation", raw["order_id"]))
+        await end_trial(dev_env.client, acc.account_id, "meetings")
 
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None and result.invoice.total == Decimal("0.00")
@@ -319,25 +312,19 @@ async def test_corporate_order_with_nothing_due_records_no_invoice(
 
 
 async def test_compensated_invoiced_order_says_no_invoice_is_due(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """An approved, invoiced order compensated by an operator tells the contact no invoice is
     due (the compensation template's invoice branch), not just that nothing was charged."""
-    acc = account(corporate=True, locale="en")
-    await store.import_accounts([acc])
     await store.set_paused("remote-support", True)  # parks the order after invoicing
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
-    raw = corporate_order(acc.account_id)
-    async with checkout_worker(dev_env.client, settings, store):
-        handle = await start_order(dev_env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+    settings = make_settings(provisioning_max_attempts=1)
+    async with pending_approval(dev_env, store, settings, locale="en") as pending:
+        acc, raw, handle = pending.account, pending.raw, pending.handle
         await handle.execute_update("approve", {"approver": MANAGER})
         await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
         await handle.execute_update("compensate", {"reason": "customer withdrew"})
-        result = await result_of(handle)
-        text = text_of(await mail(smtp_sink, "compensation", raw["order_id"]))
+        result = await result_of(handle, within=60)
+        text = text_of(await mail_of(smtp_sink, "compensation", raw["order_id"]))
 
     assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "operator_compensated")
     (payment,) = await store.payments(account_id=acc.account_id)

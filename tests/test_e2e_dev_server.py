@@ -6,51 +6,48 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutResult, CheckoutState, CheckoutStatus, ResultStatus
+from checkout.models import CheckoutState, CheckoutStatus, ResultStatus
 from checkout.store import Store
 from checkout.summary import order_summary
-from tests.conftest import SmtpSink, settings_for, tool_path, unique_queue
-from tests.support import (
+from devtools import SmtpSink
+from tests.helpers import (
+    MakeSettings,
     account,
+    address_of,
+    checkout_handle,
     checkout_worker,
     eventually,
     now,
     order,
+    paid_subscription,
     reaches,
+    result_of,
+    seeded_account,
     start_order,
-    store_url,
+    state_of,
+    temporal_cli,
+    text_of,
 )
 
 pytestmark = pytest.mark.e2e
 
 
-def temporal_cli(env: WorkflowEnvironment, *args: str) -> str:
-    address = env.client.service_client.config.target_host
-    completed = subprocess.run(
-        [tool_path("temporal"), *args, "--address", address],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    return completed.stdout
-
-
-def cli_start(
+async def cli_start(
     env: WorkflowEnvironment, task_queue: str, workflow_id: str, raw: str, *, encoding: str = ""
 ) -> None:
     """`temporal workflow start` with the order as the JSON text a client would type; with an
@@ -61,31 +58,40 @@ def cli_start(
         if encoding
         else ["--input", raw]
     )  # fmt: skip
-    temporal_cli(
-        env,
+    await temporal_cli(
         "workflow", "start",
         "--type", "CheckoutWorkflow",
         "--task-queue", task_queue,
         "--workflow-id", workflow_id,
         *extra,
+        "--address", address_of(env),
     )  # fmt: skip
 
 
-async def result_of(env: WorkflowEnvironment, workflow_id: str) -> CheckoutResult:
-    handle = env.client.get_workflow_handle(workflow_id, result_type=CheckoutResult)
-    result = await asyncio.wait_for(handle.result(), 90)
-    assert isinstance(result, CheckoutResult)
-    return result
-
-
-def text_of(message: Any) -> str:
-    body = message.get_body(("plain",))
-    assert body is not None
-    return str(body.get_content())
+@asynccontextmanager
+async def parked(
+    env: WorkflowEnvironment,
+    store: Store,
+    settings: Settings,
+    raw: dict[str, Any],
+    *,
+    by_cli: bool = False,
+    **start_options: Any,
+) -> AsyncIterator[tuple[WorkflowHandle[Any, Any], CheckoutState]]:
+    """With a worker running: the order, started while its product is paused (with `temporal
+    workflow start`, or by the SDK with ``start_options``), once it is parked in
+    NeedsAttention; its handle and that state."""
+    handle = checkout_handle(env.client, raw)
+    async with checkout_worker(env.client, settings, store):
+        if by_cli:
+            await cli_start(env, settings.task_queue, handle.id, json.dumps(raw))
+        else:
+            await start_order(env.client, settings, raw, **start_options)
+        yield handle, await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
 
 
 async def test_json_orders_started_with_the_temporal_cli(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """Eight orders typed as JSON into `temporal workflow start` end as docs/billing-rules.md says,
     to the cent, in the result, the store and the e-mail."""
@@ -99,16 +105,8 @@ async def test_json_orders_started_with_the_temporal_cli(
     )  # fmt: skip
     upgrade = account(
         billing_email="upgrade@kunde.example",
-        subscriptions=[
-            {
-                "product": "remote-support", "plan": "standard", "seats": 5,
-                "billing_cycle": "annual", "status": "active",
-                "current_period_start": existing_start.isoformat(),
-                "current_period_end": (existing_start + timedelta(days=365)).isoformat(),
-                "period_amount": "1450.00",
-            }
-        ],
-    )  # fmt: skip
+        subscriptions=[paid_subscription(existing_start, existing_start + timedelta(days=365))],
+    )
     declined = account(billing_email="declined@kunde.example")
     await store.import_accounts([de, fr, us, upgrade, declined])
     annual_premium = {
@@ -138,23 +136,28 @@ async def test_json_orders_started_with_the_temporal_cli(
         ),
         "bad_vat": order(fr.account_id, annual_premium, vat_id="FR40303265046"),
     }
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     async with checkout_worker(dev_env.client, settings, store):
         ids = {}
         for name, raw in orders.items():
             ids[name] = checkout_workflow_id(raw["order_id"])
-            cli_start(dev_env, settings.task_queue, ids[name], json.dumps(raw))
+            await cli_start(dev_env, settings.task_queue, ids[name], json.dumps(raw))
         ids["malformed"] = f"order-malformed-{uuid.uuid4().hex[:8]}"
-        cli_start(dev_env, settings.task_queue, ids["malformed"], '{"order_id": "x", "items": 7}')
+        await cli_start(
+            dev_env, settings.task_queue, ids["malformed"], '{"order_id": "x", "items": 7}'
+        )
         ids["broken"] = f"order-broken-{uuid.uuid4().hex[:8]}"
-        cli_start(
+        await cli_start(
             dev_env,
             settings.task_queue,
             ids["broken"],
             '{"order_id": "x", "items": [',
             encoding="binary/plain",
         )
-        results = {name: await result_of(dev_env, wf_id) for name, wf_id in ids.items()}
+        results = {
+            name: await result_of(checkout_handle(dev_env.client, wf_id))
+            for name, wf_id in ids.items()
+        }
 
     def totals(name: str) -> tuple[Decimal, Decimal, Decimal]:
         invoice = results[name].invoice
@@ -240,21 +243,18 @@ async def test_json_orders_started_with_the_temporal_cli(
 
 
 async def test_search_attributes_and_details_are_visible(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """A finished run carries CheckoutStatus and AccountId (no personal data) and a summary."""
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store)
+    settings = make_settings()
     raw = order(acc.account_id)
     async with checkout_worker(dev_env.client, settings, store):
-        cli_start(
+        await cli_start(
             dev_env, settings.task_queue, checkout_workflow_id(raw["order_id"]), json.dumps(raw)
         )
-        await result_of(dev_env, checkout_workflow_id(raw["order_id"]))
-    describe = await dev_env.client.get_workflow_handle(
-        checkout_workflow_id(raw["order_id"])
-    ).describe()
+        await result_of(checkout_handle(dev_env.client, raw))
+    describe = await checkout_handle(dev_env.client, raw).describe()
     attributes = {pair.key.name: pair.value for pair in describe.typed_search_attributes}
     attributes.pop("BuildIds", None)  # the server's own
     # The patch the run took (the server's own attribute, not personal data).
@@ -274,36 +274,25 @@ async def test_search_attributes_and_details_are_visible(
 
 
 async def test_operator_retries_a_parked_order_to_completion(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """A paused product parks the paid order; after resume, retry_provisioning completes it
     with exactly one charge and the ordered seats."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=2
-    )
+    settings = make_settings(provisioning_max_attempts=2)
     raw = order(acc.account_id)
-    handle = dev_env.client.get_workflow_handle(
-        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
-    )
-    async with checkout_worker(dev_env.client, settings, store):
-        cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
-
-        state = await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw, by_cli=True) as (handle, state):
         assert state.current_step == "provision_subscriptions"
         assert state.last_error is not None and "paused" in state.last_error
         # An update whose argument does not validate is refused and changes nothing.
         with pytest.raises(WorkflowUpdateFailedError):
             await handle.execute_update("compensate", {"reason": ""})
-        assert (await handle.query("status", result_type=CheckoutState)).state is (
-            CheckoutStatus.NEEDS_ATTENTION
-        )
+        assert (await state_of(handle)).state is CheckoutStatus.NEEDS_ATTENTION
         await store.set_paused("remote-support", False)
         after = await handle.execute_update("retry_provisioning", result_type=CheckoutState)
         assert after.state is not CheckoutStatus.NEEDS_ATTENTION
-        result = await asyncio.wait_for(handle.result(), 60)
+        result = await result_of(handle, within=60)
         # A finished run takes no more updates: the server refuses them.
         with pytest.raises(RPCError, match="already completed"):
             await handle.execute_update("retry_provisioning")
@@ -314,42 +303,26 @@ async def test_operator_retries_a_parked_order_to_completion(
 
 
 async def test_operator_compensates_a_parked_order(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """`compensate` on a parked order refunds in full and restores the previous state."""
     start = now().replace(microsecond=0) - timedelta(days=30)
-    acc = account(
-        subscriptions=[
-            {
-                "product": "remote-support", "plan": "standard", "seats": 5,
-                "billing_cycle": "monthly", "status": "active",
-                "current_period_start": start.isoformat(),
-                "current_period_end": (start + timedelta(days=31)).isoformat(),
-                "period_amount": "145.00",
-            }
-        ]
-    )  # fmt: skip
-    await store.import_accounts([acc])
+    monthly = paid_subscription(
+        start, start + timedelta(days=31), billing_cycle="monthly", period_amount="145.00"
+    )
+    acc = await seeded_account(store, subscriptions=[monthly])
     before = await store.subscriptions(acc.account_id)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
+    settings = make_settings(provisioning_max_attempts=1)
     raw = order(
         acc.account_id,
         {"product": "remote-support", "plan": "premium", "seats": 6, "billing_cycle": "monthly"},
     )
-    handle = dev_env.client.get_workflow_handle(
-        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
-    )
-    async with checkout_worker(dev_env.client, settings, store):
-        cli_start(dev_env, settings.task_queue, handle.id, json.dumps(raw))
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw, by_cli=True) as (handle, _):
         state = await handle.execute_update(
             "compensate", {"reason": "customer asked to cancel"}, result_type=CheckoutState
         )
-        result = await asyncio.wait_for(handle.result(), 60)
+        result = await result_of(handle, within=60)
     assert state.state is CheckoutStatus.COMPENSATED
     assert (result.status, result.reason) == (ResultStatus.COMPENSATED, "operator_compensated")
     assert result.refund is not None and result.charge is not None
@@ -360,33 +333,21 @@ async def test_operator_compensates_a_parked_order(
 
 
 async def test_describe_shows_summary_details_and_search_attributes(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """A parked run shows its static summary, current details naming the failing step and error,
     and both search attributes, as `temporal workflow describe` does."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
+    settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
-    handle = dev_env.client.get_workflow_handle(
-        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
-    )
-    async with checkout_worker(dev_env.client, settings, store):
-        await dev_env.client.start_workflow(
-            "CheckoutWorkflow",
-            raw,
-            id=handle.id,
-            task_queue=settings.task_queue,
-            static_summary=order_summary(raw),
-        )
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    summary = order_summary(raw)
+    async with parked(dev_env, store, settings, raw, static_summary=summary) as (handle, _):
         metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
         describe = await handle.describe()
-        described = temporal_cli(dev_env, "workflow", "describe", "--workflow-id", handle.id)
+        described = await temporal_cli(
+            "workflow", "describe", "--workflow-id", handle.id, "--address", address_of(dev_env)
+        )
         await handle.cancel()
     details = metadata.current_details
     assert "NeedsAttention" in details
@@ -403,32 +364,23 @@ async def test_describe_shows_summary_details_and_search_attributes(
 
 
 async def test_two_operators_retrying_at_once_provision_once(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Two retry_provisioning updates sent together: one runs, the other is refused, and the
     seats are provisioned once."""
-    acc = account()
-    await store.import_accounts([acc])
+    acc = await seeded_account(store)
     await store.set_paused("remote-support", True)
-    settings = settings_for(
-        store_url(store), smtp_sink, unique_queue(), provisioning_max_attempts=1
-    )
+    settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
-    handle = dev_env.client.get_workflow_handle(
-        checkout_workflow_id(raw["order_id"]), result_type=CheckoutResult
-    )
-    async with checkout_worker(dev_env.client, settings, store):
-        await start_order(dev_env.client, settings, raw)
-
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    async with parked(dev_env, store, settings, raw) as (handle, _):
         await store.set_paused("remote-support", False)
         outcomes = await asyncio.gather(
             handle.execute_update("retry_provisioning", result_type=CheckoutState),
             handle.execute_update("retry_provisioning", result_type=CheckoutState),
             return_exceptions=True,
         )
-        result = await asyncio.wait_for(handle.result(), 60)
-        state = await handle.query("status", result_type=CheckoutState)
+        result = await result_of(handle, within=60)
+        state = await state_of(handle)
     refused = [o for o in outcomes if isinstance(o, WorkflowUpdateFailedError)]
     accepted = [o for o in outcomes if isinstance(o, CheckoutState)]
     assert (len(accepted), len(refused)) == (1, 1), outcomes

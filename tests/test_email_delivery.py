@@ -16,7 +16,7 @@ from checkout.contract import email_workflow_id
 from checkout.models import EmailInfo, EmailStatus, ResultStatus
 from checkout.store import Store
 from tests.conftest import SmtpSink, free_port, settings_for, unique_queue
-from tests.support import account, checkout_worker, eventually, order, run_order, store_url
+from tests.helpers import account, checkout_worker, eventually, order, run_order, store_url
 
 pytestmark = pytest.mark.e2e
 

@@ -6,7 +6,6 @@ codec server."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -34,10 +33,23 @@ from checkout.codec import (
 from checkout.codec_server import start_codec_server
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutResult, ResultStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
-from tests.conftest import SmtpSink, make_store, settings_for, tool_path, unique_queue
-from tests.support import account, checkout_worker, eventually, order, start_order, store_url
+from devtools import SmtpSink
+from tests.helpers import (
+    account,
+    address_of,
+    checkout_handle,
+    checkout_worker,
+    eventually,
+    make_store,
+    order,
+    result_of,
+    set_checkout_env,
+    settings_for,
+    start_order,
+    temporal_cli,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -82,25 +94,15 @@ async def encrypted_env(
     """The environment an operator sets (keys "k2,k1"), the client connect_client builds from
     it, and a worker on that client."""
     async with make_store("sqlite", tmp_path) as store:
-        settings = settings_for(store_url(store), smtp_sink, unique_queue())
+        settings = settings_for(store, smtp_sink)
         for name in ("TEMPORAL_API_KEY", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE"):
             monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("TEMPORAL_ADDRESS", dev_env.client.service_client.config.target_host)
+        set_checkout_env(monkeypatch, address_of(dev_env), settings)
         monkeypatch.setenv("TEMPORAL_NAMESPACE", dev_env.client.namespace)
-        monkeypatch.setenv("CHECKOUT_TASK_QUEUE", settings.task_queue)
-        monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
-        monkeypatch.setenv("CHECKOUT_SMTP_PORT", str(settings.smtp_port))
         monkeypatch.setenv("CHECKOUT_PAYLOAD_KEYS", format_payload_keys(keys))
         client = await connect_client()
         async with checkout_worker(client, settings, store):
             yield client, settings, store
-
-
-async def result_of(client: Client, workflow_id: str) -> CheckoutResult:
-    handle = client.get_workflow_handle(workflow_id, result_type=CheckoutResult)
-    result = await asyncio.wait_for(handle.result(), 90)
-    assert isinstance(result, CheckoutResult)
-    return result
 
 
 async def history_of(client: Client, workflow_id: str) -> list[HistoryEvent]:
@@ -148,7 +150,7 @@ async def test_histories_hold_no_personal_data_in_plain_text(
     await start_order(await connect_client(payload_keys=[k1]), settings, orders["old_key"])
     await start_order(client, settings, orders["bad_vat"])
 
-    results = {name: await result_of(client, wf_id) for name, wf_id in ids.items()}
+    results = {name: await result_of(checkout_handle(client, wf_id)) for name, wf_id in ids.items()}
     assert results["plain"].status is ResultStatus.COMPLETED
     assert results["submitted"].status is ResultStatus.COMPLETED
     assert (results["old_key"].status, results["old_key"].reason) == (
@@ -224,18 +226,6 @@ async def test_histories_hold_no_personal_data_in_plain_text(
     assert "completed" in json.dumps(status).lower()
 
 
-async def temporal(*args: str) -> str:
-    process = await asyncio.create_subprocess_exec(
-        tool_path("temporal"),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
-    assert process.returncode == 0, err.decode()
-    return out.decode()
-
-
 async def test_temporal_cli_reads_histories_through_the_codec_server(
     dev_env: WorkflowEnvironment,
     encrypted_env: tuple[Client, Settings, Store],
@@ -249,10 +239,9 @@ async def test_temporal_cli_reads_histories_through_the_codec_server(
     raw = order(person.account_id, vat_id="DE136695976")
     await start_order(client, settings, raw)
     workflow_id = checkout_workflow_id(raw["order_id"])
-    assert (await result_of(client, workflow_id)).status is ResultStatus.COMPLETED
+    assert (await result_of(checkout_handle(client, workflow_id))).status is ResultStatus.COMPLETED
 
-    address = dev_env.client.service_client.config.target_host
-    show = ["workflow", "show", "--workflow-id", workflow_id, "--address", address]
+    show = ["workflow", "show", "--workflow-id", workflow_id, "--address", address_of(dev_env)]
 
     def start_input(json_history: str) -> Payload:
         history = json_format.Parse(json_history, History(), ignore_unknown_fields=True)
@@ -260,8 +249,8 @@ async def test_temporal_cli_reads_histories_through_the_codec_server(
         return payload
 
     # On its own the CLI has only ciphertext to show.
-    plain_json = await temporal(*show, "--output", "json")
-    plain_text = await temporal(*show, "--detailed")
+    plain_json = await temporal_cli(*show, "--output", "json")
+    plain_text = await temporal_cli(*show, "--detailed")
     assert start_input(plain_json).metadata["encoding"] == ENCODING
     for text in (plain_json, plain_text):
         assert "DE136695976" not in text
@@ -270,8 +259,8 @@ async def test_temporal_cli_reads_histories_through_the_codec_server(
     server = await start_codec_server(EncryptionCodec(keys), TOKEN, port=0)
     try:
         codec = ["--codec-endpoint", server.url, "--codec-auth", f"Bearer {TOKEN}"]
-        decoded_json = await temporal(*show, "--output", "json", *codec)
-        decoded_text = await temporal(*show, "--detailed", *codec)
+        decoded_json = await temporal_cli(*show, "--output", "json", *codec)
+        decoded_text = await temporal_cli(*show, "--detailed", *codec)
     finally:
         await server.close()
     decoded_input = start_input(decoded_json)

@@ -13,7 +13,7 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.models import CheckoutStatus, ResultStatus
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, checkout_worker, now, order, reaches, start_order, store_url
+from tests.helpers import account, checkout_worker, now, order, reaches, start_order, store_url
 
 
 async def assign(store: Store, order_id: str, kind: str = "invoice", year: int = 2026) -> str:

@@ -136,7 +136,7 @@ def test_the_layers_cover_the_tree() -> None:
         ("checkout", "import importlib\nimportlib.import_module('starter')", ["starter"]),
         ("checkout", "from benchmarks import checkout_throughput", ["benchmarks"]),
         ("checkout", "import chaos", ["chaos"]),
-        ("checkout", "from tests.support import account", ["tests"]),
+        ("checkout", "from tests.helpers import account", ["tests"]),
         (
             "checkout",
             "import sqlalchemy\nfrom checkout.models import Order\nfrom . import money",
@@ -159,7 +159,7 @@ def test_the_layers_cover_the_tree() -> None:
         ("worker", "import tests", ["tests"]),
         ("starter", "from cli.main import main", []),
         ("demo", "from worker import run_worker\nfrom cli import render", []),
-        ("tests", "from tests.support import account\nfrom demo.stack import load_orders", []),
+        ("tests", "from tests.helpers import account\nfrom demo.stack import load_orders", []),
     ],
 )
 def test_a_violation_fails(layer: str, source: str, bad: list[str]) -> None:

@@ -12,6 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -21,11 +24,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
 import starter
 from activities.reconcile import Reconciler
 from chaos import oracle
+from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import (
     Account,
@@ -34,57 +39,85 @@ from checkout.models import (
     CheckoutStatus,
     LineKind,
     ResultStatus,
+    Subscription,
 )
 from checkout.store import Store
 from checkout.store.schema import OrderLockRow
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import (
+from devtools import SmtpSink
+from tests.helpers import (
+    MakeSettings,
     account,
+    address_of,
+    buy,
+    checkout_handle,
     checkout_worker,
     now,
     order,
+    paid_subscription,
     reaches,
+    result_of,
+    seeded_account,
+    set_checkout_env,
+    settings_for,
     start_order,
-    store_url,
+    state_of,
 )
 from worker import build_activities
 
 pytestmark = pytest.mark.e2e
 
 
-def annual(seats: int, start: datetime, product: str = "remote-support") -> dict[str, Any]:
-    return {
-        "product": product,
-        "plan": "standard",
-        "seats": seats,
-        "billing_cycle": "annual",
-        "status": "active",
-        "current_period_start": start.isoformat(),
-        "current_period_end": start.replace(year=start.year + 1).isoformat(),
-        "period_amount": str(Decimal(290) * seats) + ".00",
-    }
+def annual(seats: int, start: datetime) -> dict[str, Any]:
+    """``seats`` of Remote Support Standard paid for a year from ``start`` at 290.00 a seat."""
+    return paid_subscription(start, seats=seats, period_amount=str(Decimal(290) * seats) + ".00")
 
 
 PLAN = {"remote-support": "standard", "meetings": "business"}
 
 
-def buy(seats: int, product: str = "remote-support") -> dict[str, Any]:
-    return {
-        "product": product,
-        "plan": PLAN[product],
-        "seats": seats,
-        "billing_cycle": "annual",
-        "mode": "buy",
-    }
+def seats_of(seats: int, product: str = "remote-support") -> dict[str, Any]:
+    """An item that buys, or changes to, ``seats`` annual seats of the product's one plan here."""
+    return buy(product, PLAN[product], seats)
 
 
-async def result_of(env: WorkflowEnvironment, order_id: str) -> CheckoutResult:
-    handle = env.client.get_workflow_handle(
-        checkout_workflow_id(order_id), result_type=CheckoutResult
-    )
-    result = await asyncio.wait_for(handle.result(), 120)
-    assert isinstance(result, CheckoutResult)
-    return result
+async def ended(env: WorkflowEnvironment, raw: dict[str, Any]) -> CheckoutResult:
+    return await result_of(checkout_handle(env.client, raw), within=120)
+
+
+@dataclass
+class Line:
+    """An account whose change to 8 seats is parked and whose change to 10 waits behind it."""
+
+    account: Account
+    before: list[Subscription]
+    parked_raw: dict[str, Any]
+    parked: WorkflowHandle[Any, Any]
+    later_raw: dict[str, Any]
+    later: WorkflowHandle[Any, Any]
+    queued: CheckoutState
+
+
+@asynccontextmanager
+async def behind_a_parked_order(
+    env: WorkflowEnvironment, store: Store, settings: Settings
+) -> AsyncIterator[Line]:
+    """With a worker running: an account with 5 seats, its order of 8 parked in NeedsAttention
+    (the product is paused) and its later order of 10 Queued behind it. The product is resumed
+    at the end, however the block ends."""
+    acc = await seeded_account(store, subscriptions=[annual(5, now() - timedelta(days=30))])
+    before = await store.subscriptions(acc.account_id)
+    await store.set_paused("remote-support", True)
+    try:
+        async with checkout_worker(env.client, settings, store):
+            parked_raw = order(acc.account_id, seats_of(8))
+            parked = await start_order(env.client, settings, parked_raw)
+            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
+            later_raw = order(acc.account_id, seats_of(10))
+            later = await start_order(env.client, settings, later_raw)
+            queued = await reaches(later, CheckoutStatus.QUEUED)
+            yield Line(acc, before, parked_raw, parked, later_raw, later, queued)
+    finally:
+        await store.set_paused("remote-support", False)
 
 
 async def queue_order(store: Store, account_id: str) -> list[str]:
@@ -113,25 +146,24 @@ async def charged_total(store: Store, account_id: str) -> Decimal:
 
 
 async def test_racing_seat_increases_are_priced_one_after_the_other(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Pairs of seat increases of one 5-seat subscription placed at the same moment (to 8 and to
     10): the later one is priced on what the earlier left, never both on the old 5 seats."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     pairs = 6
     start = now() - timedelta(days=30)
     accounts = [account(subscriptions=[annual(5, start)]) for _ in range(pairs)]
     await store.import_accounts(accounts)
-    placed = [[order(acc.account_id, buy(8)), order(acc.account_id, buy(10))] for acc in accounts]
+    placed = [
+        [order(acc.account_id, seats_of(8)), order(acc.account_id, seats_of(10))]
+        for acc in accounts
+    ]
     async with checkout_worker(dev_env.client, settings, store):
         await asyncio.gather(
             *(start_order(dev_env.client, settings, raw) for pair in placed for raw in pair)
         )
-        results = {
-            raw["order_id"]: await result_of(dev_env, raw["order_id"])
-            for pair in placed
-            for raw in pair
-        }
+        results = {raw["order_id"]: await ended(dev_env, raw) for pair in placed for raw in pair}
     for acc, pair in zip(accounts, placed, strict=True):
         in_line = await queue_order(store, acc.account_id)
         ordered = sorted(pair, key=lambda raw: in_line.index(raw["order_id"]))
@@ -154,22 +186,25 @@ async def test_racing_seat_increases_are_priced_one_after_the_other(
 
 
 async def test_racing_purchases_of_a_new_product_are_new_only_once(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Two purchases of a product the account does not have (3 and 5 seats), placed together:
     one is ``new``, the other is priced as a change of it or refused as a decrease."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     accounts = [account() for _ in range(5)]
     await store.import_accounts(accounts)
     placed = [
-        [order(acc.account_id, buy(3, "meetings")), order(acc.account_id, buy(5, "meetings"))]
+        [
+            order(acc.account_id, seats_of(3, "meetings")),
+            order(acc.account_id, seats_of(5, "meetings")),
+        ]
         for acc in accounts
     ]
     async with checkout_worker(dev_env.client, settings, store):
         await asyncio.gather(
             *(start_order(dev_env.client, settings, raw) for pair in placed for raw in pair)
         )
-        results = [[await result_of(dev_env, raw["order_id"]) for raw in pair] for pair in placed]
+        results = [[await ended(dev_env, raw) for raw in pair] for pair in placed]
     for acc, pair, got in zip(accounts, placed, results, strict=True):
         kinds = [
             r.invoice.lines[0].kind for r in got if r.status is ResultStatus.COMPLETED and r.invoice
@@ -186,97 +221,72 @@ async def test_racing_purchases_of_a_new_product_are_new_only_once(
 
 
 async def test_orders_of_other_products_and_accounts_are_not_queued(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Only the same account and product wait: other products and other accounts go at once."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     one, other = account(), account()
     await store.import_accounts([one, other])
     placed = [
-        order(one.account_id, buy(3, "meetings")),
-        order(one.account_id, buy(2, "remote-support")),
-        order(other.account_id, buy(3, "meetings")),
+        order(one.account_id, seats_of(3, "meetings")),
+        order(one.account_id, seats_of(2, "remote-support")),
+        order(other.account_id, seats_of(3, "meetings")),
     ]
     async with checkout_worker(dev_env.client, settings, store):
         await asyncio.gather(*(start_order(dev_env.client, settings, raw) for raw in placed))
         for raw in placed:
-            result = await result_of(dev_env, raw["order_id"])
+            result = await ended(dev_env, raw)
             assert result.status is ResultStatus.COMPLETED, result
-            state = await dev_env.client.get_workflow_handle(
-                checkout_workflow_id(raw["order_id"])
-            ).query("status", result_type=CheckoutState)
+            state = await state_of(checkout_handle(dev_env.client, raw))
             assert "queue" not in state.steps_done
 
 
 async def test_a_queued_order_waits_visibly_then_times_out_with_nothing_done(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Behind a parked order, a later order of the same product is Queued, names the order it
     waits for and the repair command, and ends ``order_in_progress`` after the queue timeout."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue(), queue_timeout_seconds=6.0)
-    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
-    await store.import_accounts([acc])
-    await store.set_paused("remote-support", True)
-    try:
-        async with checkout_worker(dev_env.client, settings, store):
-            parked = await start_order(dev_env.client, settings, order(acc.account_id, buy(8)))
-            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
-            later_raw = order(acc.account_id, buy(10))
-            later = await start_order(dev_env.client, settings, later_raw)
-            state = await reaches(later, CheckoutStatus.QUEUED)
-            assert state.current_step == "queue"
-            assert state.order_id == later_raw["order_id"]
-            result = await result_of(dev_env, later_raw["order_id"])
-            assert (result.status, result.reason) == (ResultStatus.REJECTED, "order_in_progress")
-            assert parked.id.removeprefix("order-") in (result.message or "")
-            payments = await store.payments(order_id=later_raw["order_id"])
-            assert payments == []
-            await parked.execute_update("compensate", {"reason": "test over"})
-    finally:
-        await store.set_paused("remote-support", False)
-    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [5]
+    settings = make_settings(queue_timeout_seconds=6.0)
+    async with behind_a_parked_order(dev_env, store, settings) as queue:
+        state = queue.queued
+        assert state.current_step == "queue"
+        assert state.order_id == queue.later_raw["order_id"]
+        result = await ended(dev_env, queue.later_raw)
+        assert (result.status, result.reason) == (ResultStatus.REJECTED, "order_in_progress")
+        assert queue.parked.id.removeprefix("order-") in (result.message or "")
+        payments = await store.payments(order_id=queue.later_raw["order_id"])
+        assert payments == []
+        await queue.parked.execute_update("compensate", {"reason": "test over"})
+    assert [s.seats for s in await store.subscriptions(queue.account.account_id)] == [5]
     assert await store.held_locks() == []
 
 
 async def test_a_queued_order_is_woken_when_the_earlier_one_ends(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
 ) -> None:
     """Once the parked order is retried and completes, the queued one is woken (not after its
     30 s re-check), priced on 8 seats, and anchored at the moment its turn came."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
-    await store.import_accounts([acc])
-    await store.set_paused("remote-support", True)
-    try:
-        async with checkout_worker(dev_env.client, settings, store):
-            parked = await start_order(dev_env.client, settings, order(acc.account_id, buy(8)))
-            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
-            later_raw = order(acc.account_id, buy(10))
-            later = await start_order(dev_env.client, settings, later_raw)
-            await reaches(later, CheckoutStatus.QUEUED)
-            await store.set_paused("remote-support", False)
-            await parked.execute_update("retry_provisioning")
-            woken_at = now()
-            result = await result_of(dev_env, later_raw["order_id"])
-    finally:
+    async with behind_a_parked_order(dev_env, store, make_settings()) as queue:
         await store.set_paused("remote-support", False)
+        await queue.parked.execute_update("retry_provisioning")
+        woken_at = now()
+        result = await ended(dev_env, queue.later_raw)
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None
     line = result.invoice.lines[0]
     assert line.previous is not None and line.previous.seats == 8
     assert line.period_start >= woken_at.replace(microsecond=0) - timedelta(seconds=5)
     assert now() - woken_at < timedelta(seconds=25), "woken by signal, not by the re-check"
-    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [10]
+    assert [s.seats for s in await store.subscriptions(queue.account.account_id)] == [10]
 
 
 async def test_an_order_under_another_workflow_id_is_rejected_with_nothing_done(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """The same order started as order-X, order-X-retry1 … is charged once: every other id
     ends ``invalid_order`` before any store write, charge or e-mail."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    acc = account()
-    await store.import_accounts([acc])
+    settings = make_settings()
+    acc = await seeded_account(store)
     raw = order(acc.account_id)
     ids = [checkout_workflow_id(raw["order_id"])] + [
         f"{checkout_workflow_id(raw['order_id'])}-retry{n}" for n in range(1, 5)
@@ -294,7 +304,7 @@ async def test_an_order_under_another_workflow_id_is_rejected_with_nothing_done(
                 for workflow_id in ids
             )
         )
-        results = [await asyncio.wait_for(h.result(), 90) for h in handles]
+        results = [await result_of(h) for h in handles]
     assert results[0].status is ResultStatus.COMPLETED, results[0]
     for wrong in results[1:]:
         assert (wrong.status, wrong.reason) == (ResultStatus.REJECTED, "invalid_order")
@@ -314,9 +324,8 @@ async def test_a_start_with_no_or_two_arguments_ends_rejected(
 ) -> None:
     """None or several start arguments end ``invalid_order`` at once, never a workflow task
     failing forever."""
-    settings = settings_for(store_url(store), None, unique_queue())
-    acc = account()
-    await store.import_accounts([acc])
+    settings = settings_for(store)
+    acc = await seeded_account(store)
     raw = order(acc.account_id)
     start_args = [] if not args else [raw, *args]
     async with checkout_worker(dev_env.client, settings, store):
@@ -327,7 +336,7 @@ async def test_a_start_with_no_or_two_arguments_ends_rejected(
             task_queue=settings.task_queue,
             result_type=CheckoutResult,
         )
-        result = await asyncio.wait_for(handle.result(), 60)
+        result = await result_of(handle, within=60)
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "invalid_order")
     assert expected in (result.message or "")
     assert await store.payments(account_id=acc.account_id) == []
@@ -336,61 +345,44 @@ async def test_a_start_with_no_or_two_arguments_ends_rejected(
 async def test_a_terminated_run_is_repaired_by_reconcile_fix_once(
     dev_env: WorkflowEnvironment,
     store: Store,
-    smtp_sink: SmtpSink,
+    make_settings: MakeSettings,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Terminating a charged, parked order leaves money behind; reconcile finds it, --fix
     refunds it, restores the subscription, releases its place so the queued order goes on, and a
     second --fix finds nothing more."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    acc = account(subscriptions=[annual(5, now() - timedelta(days=30))])
-    await store.import_accounts([acc])
-    before = await store.subscriptions(acc.account_id)
-    await store.set_paused("remote-support", True)
-    address = dev_env.client.service_client.config.target_host
-    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
-    monkeypatch.setenv("TEMPORAL_NAMESPACE", "default")
-    monkeypatch.setenv("CHECKOUT_TASK_QUEUE", settings.task_queue)
-    monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CHECKOUT_SMTP_PORT", str(settings.smtp_port))
-    try:
-        async with checkout_worker(dev_env.client, settings, store):
-            raw = order(acc.account_id, buy(8))
-            parked = await start_order(dev_env.client, settings, raw)
-            await reaches(parked, CheckoutStatus.NEEDS_ATTENTION, within=60)
-            later_raw = order(acc.account_id, buy(10))
-            later = await start_order(dev_env.client, settings, later_raw)
-            await reaches(later, CheckoutStatus.QUEUED)
-            await parked.terminate(reason="stuck, terminated by an operator")
-            await store.set_paused("remote-support", False)
-
-            capsys.readouterr()
-            assert await starter.run(["reconcile", "--json"]) == 0
-            found = json.loads(capsys.readouterr().out)["findings"]
-            assert [(f["order_id"], f["problem"], f["fixed"]) for f in found] == [
-                (raw["order_id"], "run_ended_unfinished", False)
-            ]
-            assert Decimal(found[0]["charged"]) > 0
-            assert found[0]["refunded"] is None
-
-            reconciler = Reconciler(
-                client=dev_env.client, store=store, activities=build_activities(settings, store)
-            )
-            fixed = await reconciler.run(fix=True)
-            assert [(f.problem, f.action) for f in fixed.findings] == [
-                ("run_ended_unfinished", "undone")
-            ]
-            assert fixed.findings[0].refunded == fixed.findings[0].charged
-            again = await reconciler.run(fix=True)
-            assert again.findings == []
-
-            later_result = await result_of(dev_env, later_raw["order_id"])
-            assert capsys.readouterr() is not None
-            assert await starter.run(["status", raw["order_id"]]) == 0
-            status_out = capsys.readouterr().out
-    finally:
+    settings = make_settings()
+    set_checkout_env(monkeypatch, address_of(dev_env), settings)
+    async with behind_a_parked_order(dev_env, store, settings) as queue:
+        raw, before = queue.parked_raw, queue.before
+        await queue.parked.terminate(reason="stuck, terminated by an operator")
         await store.set_paused("remote-support", False)
+
+        capsys.readouterr()
+        assert await starter.run(["reconcile", "--json"]) == 0
+        found = json.loads(capsys.readouterr().out)["findings"]
+        assert [(f["order_id"], f["problem"], f["fixed"]) for f in found] == [
+            (raw["order_id"], "run_ended_unfinished", False)
+        ]
+        assert Decimal(found[0]["charged"]) > 0
+        assert found[0]["refunded"] is None
+
+        reconciler = Reconciler(
+            client=dev_env.client, store=store, activities=build_activities(settings, store)
+        )
+        fixed = await reconciler.run(fix=True)
+        assert [(f.problem, f.action) for f in fixed.findings] == [
+            ("run_ended_unfinished", "undone")
+        ]
+        assert fixed.findings[0].refunded == fixed.findings[0].charged
+        again = await reconciler.run(fix=True)
+        assert again.findings == []
+
+        later_result = await ended(dev_env, queue.later_raw)
+        assert capsys.readouterr() is not None
+        assert await starter.run(["status", raw["order_id"]]) == 0
+        status_out = capsys.readouterr().out
     assert "Compensated" in status_out
     assert "reconcile --fix` repaired" in status_out
     payments = await store.payments(order_id=raw["order_id"])
@@ -402,7 +394,7 @@ async def test_a_terminated_run_is_repaired_by_reconcile_fix_once(
     assert later_result.invoice is not None
     previous = later_result.invoice.lines[0].previous
     assert previous is not None and previous.seats == before[0].seats
-    assert [s.seats for s in await store.subscriptions(acc.account_id)] == [10]
+    assert [s.seats for s in await store.subscriptions(queue.account.account_id)] == [10]
     assert (await store.order(raw["order_id"])) is not None
 
 
@@ -424,23 +416,23 @@ order_plans = st.lists(
 async def test_random_interleavings_equal_the_orders_one_after_the_other(
     dev_env: WorkflowEnvironment,
     store: Store,
-    smtp_sink: SmtpSink,
+    make_settings: MakeSettings,
     plans: list[tuple[str, int]],
     existing: bool,
 ) -> None:
     """Orders of one account placed at the same moment, in any mix of products and seats, end
     with the same subscriptions and the same sum of charges as the same orders priced one
     after the other in the order they were placed."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     acc = account(
         account_id=f"acc-{uuid.uuid4().hex[:8]}",
         subscriptions=[annual(4, now() - timedelta(days=60))] if existing else [],
     )
     await store.import_accounts([acc])
-    placed = [order(acc.account_id, buy(seats, product)) for product, seats in plans]
+    placed = [order(acc.account_id, seats_of(seats, product)) for product, seats in plans]
     async with checkout_worker(dev_env.client, settings, store):
         await asyncio.gather(*(start_order(dev_env.client, settings, raw) for raw in placed))
-        results = {raw["order_id"]: await result_of(dev_env, raw["order_id"]) for raw in placed}
+        results = {raw["order_id"]: await ended(dev_env, raw) for raw in placed}
     in_line = await queue_order(store, acc.account_id)
     ordered = sorted(placed, key=lambda raw: in_line.index(raw["order_id"]))
     final, charged = await sequential_outcome(acc, ordered, results)

@@ -35,7 +35,7 @@ from chaos.parts import PartError, PostgresServer, scratch_directory
 from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, order, start_order
+from tests.helpers import account, order, start_order
 from worker import WORKFLOWS, build_activities
 from workflows.interceptors import CheckoutInterceptor
 

@@ -294,17 +294,22 @@ def test_period_end_is_after_the_anchor_and_from_the_anchor(
 # --- proration credit --------------------------------------------------------------------------
 
 
+def credit_of(amount: str, start: str, end: str, at: str | datetime) -> Decimal:
+    """The proration credit, in EUR, of ``amount`` paid for [``start``, ``end``) at ``at``."""
+    return proration_credit(
+        period_amount=Decimal(amount),
+        period_start=dt(start),
+        period_end=dt(end),
+        at=at if isinstance(at, datetime) else dt(at),
+        currency="EUR",
+    )
+
+
 def test_credit_is_the_unused_share_of_what_was_paid_to_the_cent() -> None:
     """Credit = period_amount x unused seconds / period seconds (hand-computed: 741.18)."""
     # 2026-11-26T10:15Z → 2027-06-01: 186 days 13 h 45 min = 16 119 900 s of 31 536 000 s.
     # 1450.00 x 16 119 900 / 31 536 000 = 741.18008 → 741.18
-    credit = proration_credit(
-        period_amount=Decimal("1450.00"),
-        period_start=dt("2026-06-01T00:00:00Z"),
-        period_end=dt("2027-06-01T00:00:00Z"),
-        at=T,
-        currency="EUR",
-    )
+    credit = credit_of("1450.00", "2026-06-01T00:00:00Z", "2027-06-01T00:00:00Z", T)
     assert credit == Decimal("741.18")
     assert credit.as_tuple().exponent == -2
 
@@ -331,12 +336,8 @@ def test_credit_is_computed_to_the_second() -> None:
 
 def test_credit_rounds_half_up_at_half_a_cent() -> None:
     """An exact half cent rounds up: 10.01 / 2 = 5.005 → 5.01 (half-even would give 5.00)."""
-    credit = proration_credit(
-        period_amount=Decimal("10.01"),
-        period_start=dt("2026-04-01T00:00:00Z"),
-        period_end=dt("2026-05-01T00:00:00Z"),
-        at=dt("2026-04-16T00:00:00Z"),
-        currency="EUR",
+    credit = credit_of(
+        "10.01", "2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z", "2026-04-16T00:00:00Z"
     )
     assert credit == Decimal("5.01")
 
@@ -346,24 +347,14 @@ def test_credit_rounds_half_up_at_half_a_cent() -> None:
 )
 def test_credit_is_zero_once_the_period_has_ended(at: str) -> None:
     """No credit when t ≥ period_end."""
-    credit = proration_credit(
-        period_amount=Decimal("20.00"),
-        period_start=dt("2026-11-01T00:00:00Z"),
-        period_end=dt("2026-12-01T00:00:00Z"),
-        at=dt(at),
-        currency="EUR",
-    )
+    credit = credit_of("20.00", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", at)
     assert credit == Decimal("0.00")
 
 
 def test_credit_at_period_start_is_the_whole_period_amount() -> None:
     """A change at the very start of the period credits everything that was paid."""
-    credit = proration_credit(
-        period_amount=Decimal("123.45"),
-        period_start=dt("2026-11-01T00:00:00Z"),
-        period_end=dt("2026-12-01T00:00:00Z"),
-        at=dt("2026-11-01T00:00:00Z"),
-        currency="EUR",
+    credit = credit_of(
+        "123.45", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z", "2026-11-01T00:00:00Z"
     )
     assert credit == Decimal("123.45")
 

@@ -28,7 +28,7 @@ from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
 from cli import main as checkout_command
 from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
-from tests.support import account, checkout_worker, eventually, now, order, store_url
+from tests.helpers import account, checkout_worker, eventually, now, order, store_url
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -37,7 +37,7 @@ from checkout.store import (
 )
 from checkout.store.schema import OrderStepRow, OutboxRow, PaymentRow, SubscriptionRow
 from checkout.store.store import MIGRATIONS_DIR
-from tests.support import account
+from tests.helpers import account
 
 #: The current period of the seeded subscription, and the anchor ``t`` of the orders.
 START = datetime(2026, 6, 1, tzinfo=UTC)
@@ -45,36 +45,50 @@ END = datetime(2027, 6, 1, tzinfo=UTC)
 T = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 
 
+#: The seeded subscription: 5 annual seats of Standard, paid for the current period.
+SUBSCRIPTION: dict[str, Any] = {
+    "plan": "standard",
+    "seats": 5,
+    "status": "active",
+    "billing_cycle": "annual",
+    "current_period_start": START,
+    "current_period_end": END,
+    "trial_end": None,
+    "period_amount": Decimal("1450.00"),
+}
+#: What an order provisions by default: 8 monthly seats of Premium from ``T``.
+TARGET: dict[str, Any] = SUBSCRIPTION | {
+    "plan": "premium",
+    "seats": 8,
+    "billing_cycle": "monthly",
+    "current_period_start": T,
+    "current_period_end": datetime(2026, 12, 26, 10, 15, tzinfo=UTC),
+    "period_amount": Decimal("232.00"),
+}
+
+
 def subscription(product: str = "remote-support", **fields: Any) -> Subscription:
-    values: dict[str, Any] = {
-        "product": product,
-        "plan": "standard",
-        "seats": 5,
-        "status": "active",
-        "billing_cycle": "annual",
-        "current_period_start": START,
-        "current_period_end": END,
-        "trial_end": None,
-        "period_amount": Decimal("1450.00"),
-    }
-    values.update(fields)
-    return Subscription.model_validate(values)
+    return Subscription.model_validate(SUBSCRIPTION | {"product": product} | fields)
 
 
 def target(product: str = "remote-support", **fields: Any) -> SubscriptionTarget:
+    return SubscriptionTarget.model_validate(TARGET | {"product": product} | fields)
+
+
+def payment(**fields: Any) -> dict[str, Any]:
+    """record_payment's arguments: a succeeded charge of 1725.50 EUR for order ord-1 of account
+    acc-1 under the key order-ord-1/charge, unless ``fields`` say otherwise."""
     values: dict[str, Any] = {
-        "product": product,
-        "plan": "premium",
-        "seats": 8,
-        "status": "active",
-        "billing_cycle": "monthly",
-        "current_period_start": T,
-        "current_period_end": datetime(2026, 12, 26, 10, 15, tzinfo=UTC),
-        "trial_end": None,
-        "period_amount": Decimal("232.00"),
+        "payment_id": "ch_a",
+        "idempotency_key": "order-ord-1/charge",
+        "account_id": "acc-1",
+        "order_id": "ord-1",
+        "kind": "charge",
+        "amount": Decimal("1725.50"),
+        "currency": "EUR",
+        "status": "succeeded",
     }
-    values.update(fields)
-    return SubscriptionTarget.model_validate(values)
+    return values | fields
 
 
 async def seeded(store: Store, *subs: Subscription) -> str:
@@ -234,15 +248,13 @@ async def test_payment_customer_migration_downgrades_and_upgrades_keeping_the_da
     acc = account(payment_customer_id="cus_1")
     await store.import_accounts([acc])
     await store.record_payment(
-        payment_id="ch_1",
-        idempotency_key="k-1",
-        account_id=acc.account_id,
-        order_id="ord-1",
-        kind="charge",
-        amount=Decimal("12.30"),
-        currency="EUR",
-        status="succeeded",
-        card=CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2034),
+        **payment(
+            payment_id="ch_1",
+            idempotency_key="k-1",
+            account_id=acc.account_id,
+            amount=Decimal("12.30"),
+            card=CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2034),
+        )
     )
 
     await _alembic(store, "downgrade", "0002")
@@ -269,25 +281,21 @@ async def test_account_view_includes_payments(store: Store) -> None:
     account_id = await seeded(store)
     other_id = await seeded(store)
     charge = await store.record_payment(
-        payment_id="ch_1",
-        idempotency_key="k-1",
-        account_id=account_id,
-        order_id="ord-1",
-        kind="charge",
-        amount=Decimal("1725.50"),
-        currency="EUR",
-        status="succeeded",
-        payment_method="pm_card_visa",
+        **payment(
+            payment_id="ch_1",
+            idempotency_key="k-1",
+            account_id=account_id,
+            payment_method="pm_card_visa",
+        )
     )
     await store.record_payment(
-        payment_id="ch_2",
-        idempotency_key="k-2",
-        account_id=other_id,
-        order_id="ord-2",
-        kind="charge",
-        amount=Decimal("10.00"),
-        currency="EUR",
-        status="succeeded",
+        **payment(
+            payment_id="ch_2",
+            idempotency_key="k-2",
+            account_id=other_id,
+            order_id="ord-2",
+            amount=Decimal("10.00"),
+        )
     )
 
     view = await store.account_view(account_id)
@@ -564,25 +572,9 @@ async def test_set_paused_and_paused_products(store: Store) -> None:
 
 async def test_record_payment_is_idempotent_per_key(store: Store) -> None:
     """A second record with the same key returns the first record, even with another amount."""
-    first = await store.record_payment(
-        payment_id="ch_a",
-        idempotency_key="order-ord-1/charge",
-        account_id="acc-1",
-        order_id="ord-1",
-        kind="charge",
-        amount=Decimal("1725.50"),
-        currency="EUR",
-        status="succeeded",
-    )
+    first = await store.record_payment(**payment())
     second = await store.record_payment(
-        payment_id="ch_b",
-        idempotency_key="order-ord-1/charge",
-        account_id="acc-1",
-        order_id="ord-1",
-        kind="charge",
-        amount=Decimal("9.99"),
-        currency="USD",
-        status="failed",
+        **payment(payment_id="ch_b", amount=Decimal("9.99"), currency="USD", status="failed")
     )
 
     assert second == first
@@ -597,17 +589,7 @@ async def test_record_payment_is_idempotent_per_key(store: Store) -> None:
 
 async def test_concurrent_record_payment_with_one_key_returns_one_record(store: Store) -> None:
     """Concurrent records with the same key all return the one record that was inserted."""
-    kwargs: dict[str, Any] = {
-        "payment_id": "ch_a",
-        "idempotency_key": "order-ord-1/charge",
-        "account_id": "acc-1",
-        "order_id": "ord-1",
-        "kind": "charge",
-        "amount": Decimal("1725.50"),
-        "currency": "EUR",
-        "status": "succeeded",
-    }
-    records = await asyncio.gather(*(store.record_payment(**kwargs) for _ in range(8)))
+    records = await asyncio.gather(*(store.record_payment(**payment()) for _ in range(8)))
     assert all(r == records[0] for r in records)
     assert await count(store, PaymentRow) == 1
 
@@ -617,15 +599,14 @@ async def test_record_payment_round_trips_every_field(store: Store) -> None:
     # Given in CET, straight to the column (no model converts it first).
     due = datetime(2026, 12, 26, 11, 15, tzinfo=timezone(timedelta(hours=1)))
     recorded = await store.record_payment(
-        payment_id="in_1",
-        idempotency_key="k-inv",
-        account_id="acc-1",
-        order_id="ord-1",
-        kind="invoice",
-        amount=Decimal("0.10"),
-        currency="EUR",
-        status="pending",
-        due_date=due,
+        **payment(
+            payment_id="in_1",
+            idempotency_key="k-inv",
+            kind="invoice",
+            amount=Decimal("0.10"),
+            status="pending",
+            due_date=due,
+        )
     )
     loaded = await store.payment_by_key("k-inv")
     assert loaded == recorded
@@ -646,16 +627,14 @@ async def test_record_payment_keeps_the_card_it_was_given(store: Store) -> None:
     await store.import_accounts([acc])
     card = CardDetails(brand="mastercard", last4="4444", exp_month=3, exp_year=2031)
     recorded = await store.record_payment(
-        payment_id="ch_1",
-        idempotency_key="k-1",
-        account_id=acc.account_id,
-        order_id="ord-1",
-        kind="charge",
-        amount=Decimal("10.00"),
-        currency="EUR",
-        status="succeeded",
-        payment_method="pm_card_mastercard",
-        card=card,
+        **payment(
+            payment_id="ch_1",
+            idempotency_key="k-1",
+            account_id=acc.account_id,
+            amount=Decimal("10.00"),
+            payment_method="pm_card_mastercard",
+            card=card,
+        )
     )
     assert recorded.card == card
     assert await store.payment_by_key("k-1") == recorded
@@ -672,6 +651,16 @@ async def test_record_payment_keeps_the_card_it_was_given(store: Store) -> None:
 # --- e-mail outbox ------------------------------------------------------------------------------
 
 
+#: outbox_begin's arguments: the confirmation e-mail of order ord-1.
+EMAIL = {
+    "order_id": "ord-1",
+    "purpose": "confirmation",
+    "message_id": "<m1@example>",
+    "recipient": "billing@muster.example",
+    "subject": "Your order",
+}
+
+
 async def last_error(store: Store, order_id: str, purpose: str) -> str | None:
     async with AsyncSession(store.engine) as session:
         row = await session.get(OutboxRow, (order_id, purpose))
@@ -681,13 +670,7 @@ async def last_error(store: Store, order_id: str, purpose: str) -> str | None:
 
 async def test_outbox_pending_then_sent(store: Store) -> None:
     """The first begin creates a pending entry with one attempt; finish(sent) marks it sent."""
-    entry = await store.outbox_begin(
-        order_id="ord-1",
-        purpose="confirmation",
-        message_id="<ord-1.confirmation@example>",
-        recipient="billing@muster.example",
-        subject="Your order",
-    )
+    entry = await store.outbox_begin(**{**EMAIL, "message_id": "<ord-1.confirmation@example>"})
     assert (entry.status, entry.attempts, entry.sent_at) == ("pending", 1, None)
     assert entry.message_id == "<ord-1.confirmation@example>"
 
@@ -703,17 +686,10 @@ async def test_outbox_pending_then_sent(store: Store) -> None:
 
 async def test_outbox_begin_after_sent_reports_sent_without_an_attempt(store: Store) -> None:
     """Once sent, another begin returns status sent and does not count an attempt."""
-    kwargs = {
-        "order_id": "ord-1",
-        "purpose": "confirmation",
-        "message_id": "<m1@example>",
-        "recipient": "billing@muster.example",
-        "subject": "Your order",
-    }
-    await store.outbox_begin(**kwargs)
+    await store.outbox_begin(**EMAIL)
     await store.outbox_finish("ord-1", "confirmation", sent=True)
 
-    again = await store.outbox_begin(**{**kwargs, "message_id": "<other@example>"})
+    again = await store.outbox_begin(**{**EMAIL, "message_id": "<other@example>"})
 
     assert again.status == "sent"
     assert again.attempts == 1
@@ -747,7 +723,7 @@ async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store)
     await store.outbox_finish("ord-1", "confirmation", sent=False, error="connection refused")
     assert await last_error(store, "ord-1", "confirmation") == "connection refused"
 
-    await store.outbox_begin(**kwargs)
+    await store.outbox_begin(**EMAIL)
     await store.outbox_finish("ord-1", "confirmation", sent=True)
     entry = await store.outbox_entry("ord-1", "confirmation")
     assert entry is not None

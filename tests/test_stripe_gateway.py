@@ -28,9 +28,9 @@ from checkout.models import Account, CardDetails, ChargeInput, PaymentRecord
 from checkout.money import from_minor_units, to_minor_units
 from checkout.store import Store
 from checkout.stripe_gateway import PaymentGatewayUnavailable, StripeGateway
-from tests.conftest import free_port, make_store
+from devtools import free_port
 from tests.fake_stripe import FakeStripe, Outcome, running_fake_stripe
-from tests.support import account
+from tests.helpers import account, make_store
 from worker import build_activities, build_gateway
 
 T = TypeVar("T")

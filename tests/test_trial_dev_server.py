@@ -6,60 +6,41 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from typing import Any
 
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.catalog import Catalog, load_catalog
 from checkout.contract import trial_workflow_id
 from checkout.models import ResultStatus, TrialOutcome, TrialState
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import (
-    account,
+from devtools import SmtpSink
+from tests.helpers import (
+    TRIAL,
+    MakeSettings,
+    catalog_with,
     checkout_worker,
     eventually,
+    mail_arrived,
     now,
     order,
+    purposes,
     run_order,
-    store_url,
+    seeded_account,
 )
 from worker import build_activities
 
 pytestmark = pytest.mark.e2e
 
 TRIAL_LENGTH = timedelta(seconds=8)
-TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
-
-
-def catalog_with(product: str, **fields: Any) -> Catalog:
-    """The shipped catalog with some fields of one product changed."""
-    data = load_catalog().model_dump()
-    data["products"][product].update(fields)
-    return Catalog.model_validate(data)
-
-
-def purposes(sink: SmtpSink) -> list[str]:
-    """The purpose of each e-mail that arrived, in order, read from its Message-ID."""
-    return [str(m["Message-ID"]).strip(" <").split(".", 1)[0] for m in sink.messages]
-
-
-async def arrived(sink: SmtpSink, purpose: str, within: float) -> None:
-    async def check() -> None:
-        assert purpose in purposes(sink), purposes(sink)
-
-    await eventually(check, within=within, interval=0.1)
 
 
 async def test_short_trial_reminds_at_once_and_expires_on_time(
-    dev_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """An 8-second trial: trialing at once, reminder straight away, expired with 0 seats and an
     e-mail when the 8 s are up; its workflow shows AccountId only and a summary naming Meetings."""
-    acc = account(name="Muster GmbH", billing_email="trial@kunde.example")
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    acc = await seeded_account(store, name="Muster GmbH", billing_email="trial@kunde.example")
+    settings = make_settings()
     catalog = catalog_with("meetings", trial_length="PT8S")
     activities = build_activities(settings, store, catalog=catalog)
     handle = dev_env.client.get_workflow_handle(
@@ -80,7 +61,7 @@ async def test_short_trial_reminds_at_once_and_expires_on_time(
 
         # Fewer than three days left from the start: the reminder follows the welcome at once,
         # long before the trial ends.
-        await arrived(smtp_sink, "trial_reminder", within=5)
+        await mail_arrived(smtp_sink, "trial_reminder", within=5)
         assert now() < trial_end
 
         async def reminded() -> TrialState:
@@ -104,7 +85,7 @@ async def test_short_trial_reminds_at_once_and_expires_on_time(
 
         state = await asyncio.wait_for(handle.result(), timeout=30)
         closed = (await handle.describe()).close_time
-        await arrived(smtp_sink, "trial_expired", within=10)
+        await mail_arrived(smtp_sink, "trial_expired", within=10)
 
     assert isinstance(state, TrialState)
     assert (state.outcome, state.converted_by_order) == (TrialOutcome.EXPIRED, None)

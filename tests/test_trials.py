@@ -4,36 +4,36 @@ with the real activities, store and SMTP."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
-from typing import Any
 
 import pytest
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
 from checkout.contract import trial_workflow_id
 from checkout.models import ResultStatus, SubscriptionTarget, TrialOutcome, TrialState
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.support import account, checkout_worker, eventually, order, run_order, store_url
+from devtools import SmtpSink
+from tests.helpers import (
+    TRIAL,
+    MakeSettings,
+    account,
+    catalog_with,
+    checkout_worker,
+    eventually,
+    mail_arrived,
+    order,
+    place_order,
+    purposes,
+    run_order,
+    seeded_account,
+)
 from worker import build_activities
 from workflows.trial import PURCHASE_GRACE
-
-TRIAL = {"product": "meetings", "plan": "business", "seats": 3, "mode": "trial"}
-
-
-def catalog_with(product: str, **fields: Any) -> Catalog:
-    data = load_catalog().model_dump()
-    data["products"][product].update(fields)
-    return Catalog.model_validate(data)
-
-
-def purposes(sink: SmtpSink) -> list[str]:
-    """The purpose of each e-mail that arrived, read from its Message-ID."""
-    return [str(m["Message-ID"]).strip(" <").split(".", 1)[0] for m in sink.messages]
 
 
 async def trial_state(client: Client, account_id: str) -> TrialState:
@@ -64,23 +64,14 @@ async def trial_result(env: WorkflowEnvironment, account_id: str) -> TrialState:
     return state
 
 
-async def wait_for_mail(sink: SmtpSink, purpose: str) -> None:
-    async def arrived() -> None:
-        assert purpose in purposes(sink), purposes(sink)
-
-    await eventually(arrived, within=20)
-
-
 @pytest.fixture
 def env(own_time_skipping_env: WorkflowEnvironment) -> WorkflowEnvironment:
     return own_time_skipping_env
 
 
-async def start_trial(
-    env: WorkflowEnvironment, store: Store, sink: SmtpSink, settings: Settings
-) -> str:
-    acc = account()
-    await store.import_accounts([acc])
+async def start_trial(env: WorkflowEnvironment, store: Store, settings: Settings) -> str:
+    """A new account's trial of Meetings, ordered and completed."""
+    acc = await seeded_account(store)
     # Time moves only when the test says so: waiting for a result would let the server skip
     # ahead to the trial's first timer while the checkout is still sending its e-mail.
     with env.auto_time_skipping_disabled():
@@ -89,14 +80,23 @@ async def start_trial(
     return acc.account_id
 
 
+@asynccontextmanager
+async def welcomed_trial(
+    env: WorkflowEnvironment, store: Store, sink: SmtpSink, settings: Settings
+) -> AsyncIterator[str]:
+    """With a worker running: ``start_trial``, once its welcome e-mail arrived."""
+    async with checkout_worker(env.client, settings, store):
+        account_id = await start_trial(env, store, settings)
+        await mail_arrived(sink, "trial_welcome")
+        yield account_id
+
+
 async def test_fourteen_day_trial_reminds_on_day_11_and_expires_on_day_14(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """Welcome at once, reminder on day 11 (not before), seats withdrawn on day 14."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_welcome")
+    settings = make_settings()
+    async with welcomed_trial(env, store, smtp_sink, settings) as account_id:
         assert sorted(purposes(smtp_sink)) == ["confirmation", "trial_welcome"]
         (sub,) = await store.subscriptions(account_id)
         assert (sub.status.value, sub.seats) == ("trialing", 3)
@@ -107,7 +107,7 @@ async def test_fourteen_day_trial_reminds_on_day_11_and_expires_on_day_14(
         assert not (await trial_state(env.client, account_id)).reminder_sent
 
         await env.sleep(timedelta(hours=2))  # day 11 + 1 h
-        await wait_for_mail(smtp_sink, "trial_reminder")
+        await mail_arrived(smtp_sink, "trial_reminder")
         (sub,) = await store.subscriptions(account_id)
         assert sub.status.value == "trialing"
 
@@ -117,7 +117,7 @@ async def test_fourteen_day_trial_reminds_on_day_11_and_expires_on_day_14(
 
         state = await trial_result(env, account_id)
         ended_after = await env.get_current_time() - state.trial_end
-        await wait_for_mail(smtp_sink, "trial_expired")
+        await mail_arrived(smtp_sink, "trial_expired")
     assert state.outcome is TrialOutcome.EXPIRED
     assert timedelta(0) <= ended_after < timedelta(minutes=5)  # on day 14, not later
     assert state.trial_end - sub.current_period_start == timedelta(days=14)
@@ -127,14 +127,14 @@ async def test_fourteen_day_trial_reminds_on_day_11_and_expires_on_day_14(
 
 
 async def test_two_day_trial_sends_the_reminder_at_once(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """Fewer than three days in the trial: the reminder follows the welcome straight away."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     activities = build_activities(settings, store, catalog=catalog_with("meetings", trial_days=2))
     async with checkout_worker(env.client, settings, store, activities=activities):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_reminder")
+        account_id = await start_trial(env, store, settings)
+        await mail_arrived(smtp_sink, "trial_reminder")
 
         async def reminded() -> TrialState:
             state = await trial_state(env.client, account_id)
@@ -147,17 +147,15 @@ async def test_two_day_trial_sends_the_reminder_at_once(
             0
         ].current_period_start == (timedelta(days=2))
         assert (await trial_result(env, account_id)).outcome is TrialOutcome.EXPIRED
-        await wait_for_mail(smtp_sink, "trial_expired")
+        await mail_arrived(smtp_sink, "trial_expired")
 
 
 async def test_trial_bought_on_day_5_converts_and_never_expires(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """Buying the product ends the trial now (credit 0) and the trial workflow ends converted."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_welcome")
+    settings = make_settings()
+    async with welcomed_trial(env, store, smtp_sink, settings) as account_id:
         await env.sleep(timedelta(days=5))
         buy = {"product": "meetings", "plan": "business", "seats": 4, "billing_cycle": "annual"}
         with env.auto_time_skipping_disabled():
@@ -189,24 +187,24 @@ async def test_trial_bought_on_day_5_converts_and_never_expires(
 
 
 async def test_worker_restart_between_start_and_expiry_changes_nothing(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """The trial's timers are durable: a new worker process picks the trial up and ends it."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
+    settings = make_settings()
     # No workflow cache: the test server cannot hand a dead worker's sticky queue on, and a
     # restarted worker starts with an empty cache anyway.
     async with checkout_worker(env.client, settings, store, max_cached_workflows=0):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_welcome")
+        account_id = await start_trial(env, store, settings)
+        await mail_arrived(smtp_sink, "trial_welcome")
     # No worker at all for a while; then a new one, built from scratch, replays the trial.
     await asyncio.sleep(0.5)
     async with checkout_worker(
         env.client, settings, store, activities=build_activities(settings, store)
     ):
         await env.sleep(timedelta(days=11, hours=1))
-        await wait_for_mail(smtp_sink, "trial_reminder")
+        await mail_arrived(smtp_sink, "trial_reminder")
         assert (await trial_result(env, account_id)).outcome is TrialOutcome.EXPIRED
-        await wait_for_mail(smtp_sink, "trial_expired")
+        await mail_arrived(smtp_sink, "trial_expired")
     assert sorted(purposes(smtp_sink)) == [
         "confirmation",
         "trial_expired",
@@ -232,9 +230,9 @@ async def test_second_trial_of_the_same_product_is_refused(
         ]
     )  # fmt: skip
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(time_skipping_env.client, settings, store):
-        result = await run_order(time_skipping_env.client, settings, order(acc.account_id, TRIAL))
+    result = await place_order(
+        time_skipping_env.client, store, smtp_sink, order(acc.account_id, TRIAL)
+    )
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "trial_not_available")
 
 
@@ -244,22 +242,20 @@ async def test_product_without_trials_offers_none(
     """device-backup has trial_days = 0: a trial order for it is trial_not_available."""
     acc = account()
     await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
     item = {"product": "device-backup", "plan": "essentials", "seats": 3, "mode": "trial"}
-    async with checkout_worker(time_skipping_env.client, settings, store):
-        result = await run_order(time_skipping_env.client, settings, order(acc.account_id, item))
+    result = await place_order(
+        time_skipping_env.client, store, smtp_sink, order(acc.account_id, item)
+    )
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "trial_not_available")
 
 
 async def test_purchase_half_done_at_the_trial_end_that_is_undone_lets_the_trial_expire(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """A purchase provisioned but not completed when the trial ends holds the expiry back; when
     that purchase is undone, the trial (back to trialing) still expires."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_welcome")
+    settings = make_settings()
+    async with welcomed_trial(env, store, smtp_sink, settings) as account_id:
         (trialing,) = await store.subscriptions(account_id)
         # A purchase's provisioning step, as a buy order in flight would leave it.
         bought = SubscriptionTarget.model_validate(
@@ -275,21 +271,19 @@ async def test_purchase_half_done_at_the_trial_end_that_is_undone_lets_the_trial
         assert await store.undo_step("ord-in-flight", "provision")  # the purchase compensated
         await env.sleep(PURCHASE_GRACE + timedelta(seconds=1))
         state = await trial_result(env, account_id)
-        await wait_for_mail(smtp_sink, "trial_expired")
+        await mail_arrived(smtp_sink, "trial_expired")
     assert state.outcome is TrialOutcome.EXPIRED
     (sub,) = await store.subscriptions(account_id)
     assert (sub.status.value, sub.seats) == ("expired", 0)
 
 
 async def test_new_trial_while_an_old_trial_workflow_runs_restarts_it(
-    env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
+    env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """After an account is re-imported without its trial, a new trial of the product takes over
     the still-running trial workflow, which then follows (and expires) the new trial."""
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    async with checkout_worker(env.client, settings, store):
-        account_id = await start_trial(env, store, smtp_sink, settings)
-        await wait_for_mail(smtp_sink, "trial_welcome")
+    settings = make_settings()
+    async with welcomed_trial(env, store, smtp_sink, settings) as account_id:
         first_end = (await trial_state(env.client, account_id)).trial_end
         await env.sleep(timedelta(days=2))
         await store.import_accounts([account(account_id)])  # re-imported: no subscriptions
@@ -304,7 +298,7 @@ async def test_new_trial_while_an_old_trial_workflow_runs_restarts_it(
 
         await eventually(restarted)
         state = await trial_result(env, account_id)
-        await wait_for_mail(smtp_sink, "trial_expired")
+        await mail_arrived(smtp_sink, "trial_expired")
     assert state.outcome is TrialOutcome.EXPIRED
     # The second trial was ordered two days (and the time the first checkout took) later.
     assert timedelta(days=2) <= state.trial_end - first_end < timedelta(days=2, minutes=1)

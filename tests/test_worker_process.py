@@ -5,137 +5,44 @@ cleanly on SIGTERM or SIGINT, and refuses a bad configuration with a one-line er
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 import signal
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutResult, ResultStatus
-from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
-from tests.support import account, order, start_order, store_url
+from checkout.models import ResultStatus
+from checkout.store import Store
+from devtools import SmtpSink, free_port
+from tests.helpers import (
+    EXIT_WITHIN,
+    address_of,
+    make_store,
+    order,
+    result_of,
+    run_worker_to_exit,
+    seeded_account,
+    settings_for,
+    start_order,
+    worker_env,
+    worker_process,
+)
 
 pytestmark = pytest.mark.e2e
 
-REPO = Path(__file__).resolve().parents[1]
-READY_LINE = "worker polling task queue"
-#: How long a stopped worker may take to exit (SIGTERM: finish what runs, close, exit 0).
-EXIT_WITHIN = 10.0
 
-
-def worker_env(
-    *,
-    address: str,
-    task_queue: str,
-    database_url: str,
-    smtp: SmtpSink | None,
-    **extra: str,
-) -> dict[str, str]:
-    """The environment of a worker process: ours without any CHECKOUT_* or TEMPORAL_* variable
-    (an engineer's shell must not leak in), plus the given configuration."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CHECKOUT_", "TEMPORAL_"))}
-    env.update(
-        TEMPORAL_ADDRESS=address,
-        TEMPORAL_NAMESPACE="default",
-        CHECKOUT_TASK_QUEUE=task_queue,
-        CHECKOUT_DATABASE_URL=database_url,
-        CHECKOUT_SMTP_HOST=smtp.host if smtp else "127.0.0.1",
-        CHECKOUT_SMTP_PORT=str(smtp.port if smtp else free_port()),
-        CHECKOUT_SMTP_TLS="none",
-        PYTHONUNBUFFERED="1",
-    )
-    env.update(extra)
-    return env
-
-
-def address_of(env: WorkflowEnvironment) -> str:
-    return env.client.service_client.config.target_host
-
-
-@dataclass
-class WorkerProcess:
-    """One ``python worker.py`` process; its stdout and stderr go to ``log_path``."""
-
-    proc: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    async def wait_for_log(self, text: str, within: float = 30) -> None:
-        deadline = time.monotonic() + within
-        while text not in self.log():
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"worker exited with {self.proc.returncode} before logging {text!r}:\n"
-                    + self.log()
-                )
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker did not log {text!r} within {within}s:\n{self.log()}")
-            await asyncio.sleep(0.05)
-
-    async def wait_exit(self, within: float = EXIT_WITHIN) -> int:
-        deadline = time.monotonic() + within
-        while (code := self.proc.poll()) is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"worker still running {within}s later:\n{self.log()}")
-            await asyncio.sleep(0.05)
-        return code
-
-    async def stop(self, sig: signal.Signals = signal.SIGTERM) -> tuple[int, float]:
-        """Send ``sig``; return the exit code and how long the exit took."""
-        started = time.monotonic()
-        self.proc.send_signal(sig)
-        code = await self.wait_exit()
-        return code, time.monotonic() - started
-
-    async def kill(self) -> None:
-        """SIGKILL: the worker gets no chance to finish, report or close anything."""
-        self.proc.kill()
-        code = await self.wait_exit()
-        assert code == -signal.SIGKILL, code
-
-
-@asynccontextmanager
-async def worker_process(
-    env: dict[str, str], log_path: Path, *, ready: bool = True
-) -> AsyncIterator[WorkerProcess]:
-    """Start ``worker.py`` and wait until it polls; kill it at the end if it still runs."""
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, never waited on blocking
-            [sys.executable, "worker.py"],
-            cwd=REPO,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    worker = WorkerProcess(proc, log_path)
-    try:
-        if ready:
-            await worker.wait_for_log(READY_LINE)
-        yield worker
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=EXIT_WITHIN)
+async def ordering(
+    store: Store, smtp: SmtpSink, address: str
+) -> tuple[Settings, dict[str, str], dict[str, Any]]:
+    """For a new account in ``store``: worker settings on the store and ``smtp``, the environment
+    of a worker process on them and the Temporal server at ``address``, and an order."""
+    acc = await seeded_account(store)
+    settings = settings_for(store, smtp)
+    return settings, worker_env(address, settings), order(acc.account_id)
 
 
 async def test_worker_process_runs_an_order_and_stops_on_sigterm(
@@ -144,20 +51,10 @@ async def test_worker_process_runs_an_order_and_stops_on_sigterm(
     """An order submitted to the worker process completes; SIGTERM ends the process with 0 in a
     few seconds, and its log names the order by its workflow id."""
     async with make_store("sqlite", tmp_path) as store:
-        acc = account()
-        await store.import_accounts([acc])
-        settings = settings_for(store_url(store), smtp_sink, unique_queue())
-        env = worker_env(
-            address=address_of(dev_env),
-            task_queue=settings.task_queue,
-            database_url=store_url(store),
-            smtp=smtp_sink,
-        )
-        raw = order(acc.account_id)
+        settings, env, raw = await ordering(store, smtp_sink, address_of(dev_env))
         async with worker_process(env, tmp_path / "worker.log") as worker:
             handle = await start_order(dev_env.client, settings, raw)
-            result = await asyncio.wait_for(handle.result(), 60)
-            assert isinstance(result, CheckoutResult)
+            result = await result_of(handle, within=60)
             code, took = await worker.stop(signal.SIGTERM)
         charges = await store.payments(order_id=raw["order_id"])
 
@@ -182,13 +79,14 @@ async def test_worker_process_runs_an_order_and_stops_on_sigterm(
     assert "Traceback" not in log, log
 
 
-@dataclass
 class StallingSmtpSink(SmtpSink):
     """An SMTP sink that holds the first transaction at MAIL FROM for ``stall`` seconds, so a
     test can stop the worker while ``send_email`` runs (before anything was delivered)."""
 
-    stall: float = 3.0
-    stalled: threading.Event = field(default_factory=threading.Event)
+    def __init__(self, stall: float = 3.0) -> None:
+        super().__init__()
+        self.stall = stall
+        self.stalled = threading.Event()
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, mail_options: list[str]
@@ -206,21 +104,9 @@ async def test_sigterm_while_an_activity_runs_loses_nothing(
 ) -> None:
     """SIGTERM while the confirmation e-mail is being sent: the process still exits 0 in a few
     seconds, and on the next worker the order completes with one charge and one e-mail."""
-    sink = StallingSmtpSink(host="127.0.0.1", port=free_port())
-    controller = Controller(sink, hostname=sink.host, port=sink.port)
-    controller.start()
-    try:
+    with StallingSmtpSink() as sink:
         async with make_store("sqlite", tmp_path) as store:
-            acc = account()
-            await store.import_accounts([acc])
-            settings = settings_for(store_url(store), sink, unique_queue())
-            env = worker_env(
-                address=address_of(dev_env),
-                task_queue=settings.task_queue,
-                database_url=store_url(store),
-                smtp=sink,
-            )
-            raw = order(acc.account_id)
+            settings, env, raw = await ordering(store, sink, address_of(dev_env))
             async with worker_process(env, tmp_path / "first.log") as first:
                 handle = await start_order(dev_env.client, settings, raw)
                 assert await asyncio.to_thread(sink.stalled.wait, 30), first.log()
@@ -228,12 +114,9 @@ async def test_sigterm_while_an_activity_runs_loses_nothing(
             assert code == 0, first.log()
             assert took < EXIT_WITHIN
             async with worker_process(env, tmp_path / "second.log") as second:
-                result = await asyncio.wait_for(handle.result(), 90)
-                assert isinstance(result, CheckoutResult)
+                result = await result_of(handle)
                 assert (await second.stop())[0] == 0, second.log()
             payments = await store.payments(order_id=raw["order_id"])
-    finally:
-        controller.stop()
     assert result.status is ResultStatus.COMPLETED, result
     assert result.invoice is not None and result.email is not None
     assert [(p.kind, p.amount) for p in payments] == [("charge", result.invoice.total)]
@@ -245,10 +128,7 @@ async def test_worker_process_stops_on_sigint_when_idle(
 ) -> None:
     """Ctrl-C (SIGINT) is a graceful stop too: exit 0, no KeyboardInterrupt traceback."""
     env = worker_env(
-        address=address_of(dev_env),
-        task_queue=unique_queue(),
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'idle.db'}",
-        smtp=None,
+        address_of(dev_env), settings_for(f"sqlite+aiosqlite:///{tmp_path / 'idle.db'}")
     )
     async with worker_process(env, tmp_path / "worker.log") as worker:
         code, took = await worker.stop(signal.SIGINT)
@@ -275,22 +155,11 @@ async def test_worker_process_refuses_a_bad_configuration(
     database = tmp_path / "never.db"
     env = worker_env(
         # Nothing listens here: were the configuration accepted, connecting would fail instead.
-        address=f"127.0.0.1:{free_port()}",
-        task_queue=unique_queue(),
-        database_url=f"sqlite+aiosqlite:///{database}",
-        smtp=None,
+        f"127.0.0.1:{free_port()}",
+        settings_for(f"sqlite+aiosqlite:///{database}"),
         **{variable: value},
     )
-    completed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "worker.py"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    completed = await run_worker_to_exit(env, within=30)
     assert completed.returncode != 0
     lines = completed.stderr.strip().splitlines()
     assert len(lines) == 1, completed.stderr
@@ -311,22 +180,8 @@ async def test_worker_process_reports_an_unreachable_temporal_server(tmp_path: P
     Rust threads touch the GIL during teardown), so the process dies of SIGABRT or SIGSEGV after
     printing the line, with a "Fatal Python error" dump, instead of exiting 1."""
     port = free_port()
-    env = worker_env(
-        address=f"127.0.0.1:{port}",
-        task_queue=unique_queue(),
-        database_url=f"sqlite+aiosqlite:///{tmp_path / 'db.db'}",
-        smtp=None,
-    )
-    completed = await asyncio.to_thread(
-        subprocess.run,
-        [sys.executable, "worker.py"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    env = worker_env(f"127.0.0.1:{port}", settings_for(f"sqlite+aiosqlite:///{tmp_path / 'db.db'}"))
+    completed = await run_worker_to_exit(env, within=60)
     errors = [line for line in completed.stderr.splitlines() if line.startswith("worker: ")]
     assert len(errors) == 1, completed.stderr
     assert f"127.0.0.1:{port}" in errors[0]

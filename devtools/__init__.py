@@ -1,0 +1,12 @@
+"""Tools for running the checkout's pieces on one machine: a free port on loopback, an SMTP sink
+that keeps what arrives, and the paths of the Temporal binaries that come with the venv.
+
+Used by the tests, the benchmarks, the demo and the chaos scripts. Nothing here is part of the
+checkout, and nothing here imports it, so any layer may import this one.
+"""
+
+from devtools.binaries import tool_path
+from devtools.net import LOOPBACK, free_port
+from devtools.smtp import SmtpSink
+
+__all__ = ["LOOPBACK", "SmtpSink", "free_port", "tool_path"]

@@ -1,0 +1,78 @@
+"""devtools, the local-stack tools the tests, the benchmarks and the demo share: the SMTP sink
+keeps, files and refuses what arrives as a real SMTP server would."""
+
+from __future__ import annotations
+
+import socket
+from email.message import EmailMessage
+from pathlib import Path
+
+import aiosmtplib
+import pytest
+
+from devtools import LOOPBACK, SmtpSink, free_port, tool_path
+
+
+def message(message_id: str, subject: str = "Your order") -> EmailMessage:
+    mail = EmailMessage()
+    mail["From"] = "billing@kestrel.example"
+    mail["To"] = "billing@muster.example"
+    mail["Subject"] = subject
+    mail["Message-ID"] = message_id
+    mail.set_content("Grüße")
+    return mail
+
+
+async def send(sink: SmtpSink, mail: EmailMessage) -> None:
+    await aiosmtplib.send(mail, hostname=sink.host, port=sink.port, start_tls=False)
+
+
+def test_free_port_is_free_on_loopback() -> None:
+    """Nothing listens on the port it gives, so a server can bind it."""
+    port = free_port()
+    with socket.socket() as sock:
+        assert sock.connect_ex((LOOPBACK, port)) != 0
+        sock.bind((LOOPBACK, port))
+
+
+def test_tool_path_finds_the_venvs_binaries_and_names_the_fix() -> None:
+    """The Temporal binaries come with the venv; a missing one says to run make install."""
+    assert Path(tool_path("temporal")).is_file()
+    with pytest.raises(FileNotFoundError, match="make install"):
+        tool_path("no-such-temporal-binary")
+
+
+async def test_sink_keeps_parsed_messages_and_writes_eml_files(tmp_path: Path) -> None:
+    """Each message is kept parsed, in order, and written to the folder under its Message-ID;
+    a second message with the same Message-ID gets a file of its own."""
+    seen: list[tuple[str, Path | None]] = []
+    with SmtpSink(
+        folder=tmp_path / "mail", on_message=lambda m, p: seen.append((str(m["Subject"]), p))
+    ) as sink:
+        await send(sink, message("<confirmation.ord-1@billing.kestrel.example>", "first"))
+        await send(sink, message("<confirmation.ord-1@billing.kestrel.example>", "again"))
+        messages = await sink.wait_for(2)
+    assert [m["Subject"] for m in messages] == ["first", "again"]
+    assert sink.received == 2
+    assert sink.encrypted == [False, False]
+    assert [p.name for p in sink.files] == ["confirmation.ord-1.eml", "confirmation.ord-1-2.eml"]
+    assert b"Subject: first" in sink.files[0].read_bytes()
+    assert seen == [("first", sink.files[0]), ("again", sink.files[1])]
+
+
+async def test_sink_refuses_the_next_messages_with_a_temporary_error() -> None:
+    """With refuse_next = 1 the first message is refused with 451 and not kept; the next one is."""
+    with SmtpSink(refuse_next=1) as sink:
+        with pytest.raises(aiosmtplib.SMTPResponseException) as refused:
+            await send(sink, message("<a@x>"))
+        await send(sink, message("<b@x>"))
+        (kept,) = await sink.wait_for(1)
+    assert refused.value.code == 451
+    assert kept["Message-ID"] == "<b@x>"
+    assert sink.refuse_next == 0
+
+
+async def test_wait_for_names_what_arrived_when_too_little_did() -> None:
+    """Waiting for more than arrives fails with the count that did arrive."""
+    with SmtpSink() as sink, pytest.raises(AssertionError, match="expected 1 e-mails, got 0"):
+        await sink.wait_for(1, within=0.2)
