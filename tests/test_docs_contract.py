@@ -26,8 +26,8 @@ import starter
 import worker
 from checkout.contract import (
     CHECKOUT_WORKFLOW,
-    EMAIL_DELIVERY_WORKFLOW,
     DEFAULT_TASK_QUEUE,
+    EMAIL_DELIVERY_WORKFLOW,
     RECONCILE_SCHEDULE_ID,
     RECONCILE_WORKFLOW,
     SEARCH_ATTRIBUTES,
