@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from checkout.models import (
     Account,
+    CardDetails,
     ChargeInfo,
     CreditNote,
     EmailPurpose,
@@ -57,7 +58,7 @@ __all__ = [
     "RenderedEmail",
     "SmtpMailer",
     "build_message",
-    "card_brand",
+    "card_label",
     "compose_email",
     "email_context",
     "format_date",
@@ -159,18 +160,16 @@ def format_datetime(dt: datetime, timezone: str, locale: str) -> str:
     return f"{day}, {time} {zone}".translate(_BABEL_SPACES)
 
 
-def card_brand(payment_method: str | None) -> str | None:
-    """The card network of a sandbox token (``pm_card_visa`` is ``Visa``), or None."""
-    if not payment_method:
+_BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}
+
+
+def card_label(card: CardDetails | None) -> str | None:
+    """``Visa •••• 4242``: the card as the gateway reported the charge. Never the payment token:
+    a token says nothing to a customer, and a card number must never reach an e-mail."""
+    if card is None:
         return None
-    token = payment_method.lower()
-    if token.startswith("pm_card_visa"):
-        return "Visa"
-    if token.startswith("pm_card_mastercard"):
-        return "Mastercard"
-    if token.startswith("pm_card_amex"):
-        return "American Express"
-    return None
+    brand = _BRANDS.get(card.brand.lower(), card.brand.replace("_", " ").title())
+    return f"{brand} •••• {card.last4}"
 
 
 # --- message ids --------------------------------------------------------------------------------
@@ -236,6 +235,8 @@ class EmailContext(BaseModel):
     trial_end: datetime | None = None
     #: Compensation e-mails: the credit note that cancels the order's invoice.
     credit_note: CreditNote | None = None
+    #: Confirmations: the card as the gateway reported the charge.
+    card: CardDetails | None = None
 
     @field_validator("locale", mode="before")
     @classmethod
@@ -274,6 +275,7 @@ def email_context(
         product_name=product_name or request.product,
         trial_end=request.trial_end,
         credit_note=request.credit_note,
+        card=request.card,
     )
 
 
@@ -341,7 +343,7 @@ def render_email(ctx: EmailContext, templates_dir: Path = DEFAULT_TEMPLATES_DIR)
         "brand": BRAND,
         "invoice": ctx.invoice,
         "seats_to_assign": ctx.seats_to_assign,
-        "card_brand": card_brand(ctx.payment_method),
+        "card_label": card_label(ctx.card),
         "product": product,
         "trial_lines": trial_lines,
         "trial_seats": sum(line.new_seats for line in trial_lines),

@@ -422,6 +422,8 @@ class SendEmailInput(_Model):
     product: str | None = None
     trial_end: UtcDateTime | None = None
     credit_note: CreditNote | None = None
+    #: The card as the gateway reported the charge (never the payment token).
+    card: CardDetails | None = None
 
 
 class ClaimOrderInput(_Model):

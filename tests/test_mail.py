@@ -40,6 +40,7 @@ from checkout.mail import (
 from checkout.models import (
     Account,
     BillingCycle,
+    CardDetails,
     ChargeInfo,
     EmailPurpose,
     Invoice,
@@ -159,6 +160,7 @@ def context(**overrides: Any) -> EmailContext:
         "order_id": "ord-1001",
         "invoice": standard_invoice(),
         "payment_method": "pm_card_visa",
+        "card": CardDetails(brand="visa", last4="4242", exp_month=12, exp_year=2034),
     }
     values.update(overrides)
     return EmailContext(**values)
@@ -289,7 +291,7 @@ def test_confirmation_standard_vat_german() -> None:
         "Nettobetrag: 1.450,00 €",
         "Umsatzsteuer 19 % (DE): 275,50 €",
         "Fällige Gesamtsumme: 1.725,50 €",
-        "Zahlungsmethode: Visa-Karte (pm_card_visa)",
+        "Zahlungsmethode: Visa •••• 4242",
     ):
         assert expected in text, expected
     assert "Reverse" not in text
@@ -307,7 +309,7 @@ def test_confirmation_standard_vat_german() -> None:
         "275,50 €",
         "Fällige Gesamtsumme",
         "1.725,50 €",
-        "Visa-Karte (pm_card_visa)",
+        "Visa •••• 4242",
     ):
         assert expected in html, expected
     assert "1725.5" not in text + html
@@ -328,7 +330,7 @@ def test_confirmation_standard_vat_english() -> None:
         "Net: €1,450.00",
         "VAT 19% (DE): €275.50",
         "Total due: €1,725.50",
-        "Payment method: Visa card (pm_card_visa)",
+        "Payment method: Visa •••• 4242",
     ):
         assert expected in rendered.text, expected
 
@@ -516,7 +518,8 @@ def test_html_escapes_account_name() -> None:
 
 
 def test_html_escapes_message_and_payment_token() -> None:
-    """A reason message and a payment token with markup are escaped in HTML."""
+    """A reason message and a payment token with markup never reach the e-mail; card details
+    with markup are escaped in HTML."""
     ctx = context(
         purpose=EmailPurpose.REJECTION,
         reason="<b>weird</b>",
@@ -529,8 +532,11 @@ def test_html_escapes_message_and_payment_token() -> None:
     assert "img" not in rendered.html and "img" not in rendered.text
     assert "<b>weird" not in rendered.html
     confirmation = render_email(context(payment_method="<i>tok</i>"))
-    assert "<i>tok</i>" not in confirmation.html
-    assert "&lt;i&gt;tok&lt;/i&gt;" in confirmation.html
+    # The payment token is never shown (the card as the gateway reported it is).
+    assert "tok" not in confirmation.html and "tok" not in confirmation.text
+    hostile = CardDetails(brand="<script>", last4="<b>1", exp_month=1, exp_year=2030)
+    escaped = render_email(context(card=hostile))
+    assert "<script>" not in escaped.html and "<b>1" not in escaped.html
 
 
 @pytest.mark.parametrize(
@@ -639,6 +645,7 @@ def test_compose_email_uses_deterministic_id_and_account_fields() -> None:
         purpose=EmailPurpose.CONFIRMATION,
         invoice=standard_invoice(),
         payment_method="pm_card_mastercard",
+        card=CardDetails(brand="mastercard", last4="4444", exp_month=12, exp_year=2034),
     )
     ctx = email_context(request, account)
     assert ctx.locale == "de"
@@ -648,7 +655,9 @@ def test_compose_email_uses_deterministic_id_and_account_fields() -> None:
     assert again["Message-ID"] == message["Message-ID"]
     text = message.get_body(("plain",))
     assert text is not None
-    assert "Mastercard-Karte (pm_card_mastercard)" in text.get_content()
+    assert "Mastercard •••• 4444" in text.get_content()
+    # The payment token is never shown to the customer.
+    assert "pm_card_mastercard" not in message.as_string()
 
 
 def test_templates_exist_for_every_purpose_and_locale() -> None:

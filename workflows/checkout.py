@@ -404,6 +404,7 @@ class CheckoutWorkflow:
             purpose=EmailPurpose.CONFIRMATION,
             invoice=plan.invoice,
             payment_method=None if plan.corporate else order.payment_method,
+            card=self._progress.charge.card if self._progress.charge else None,
             paid_by_invoice=self._progress.invoice_payment is not None,
             due_date=self._progress.invoice_due,
         )
