@@ -366,7 +366,8 @@ def orders_summary(orders: Sequence[FinishedOrder]) -> str:
     for order in orders:
         result = order.result
         if result is None:
-            rows.append([order.order_id, order.account_id, "unfinished", *[NONE] * 3])
+            status = "parked" if getattr(order, "parked", False) else "unfinished"
+            rows.append([order.order_id, order.account_id, status, *[NONE] * 3])
             details.append(f"{order.order_id}: {order.problem}")
             continue
         rows.append(

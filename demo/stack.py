@@ -42,6 +42,7 @@ from checkout.models import (
     Account,
     CheckoutResult,
     CheckoutState,
+    CheckoutStatus,
 )
 from checkout.pricing import CYCLE_MONTHS, add_months
 from checkout.process import exit_process
@@ -353,11 +354,18 @@ def load_orders(demo_dir: Path, suffix: str) -> list[DemoOrder]:
     return orders
 
 
+#: The demo pauses this product's provisioning, so its example order (orders/07-parked.json)
+#: parks in NeedsAttention and shows an operator's job: resume, then retry or compensate.
+PARKED_PRODUCT = "device-backup"
+
+
 @dataclass
 class Outcome:
     order: DemoOrder
     result: CheckoutResult | None
     problem: str | None = None
+    #: Charged and parked in NeedsAttention on purpose, waiting for an operator.
+    parked: bool = False
 
     @property
     def order_id(self) -> str:
@@ -368,9 +376,24 @@ class Outcome:
         return self.order.account_id
 
 
+async def _parked(handle: WorkflowHandle[Any, CheckoutResult]) -> CheckoutState:
+    """Wait until the order's status query says NeedsAttention."""
+    while True:
+        state: CheckoutState = await handle.query("status", result_type=CheckoutState)
+        if state.state is CheckoutStatus.NEEDS_ATTENTION:
+            return state
+        await asyncio.sleep(0.5)
+
+
 async def outcome_of(
     order: DemoOrder, handle: WorkflowHandle[Any, CheckoutResult], within: float
 ) -> Outcome:
+    if any(item.get("product") == PARKED_PRODUCT for item in order.raw.get("items", [])):
+        try:
+            state = await asyncio.wait_for(_parked(handle), within)
+        except TimeoutError:
+            return Outcome(order, None, f"did not park within {within:.0f} s")
+        return Outcome(order, None, f"parked in NeedsAttention: {state.last_error}", parked=True)
     try:
         result = await asyncio.wait_for(handle.result(), within)
     except TimeoutError:
@@ -416,9 +439,13 @@ def where_to_look(
     )
     pairs = []
     if not options.headless:
-        query = 'CheckoutStatus="Completed"'
-        url = f"http://{HOST}:{options.ui_port}/namespaces/default/workflows?query={quote(query)}"
-        pairs += [("Web UI", url), ("", f"list query: {query}")]
+        base = f"http://{HOST}:{options.ui_port}/namespaces/default/workflows?query="
+        every = 'WorkflowType="CheckoutWorkflow"'
+        parked_query = 'WorkflowType="CheckoutWorkflow" AND CheckoutStatus="NeedsAttention"'
+        pairs += [
+            ("Web UI", f"{base}{quote(every)}  (every checkout; add the CheckoutStatus column)"),
+            ("", f"{base}{quote(parked_query)}  (the parked ones)"),
+        ]
     pairs += [
         (
             "E-mails",
@@ -443,6 +470,25 @@ def where_to_look(
         ("", ".venv/bin/checkout list --status Completed"),
         ("", ".venv/bin/checkout accounts show acc-de"),
     ]
+    for parked in (o for o in outcomes if o.parked):
+        pairs += [
+            (
+                "Parked",
+                (
+                    f"{parked.order_id} was charged, but provisioning of {PARKED_PRODUCT} is paused"
+                    " (on purpose): it waits for an operator"
+                ),
+            ),
+            ("", f".venv/bin/checkout status {parked.order_id}"),
+            (
+                "",
+                (
+                    f".venv/bin/checkout products resume {PARKED_PRODUCT} &&"
+                    f" .venv/bin/checkout retry {parked.order_id}"
+                ),
+            ),
+            ("", f".venv/bin/checkout compensate {parked.order_id} --reason 'demo'  (or undo it)"),
+        ]
     return render.fields(pairs)
 
 
@@ -526,7 +572,7 @@ async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int
         print(where_to_look(options, settings, outcomes, mail))
         print(flush=True)
         if options.exit_after_demo:
-            return 0 if all(o.result is not None for o in outcomes) else 1
+            return 0 if all(o.result is not None or o.parked for o in outcomes) else 1
         mail.announce = True
         what = (
             "the worker and the mail sink"
@@ -583,9 +629,11 @@ async def _seed(settings: Settings, demo_dir: Path) -> None:
     try:
         await store.migrate()
         accounts = await seed(store, demo_dir, datetime.now(UTC))
+        await store.set_paused(PARKED_PRODUCT, True)
     finally:
         await store.close()
     print(f"Seeded {', '.join(a.account_id for a in accounts)} into {where}.")
+    print(f"Paused provisioning of {PARKED_PRODUCT}: its example order will park (on purpose).")
 
 
 async def _watch(worker: asyncio.Task[None], work: Awaitable[T]) -> T:
