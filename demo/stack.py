@@ -357,6 +357,7 @@ def load_orders(demo_dir: Path, suffix: str) -> list[DemoOrder]:
 #: The demo pauses this product's provisioning, so its example order (orders/07-parked.json)
 #: parks in NeedsAttention and shows an operator's job: resume, then retry or compensate.
 PARKED_PRODUCT = "device-backup"
+PARKED_LABEL = "parked"
 
 
 @dataclass
@@ -388,7 +389,7 @@ async def _parked(handle: WorkflowHandle[Any, CheckoutResult]) -> CheckoutState:
 async def outcome_of(
     order: DemoOrder, handle: WorkflowHandle[Any, CheckoutResult], within: float
 ) -> Outcome:
-    if any(item.get("product") == PARKED_PRODUCT for item in order.raw.get("items", [])):
+    if order.label == PARKED_LABEL:
         try:
             state = await asyncio.wait_for(_parked(handle), within)
         except TimeoutError:
