@@ -1,5 +1,6 @@
-"""The Stripe gateway (CONTRACT.md section 9): the same :class:`~checkout.gateway.PaymentGateway`
-as the sandbox, on Stripe's PaymentIntents and Refunds through the official client.
+"""The Stripe gateway (docs/contract.md, section 9): the same
+:class:`~checkout.gateway.PaymentGateway` as the sandbox, on Stripe's PaymentIntents and Refunds
+through the official client.
 
 A charge is one PaymentIntent created and confirmed off-session under the step's idempotency key.
 The client never retries by itself (``max_network_retries=0``): Temporal retries the activity,

@@ -1,7 +1,8 @@
-"""The Stripe gateway (checkout/stripe_gateway.py, CONTRACT.md section 9) with the real ``stripe``
-client against a local fake of Stripe's API (tests/fake_stripe.py): one confirmed off-session
-PaymentIntent per idempotency key, declines as reasons, outages retried under the same key,
-other refusals final, SEPA settlement, exact refunds, and the API key never in a message or log.
+"""The Stripe gateway (checkout/stripe_gateway.py; docs/contract.md, section 9) with the real
+``stripe`` client against a local fake of Stripe's API (tests/fake_stripe.py): one confirmed
+off-session PaymentIntent per idempotency key, declines as reasons, outages retried under the same
+key, other refusals final, SEPA settlement, exact refunds, and the API key never in a message or
+log.
 
 The last test talks to Stripe's test mode itself and runs only with a test key in STRIPE_API_KEY.
 """
@@ -352,7 +353,7 @@ async def test_a_reused_key_with_another_amount_is_a_final_gateway_error(
     fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
 ) -> None:
     """The same idempotency key with another amount is Stripe's idempotency_error: refused for
-    good (DOMAIN.md, Payment), not retried, and the first charge stands alone."""
+    good (docs/billing-rules.md, Payment), not retried, and the first charge stands alone."""
     card = fake.save_card(customer)
     await gateway.charge(request(acc, card))
 
