@@ -378,10 +378,11 @@ class Outcome:
 
 
 async def _parked(handle: WorkflowHandle[Any, CheckoutResult]) -> CheckoutState:
-    """Wait until the order's status query says NeedsAttention."""
+    """Wait until the order's status query says NeedsAttention, or Queued: a demo run again on
+    the same data finds the earlier run's parked order still holding the product."""
     while True:
         state: CheckoutState = await handle.query("status", result_type=CheckoutState)
-        if state.state is CheckoutStatus.NEEDS_ATTENTION:
+        if state.state in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.QUEUED):
             return state
         await asyncio.sleep(0.5)
 
@@ -394,7 +395,11 @@ async def outcome_of(
             state = await asyncio.wait_for(_parked(handle), within)
         except TimeoutError:
             return Outcome(order, None, f"did not park within {within:.0f} s")
-        return Outcome(order, None, f"parked in NeedsAttention: {state.last_error}", parked=True)
+        if state.state is CheckoutStatus.QUEUED:
+            why = f"queued behind {state.waiting_for}"
+        else:
+            why = f"parked in NeedsAttention: {state.last_error}"
+        return Outcome(order, None, why, parked=True)
     try:
         result = await asyncio.wait_for(handle.result(), within)
     except TimeoutError:
