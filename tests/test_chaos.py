@@ -236,13 +236,18 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
             assert (sub.current_period_end, sub.period_amount) == (line.period_end, line.amount)
             assert (sub.trial_end is not None) == (sub.status.value == "trialing"), (name, sub)
 
-    # E-mails: exactly one confirmation per order and one welcome per trial, nothing twice.
+    # E-mails: one confirmation per order (one Message-ID each). A worker killed between the
+    # SMTP server's acceptance and the outbox's record of it sends it again with the same
+    # Message-ID (docs/billing-rules.md, "E-mail delivery"): at most one such copy per kill.
     counts = _confirmation_counts(smtp_sink)
+    extra = 0
     for name, raw in orders.items():
         confirmation = [
             n for mid, n in counts.items() if f"<confirmation.{raw['order_id']}@" in mid
         ]
-        assert confirmation == [1], (name, counts)
+        assert confirmation in ([1], [2]), (name, counts)
+        extra += confirmation[0] - 1
+    assert extra <= 1, counts
     for account_id, product in trials:
         welcome = [
             n for mid, n in counts.items() if f"<trial_welcome.trial-{account_id}-{product}-" in mid
