@@ -240,14 +240,14 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
     # SMTP server's acceptance and the outbox's record of it sends it again with the same
     # Message-ID (docs/billing-rules.md, "E-mail delivery"): at most one such copy per kill.
     counts = _confirmation_counts(smtp_sink)
-    extra = 0
+    resent = 0
     for name, raw in orders.items():
         confirmation = [
             n for mid, n in counts.items() if f"<confirmation.{raw['order_id']}@" in mid
         ]
         assert confirmation in ([1], [2]), (name, counts)
-        extra += confirmation[0] - 1
-    assert extra <= 1, counts
+        resent += confirmation[0] - 1
+    assert resent <= 1, counts
     for account_id, product in trials:
         welcome = [
             n for mid, n in counts.items() if f"<trial_welcome.trial-{account_id}-{product}-" in mid
