@@ -176,8 +176,21 @@ def format_datetime(
     local = _local(dt, timezone)
     day = babel_dates.format_date(local.date(), width, locale=lang)
     time = babel_dates.format_time(local, "short", tzinfo=local.tzinfo, locale=lang)
-    zone = babel_dates.format_datetime(local, "z", tzinfo=local.tzinfo, locale=lang)
+    zone = _zone_name(babel_dates.format_datetime(local, "z", tzinfo=local.tzinfo, locale=lang))
     return f"{day}, {time} {zone}".translate(_BABEL_SPACES)
+
+
+def _zone_name(babel_zone: str) -> str:
+    """A zone without a name in the locale comes from Babel as a bare offset (``+0200``); the
+    e-mails write it ``UTC+2`` (``UTC+5:30``, ``UTC``), which reads as a zone."""
+    match = re.fullmatch(r"([+-])(\d\d)(\d\d)", babel_zone)
+    if match is None:
+        return babel_zone
+    sign, hours, minutes = match.groups()
+    if hours == "00" and minutes == "00":
+        return "UTC"
+    offset = str(int(hours)) + (f":{minutes}" if minutes != "00" else "")
+    return f"UTC{sign}{offset}"
 
 
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}

@@ -515,7 +515,7 @@ def test_trial_emails_write_the_end_the_same_way() -> None:
     catalog = load_catalog()
     for locale, moment in (
         ("de", "27. Dezember 2026, 00:30 MEZ"),
-        ("en", "December 27, 2026, 1:30 AM +0200"),
+        ("en", "December 27, 2026, 1:30 AM UTC+2"),
     ):
         for purpose in ("trial_welcome", "trial_reminder", "trial_expired"):
             parsed = parse(_compose(PREVIEWS[f"{purpose}.{locale}"], catalog).as_bytes())

@@ -248,6 +248,17 @@ def test_format_datetime_with_zone() -> None:
     assert format_datetime(late, "America/New_York", "en") == "Nov 26, 2026, 6:30 PM EST"
 
 
+def test_format_datetime_names_a_zone_without_a_local_name_by_its_offset() -> None:
+    """Where the locale has no name for the zone, it reads UTC+2 (not a bare "+0200")."""
+    late = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
+    assert format_datetime(late, "Europe/Helsinki", "en") == "Nov 27, 2026, 1:30 AM UTC+2"
+    assert format_datetime(late, "Asia/Kolkata", "de") == "27.11.2026, 05:00 UTC+5:30"
+    assert format_datetime(late, "America/New_York", "de") == "26.11.2026, 18:30 UTC-5"
+    assert format_datetime(late, "Europe/Dublin", "en", width="long") == (
+        "November 26, 2026, 11:30 PM UTC"
+    )
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
