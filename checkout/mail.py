@@ -341,18 +341,21 @@ class SellerDetails:
 
 
 def _seller_details(ctx: EmailContext) -> SellerDetails:
-    if ctx.catalog is not None:
-        seller = ctx.catalog.seller
-        return SellerDetails(
-            name=seller.name,
-            address=seller.address,
-            vat_id=seller.vat_id,
-            portal_url=seller.portal_url,
-            support_email=seller.support_email,
-        )
-    if ctx.invoice is not None:
-        return SellerDetails(name=ctx.invoice.seller_name, vat_id=ctx.invoice.seller_vat_id)
-    return SellerDetails()
+    """The seller as the invoice names it (who invoiced the order), with the rest from the
+    catalog; without a catalog, what the invoice carries."""
+    invoice = ctx.invoice
+    name = invoice.seller_name if invoice is not None else None
+    vat_id = invoice.seller_vat_id if invoice is not None else None
+    if ctx.catalog is None:
+        return SellerDetails(name=name, vat_id=vat_id)
+    seller = ctx.catalog.seller
+    return SellerDetails(
+        name=name or seller.name,
+        address=seller.address,
+        vat_id=vat_id or seller.vat_id,
+        portal_url=seller.portal_url,
+        support_email=seller.support_email,
+    )
 
 
 @dataclass(frozen=True)

@@ -289,8 +289,7 @@ def _failure_email(catalog: Catalog, locale: str, purpose: str) -> Preview:
         account_id=customer.account_id,
         purpose=EmailPurpose.COMPENSATION,
         invoice=invoice,
-        payment_method="pm_card_visa",
-        card=charge.card,
+        # As the workflow hands it over: the refund, not the card it went back to.
         reason="operator_compensated",
         message=OPERATOR_REASON,
         refund=refund,
