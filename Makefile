@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo worker test lint fmt chaos chaos-table bench histories clean
+.PHONY: install demo emails worker test lint fmt chaos chaos-table bench histories clean
 
 # uv itself is pinned and installed into a private venv, then installs exactly uv.lock.
 $(UV):
@@ -22,6 +22,11 @@ install: $(VENV)/.synced
 
 demo: install
 	$(BIN)/python -m demo.stack
+
+# Every customer e-mail (each purpose with templates, de and en) rendered from orders priced by
+# the real pricing code, to .data/previews/<name>.<locale>.eml and .html; nothing is sent.
+emails: install
+	$(BIN)/python -m demo.previews
 
 worker: install
 	$(BIN)/python worker.py

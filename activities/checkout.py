@@ -447,6 +447,7 @@ class CheckoutActivities(CheckoutSteps):
             account,
             product_name=product.name if product else None,
             due_date=request.due_date,
+            catalog=self._catalog,
         )
         rendered = render_email(context)
         message_id = message_id_for(
