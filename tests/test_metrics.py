@@ -1,0 +1,273 @@
+"""Metrics as operators scrape them (docs/metrics.md): ``worker.py`` as its own process with
+CHECKOUT_METRICS_PORT, on the Temporal dev server, a real database and a real SMTP server; the
+endpoint serves the SDK's metrics and ours, and ours move with real orders."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
+from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+from temporalio.testing import WorkflowEnvironment
+
+from activities.checkout import CheckoutActivities
+from checkout.config import Settings
+from checkout.metrics import CheckoutMetrics
+from checkout.models import (
+    CheckoutResult,
+    CheckoutState,
+    CheckoutStatus,
+    EmailPurpose,
+    ResultStatus,
+    SendEmailInput,
+)
+from checkout.money import to_minor_units
+from checkout.store import Store
+from devtools import LOOPBACK, SmtpSink, free_port
+from tests.helpers import (
+    MakeSettings,
+    activities_with,
+    address_of,
+    eventually,
+    make_store,
+    order,
+    reaches,
+    result_of,
+    run_worker_to_exit,
+    seeded_account,
+    settings_for,
+    start_order,
+    worker_env,
+    worker_process,
+)
+from tests.helpers.metrics import Samples, parse_metrics, scrape
+
+pytestmark = pytest.mark.e2e
+
+
+def minor(result: CheckoutResult, what: str) -> int:
+    info = getattr(result, what)
+    assert info is not None, result
+    return to_minor_units(info.amount, info.currency)
+
+
+async def test_metrics_move_with_real_orders(
+    dev_env: WorkflowEnvironment, smtp_sink: SmtpSink, tmp_path: Path
+) -> None:
+    """A paid, a declined and a parked-then-compensated order move the outcome, money and e-mail
+    counters by exactly their amounts and the parked gauge to 1, next to the SDK's own metrics."""
+    port = free_port()
+    async with make_store("sqlite", tmp_path) as store:
+        settings = settings_for(store, smtp_sink, provisioning_max_attempts=1)
+        env = worker_env(
+            address_of(dev_env),
+            settings,
+            CHECKOUT_METRICS_PORT=str(port),
+            CHECKOUT_PROVISIONING_MAX_ATTEMPTS="1",
+        )
+        async with worker_process(env, tmp_path / "worker.log") as worker:
+            assert f"metrics on http://127.0.0.1:{port}/metrics" in worker.log()
+
+            async def gauges_counted() -> Samples:
+                samples = await asyncio.to_thread(scrape, port)
+                for name in (
+                    "checkout_orders_parked",
+                    "checkout_orders_queued",
+                    "checkout_orders_awaiting_approval",
+                ):
+                    assert name in samples.names(), sorted(samples.names())
+                    assert samples.types[name] == "gauge"
+                return samples
+
+            before = await eventually(gauges_counted)
+            assert before.value("checkout_orders_total") == 0
+
+            paid = await result_of(
+                await start_order(dev_env.client, settings, await an_order(store))
+            )
+            declined = await result_of(
+                await start_order(
+                    dev_env.client,
+                    settings,
+                    await an_order(store, payment_method="pm_card_chargeDeclined"),
+                )
+            )
+            compensated, parked = await park_and_compensate(dev_env, store, settings, port)
+            await check_counters(port, smtp_sink, paid, declined, compensated, parked)
+            code, _ = await worker.stop()
+        assert code == 0
+
+
+async def an_order(store: Store, **fields: str) -> dict[str, object]:
+    """An order of the default item for a new account of its own."""
+    acc = await seeded_account(store)
+    return order(acc.account_id, **fields)
+
+
+async def park_and_compensate(
+    dev_env: WorkflowEnvironment, store: Store, settings: Settings, port: int
+) -> tuple[CheckoutResult, Samples]:
+    """Pause provisioning, let an order park, see the parked gauge at 1, compensate it."""
+    await store.set_paused("remote-support", True)
+    handle = await start_order(dev_env.client, settings, await an_order(store))
+    await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+
+    async def parked_counted() -> Samples:
+        samples = await asyncio.to_thread(scrape, port)
+        assert samples.value("checkout_orders_parked") == 1, samples.labels_of(
+            "checkout_orders_parked"
+        )
+        return samples
+
+    # The gauges are counted every 15 s.
+    parked = await eventually(parked_counted, within=40)
+    await handle.execute_update("compensate", {"reason": "metrics test"}, result_type=CheckoutState)
+    return await result_of(handle), parked
+
+
+async def check_counters(
+    port: int,
+    smtp_sink: SmtpSink,
+    paid: CheckoutResult,
+    declined: CheckoutResult,
+    compensated: CheckoutResult,
+    parked: Samples,
+) -> None:
+    """The counters once the three orders ended: one per outcome, the money to the cent, one
+    e-mail counted per e-mail that arrived, and the SDK's metrics beside ours."""
+    assert (paid.status, declined.status, compensated.status) == (
+        ResultStatus.COMPLETED,
+        ResultStatus.REJECTED,
+        ResultStatus.COMPENSATED,
+    )
+    assert (declined.reason, compensated.reason) == ("card_declined", "operator_compensated")
+    currency = paid.charge.currency if paid.charge else "EUR"
+    charged = minor(paid, "charge") + minor(compensated, "charge")
+
+    async def counted() -> Samples:
+        samples = await asyncio.to_thread(scrape, port)
+        orders = {
+            (labels["outcome"], labels["reason"]): samples.value("checkout_orders_total", **labels)
+            for labels in samples.labels_of("checkout_orders_total")
+        }
+        assert orders == {
+            ("completed", "none"): 1,
+            ("rejected", "card_declined"): 1,
+            ("compensated", "operator_compensated"): 1,
+        }
+        assert samples.value("checkout_charged_minor_units_total", currency=currency) == charged
+        assert samples.value("checkout_refunded_minor_units_total", currency=currency) == minor(
+            compensated, "refund"
+        )
+        arrived = len(smtp_sink.messages)
+        assert arrived >= 2  # the confirmation and the compensation notice at least
+        assert samples.value("checkout_emails_total", status="sent") == arrived
+        assert samples.value("checkout_emails_total", status="failed") == 0
+        return samples
+
+    samples = await eventually(counted)
+    assert samples.types["checkout_orders_total"] == "counter"
+    # The SDK's own metrics come from the same endpoint: runs completed, step latencies.
+    assert samples.value("temporal_workflow_completed_total", workflow_type="CheckoutWorkflow") >= 3
+    assert samples.types["temporal_activity_execution_latency"] == "histogram"
+    assert (
+        samples.value("temporal_activity_execution_latency_count", activity_type="charge_payment")
+        >= 2
+    )
+    # Before the compensation, nothing had been refunded yet.
+    assert parked.value("checkout_refunded_minor_units_total") == 0
+
+
+async def test_a_taken_metrics_port_stops_the_worker_with_a_one_line_error(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """A worker whose metrics port is taken exits 1 naming CHECKOUT_METRICS_PORT, no traceback."""
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        settings = settings_for(f"sqlite+aiosqlite:///{tmp_path / 'checkout.db'}")
+        env = worker_env(address_of(dev_env), settings, CHECKOUT_METRICS_PORT=str(port))
+        done = await run_worker_to_exit(env, within=60)
+    assert done.returncode == 1, done.stderr
+    assert "CHECKOUT_METRICS_PORT" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_the_parser_reads_the_text_format() -> None:
+    """The test's reader of the exposition format keeps names, escaped labels and types."""
+    samples = parse_metrics(
+        "# HELP x_total Things\n# TYPE x_total counter\n"
+        'x_total{a="1",b="say \\"hi\\""} 2\nx_total{a="2"} 3.5\ny 7\n'
+    )
+    assert samples.types == {"x_total": "counter"}
+    assert samples.value("x_total") == 5.5
+    assert samples.value("x_total", b='say "hi"') == 2
+    assert samples.value("y") == 7
+
+
+def buffered() -> tuple[CheckoutMetrics, MetricBuffer]:
+    """Our metrics on an SDK runtime that buffers them for the test (no port bound)."""
+    buffer = MetricBuffer(1000)
+    runtime = Runtime(telemetry=TelemetryConfig(metrics=buffer, attach_service_name=False))
+    return CheckoutMetrics(runtime.metric_meter), buffer
+
+
+def counted(buffer: MetricBuffer, name: str) -> list[tuple[int | float, dict[str, object]]]:
+    return [
+        (update.value, dict(update.attributes))
+        for update in buffer.retrieve_updates()
+        if update.metric.name == name
+    ]
+
+
+async def test_an_outcome_is_counted_once_by_the_run_that_records_it(
+    store: Store, make_settings: MakeSettings
+) -> None:
+    """Recording an order's outcome counts it; a retry of the same record, or a run that does
+    not own the order, counts nothing more."""
+    metrics, buffer = buffered()
+    acts = activities_with(make_settings(), store, CheckoutActivities, metrics=metrics)
+    await store.claim_order("ord-1", "acc-1", "run-a", ["remote-support"])
+    declined = CheckoutResult(
+        order_id="ord-1", status=ResultStatus.REJECTED, reason="card_declined"
+    )
+
+    await acts.record_outcome("ord-1", "run-b", declined)
+    assert counted(buffer, "checkout_orders") == []
+    await acts.record_outcome("ord-1", "run-a", declined)
+    await acts.record_outcome("ord-1", "run-a", declined)
+    assert counted(buffer, "checkout_orders") == [
+        (1, {"outcome": "rejected", "reason": "card_declined"})
+    ]
+    assert await store.held_locks() == []
+
+
+async def test_emails_are_counted_by_what_became_of_them(store: Store, smtp_sink: SmtpSink) -> None:
+    """A send that fails counts ``pending``, giving up counts ``failed``, and the resend that
+    reaches the SMTP server counts ``sent``; each once."""
+    metrics, buffer = buffered()
+    acc = await seeded_account(store)
+    email = SendEmailInput(
+        order_id="ord-1",
+        account_id=acc.account_id,
+        purpose=EmailPurpose.REJECTION,
+        reason="card_declined",
+        message="the card was declined",
+    )
+    no_smtp = activities_with(settings_for(store), store, CheckoutActivities, metrics=metrics)
+    with pytest.raises(OSError):
+        await no_smtp.send_email(email)
+    await no_smtp.give_up_email(email)
+    smtp = activities_with(
+        settings_for(store, smtp_sink), store, CheckoutActivities, metrics=metrics
+    )
+    await smtp.send_email(email)
+    await smtp.send_email(email)  # already sent: nothing sent, nothing counted
+    statuses = [labels for _, labels in counted(buffer, "checkout_emails")]
+    assert statuses == [
+        {"status": status, "purpose": "rejection"} for status in ("pending", "failed", "sent")
+    ]
+    assert len(smtp_sink.messages) == 1
