@@ -5,6 +5,8 @@ endpoint serves the SDK's metrics and ours, and ours move with real orders."""
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import socket
 from pathlib import Path
 
@@ -45,6 +47,18 @@ from tests.helpers import (
 from tests.helpers.metrics import Samples, parse_metrics, scrape
 
 pytestmark = pytest.mark.e2e
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+_METRIC_NAME = re.compile(r"\b(?:checkout|temporal)_[a-z_]*[a-z]")
+
+
+def metric_names(text: str) -> set[str]:
+    """The metric names in ``text``, a histogram's series by the histogram's name."""
+    return {re.sub(r"_(bucket|sum|count)$", "", name) for name in _METRIC_NAME.findall(text)}
+
+
+def documented() -> set[str]:
+    return metric_names((DOCS / "metrics.md").read_text())
 
 
 def minor(result: CheckoutResult, what: str) -> int:
@@ -169,6 +183,9 @@ async def check_counters(
 
     samples = await eventually(counted)
     assert samples.types["checkout_orders_total"] == "counter"
+    # docs/metrics.md lists exactly the checkout's metrics the endpoint serves.
+    ours = {name for name in samples.types if name.startswith("checkout_")}
+    assert ours == {name for name in documented() if name.startswith("checkout_")}
     # The SDK's own metrics come from the same endpoint: runs completed, step latencies.
     assert samples.value("temporal_workflow_completed_total", workflow_type="CheckoutWorkflow") >= 3
     assert samples.types["temporal_activity_execution_latency"] == "histogram"
@@ -271,3 +288,22 @@ async def test_emails_are_counted_by_what_became_of_them(store: Store, smtp_sink
         {"status": status, "purpose": "rejection"} for status in ("pending", "failed", "sent")
     ]
     assert len(smtp_sink.messages) == 1
+
+
+def test_the_dashboard_and_the_alerts_use_documented_metrics() -> None:
+    """The Grafana dashboard and the alert rules query only metrics docs/metrics.md lists, and
+    the alerts are the three the page describes."""
+    dashboard = json.loads((DOCS / "monitoring" / "grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for panel in dashboard["panels"] for t in panel["targets"]]
+    assert exprs and all(exprs)
+    assert len({panel["id"] for panel in dashboard["panels"]}) == len(dashboard["panels"])
+    alerts = (DOCS / "monitoring" / "alerts.yml").read_text()
+    assert metric_names(" ".join(exprs)) | metric_names(alerts) <= documented()
+    names = re.findall(r"^\s*- alert: (\w+)$", alerts, re.MULTILINE)
+    assert names == [
+        "CheckoutOrdersParked",
+        "CheckoutEmailsFailed",
+        "CheckoutChargesWithoutCompletions",
+    ]
+    page = (DOCS / "metrics.md").read_text()
+    assert all(f"`{name}`" in page for name in names)
