@@ -138,6 +138,8 @@ async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> 
         # Not on the main thread (embedded in the demo stack): the caller owns the signals.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if runtime is not None:
+        log.info("metrics on http://%s:%s/metrics", METRICS_HOST, settings.metrics_port)
     log.info(
         "worker polling task queue %r on %s (database %s)",
         settings.task_queue,
@@ -162,7 +164,6 @@ async def _watching(
     if not serving:
         yield
         return
-    log.info("metrics on http://%s:%s/metrics", METRICS_HOST, settings.metrics_port)
     task = asyncio.create_task(watch_waiting(client, settings.task_queue, metrics))
     try:
         yield

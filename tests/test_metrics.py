@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -108,8 +110,10 @@ async def test_metrics_move_with_real_orders(
                     await an_order(store, payment_method="pm_card_chargeDeclined"),
                 )
             )
-            compensated, parked = await park_and_compensate(dev_env, store, settings, port)
-            await check_counters(port, smtp_sink, paid, declined, compensated, parked)
+            compensated, waited, parked = await park_queue_and_compensate(
+                dev_env, store, settings, port
+            )
+            await check_counters(port, smtp_sink, [paid, waited], declined, compensated, parked)
             code, _ = await worker.stop()
         assert code == 0
 
@@ -120,45 +124,54 @@ async def an_order(store: Store, **fields: str) -> dict[str, object]:
     return order(acc.account_id, **fields)
 
 
-async def park_and_compensate(
+async def park_queue_and_compensate(
     dev_env: WorkflowEnvironment, store: Store, settings: Settings, port: int
-) -> tuple[CheckoutResult, Samples]:
-    """Pause provisioning, let an order park, see the parked gauge at 1, compensate it."""
+) -> tuple[CheckoutResult, CheckoutResult, Samples]:
+    """Pause provisioning, let an order park and a second order of the account queue behind it,
+    see both gauges at 1; resume, compensate the first, and the second completes."""
     await store.set_paused("remote-support", True)
-    handle = await start_order(dev_env.client, settings, await an_order(store))
+    first = await an_order(store)
+    handle = await start_order(dev_env.client, settings, first)
     await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    behind = await start_order(dev_env.client, settings, order(str(first["account_id"])))
+    await reaches(behind, CheckoutStatus.QUEUED)
 
-    async def parked_counted() -> Samples:
+    async def waiting_counted() -> Samples:
         samples = await asyncio.to_thread(scrape, port)
-        assert samples.value("checkout_orders_parked") == 1, samples.labels_of(
-            "checkout_orders_parked"
-        )
+        waiting = {
+            name: samples.value(name)
+            for name in ("checkout_orders_parked", "checkout_orders_queued")
+        }
+        assert waiting == {"checkout_orders_parked": 1, "checkout_orders_queued": 1}
+        assert samples.value("checkout_orders_awaiting_approval") == 0
         return samples
 
     # The gauges are counted every 15 s.
-    parked = await eventually(parked_counted, within=40)
+    parked = await eventually(waiting_counted, within=40)
+    await store.set_paused("remote-support", False)
     await handle.execute_update("compensate", {"reason": "metrics test"}, result_type=CheckoutState)
-    return await result_of(handle), parked
+    return await result_of(handle), await result_of(behind), parked
 
 
 async def check_counters(
     port: int,
     smtp_sink: SmtpSink,
-    paid: CheckoutResult,
+    completed: list[CheckoutResult],
     declined: CheckoutResult,
     compensated: CheckoutResult,
     parked: Samples,
 ) -> None:
-    """The counters once the three orders ended: one per outcome, the money to the cent, one
-    e-mail counted per e-mail that arrived, and the SDK's metrics beside ours."""
-    assert (paid.status, declined.status, compensated.status) == (
-        ResultStatus.COMPLETED,
-        ResultStatus.REJECTED,
+    """The counters once the orders ended: one per outcome, the money to the cent, one e-mail
+    counted per e-mail that arrived, and the SDK's metrics beside ours."""
+    assert [r.status for r in completed] == [ResultStatus.COMPLETED] * len(completed)
+    assert (declined.status, declined.reason) == (ResultStatus.REJECTED, "card_declined")
+    assert (compensated.status, compensated.reason) == (
         ResultStatus.COMPENSATED,
+        "operator_compensated",
     )
-    assert (declined.reason, compensated.reason) == ("card_declined", "operator_compensated")
-    currency = paid.charge.currency if paid.charge else "EUR"
-    charged = minor(paid, "charge") + minor(compensated, "charge")
+    assert compensated.charge is not None
+    currency = compensated.charge.currency
+    charged = sum(minor(r, "charge") for r in [*completed, compensated])
 
     async def counted() -> Samples:
         samples = await asyncio.to_thread(scrape, port)
@@ -167,7 +180,7 @@ async def check_counters(
             for labels in samples.labels_of("checkout_orders_total")
         }
         assert orders == {
-            ("completed", "none"): 1,
+            ("completed", "none"): len(completed),
             ("rejected", "card_declined"): 1,
             ("compensated", "operator_compensated"): 1,
         }
@@ -176,7 +189,7 @@ async def check_counters(
             compensated, "refund"
         )
         arrived = len(smtp_sink.messages)
-        assert arrived >= 2  # the confirmation and the compensation notice at least
+        assert arrived >= 3  # two confirmations and the compensation notice at least
         assert samples.value("checkout_emails_total", status="sent") == arrived
         assert samples.value("checkout_emails_total", status="failed") == 0
         return samples
@@ -187,13 +200,13 @@ async def check_counters(
     ours = {name for name in samples.types if name.startswith("checkout_")}
     assert ours == {name for name in documented() if name.startswith("checkout_")}
     # The SDK's own metrics come from the same endpoint: runs completed, step latencies.
-    assert samples.value("temporal_workflow_completed_total", workflow_type="CheckoutWorkflow") >= 3
+    assert samples.value("temporal_workflow_completed_total", workflow_type="CheckoutWorkflow") >= 4
     assert samples.types["temporal_activity_execution_latency"] == "histogram"
     assert (
         samples.value("temporal_activity_execution_latency_count", activity_type="charge_payment")
-        >= 2
+        >= 3
     )
-    # Before the compensation, nothing had been refunded yet.
+    # While the first order was parked, nothing had been refunded yet.
     assert parked.value("checkout_refunded_minor_units_total") == 0
 
 
@@ -307,3 +320,22 @@ def test_the_dashboard_and_the_alerts_use_documented_metrics() -> None:
     ]
     page = (DOCS / "metrics.md").read_text()
     assert all(f"`{name}`" in page for name in names)
+
+
+@pytest.mark.skipif(
+    shutil.which("promtool") is None,
+    reason="promtool (Prometheus' rule checker, Debian package prometheus) is not installed",
+)
+def test_the_alert_rules_pass_promtool_and_their_unit_tests() -> None:
+    """promtool accepts alerts.yml, and each alert fires and stays quiet as alerts_test.yml
+    says (parked for 15 minutes, a failed e-mail, charges with no order ending)."""
+    for command in (["check", "rules", "alerts.yml"], ["test", "rules", "alerts_test.yml"]):
+        done = subprocess.run(
+            ["promtool", *command],
+            cwd=DOCS / "monitoring",
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
