@@ -19,9 +19,8 @@ import logging
 from decimal import Decimal
 
 from temporalio.client import Client
-from temporalio.common import MetricMeter
+from temporalio.common import MetricCounter, MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError
 
 from checkout.config import ConfigError
 from checkout.contract import CHECKOUT_STATUS
@@ -89,10 +88,20 @@ class CheckoutMetrics:
         self._orders.add(1, {"outcome": result.status.value, "reason": result.reason or "none"})
 
     def charged(self, amount: Decimal, currency: str) -> None:
-        self._charged.add(to_minor_units(amount, currency), {"currency": currency})
+        self._money(self._charged, amount, currency)
 
     def refunded(self, amount: Decimal, currency: str) -> None:
-        self._refunded.add(to_minor_units(amount, currency), {"currency": currency})
+        self._money(self._refunded, amount, currency)
+
+    @staticmethod
+    def _money(counter: MetricCounter, amount: Decimal, currency: str) -> None:
+        try:
+            units = to_minor_units(amount, currency)
+        except ValueError as exc:
+            # Counting must never fail the step that moved the money (it would run again).
+            log.warning("metrics: %s %s not counted: %s", amount, currency, exc)
+            return
+        counter.add(units, {"currency": currency})
 
     def email(self, status: str, purpose: str) -> None:
         self._emails.add(1, {"status": status, "purpose": purpose})
@@ -134,9 +143,9 @@ async def watch_waiting(
     while True:
         try:
             await count_waiting(client, task_queue, metrics)
-        except RPCError as exc:
+        except Exception as exc:  # a gauge must never stop the worker
             if not failing:
-                log.warning("metrics: counting waiting orders failed: %s", exc.message)
+                log.warning("metrics: counting waiting orders failed: %s", exc)
             failing = True
         else:
             failing = False

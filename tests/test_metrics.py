@@ -10,6 +10,7 @@ import re
 import shutil
 import socket
 import subprocess
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -339,3 +340,22 @@ def test_the_alert_rules_pass_promtool_and_their_unit_tests() -> None:
             check=False,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_money_is_counted_in_minor_units_and_never_fails_the_step() -> None:
+    """1725.50 EUR charged counts 172550 under its currency; an amount the money rules cannot
+    express is logged and left out, never raised into the step that moved the money."""
+    metrics, buffer = buffered()
+    metrics.charged(Decimal("1725.50"), "EUR")
+    metrics.refunded(Decimal("0.10"), "GBP")
+    metrics.charged(Decimal(100), "JPY")
+    metrics.charged(Decimal("0.001"), "EUR")
+    updates = [
+        (u.metric.name, u.value, dict(u.attributes))
+        for u in buffer.retrieve_updates()
+        if u.metric.name.startswith("checkout_")
+    ]
+    assert updates == [
+        ("checkout_charged_minor_units", 172550, {"currency": "EUR"}),
+        ("checkout_refunded_minor_units", 10, {"currency": "GBP"}),
+    ]
