@@ -100,8 +100,8 @@ async def cmd_resend(args: argparse.Namespace, settings: Settings) -> int:
         text = await store.outbox_message(entry.order_id, entry.purpose)
         if text is None:
             raise CliError(
-                f"{what} was never handed to the SMTP server, so no copy is kept to resend;"
-                f" it is {entry.status}"
+                f"{what} has no kept copy to resend (never tried, or recorded before the outbox"
+                f" kept copies); it is {entry.status}"
             )
         message = email.message_from_string(text, policy=email.policy.default)
         assert isinstance(message, EmailMessage)
