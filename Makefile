@@ -7,7 +7,7 @@ UV := $(TOOLS)/bin/uv
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo emails worker test lint fmt chaos chaos-table bench histories clean
+.PHONY: install demo emails worker test lint fmt chaos outage chaos-table bench histories clean
 
 # uv itself is pinned and installed into a private venv, then installs exactly uv.lock.
 $(UV):
@@ -41,10 +41,16 @@ lint: install
 test: lint
 	$(BIN)/pytest -n 2 --dist loadfile
 
-# The tests that kill and restart parts, then the experiments of chaos/run.py (their table).
+# The tests that kill and restart parts (the ten-minute SMTP outage too: -m overrides the
+# "not long_outage" of pyproject's addopts), then the experiments of chaos/run.py (their table).
 chaos: install
 	$(BIN)/pytest -m chaos
 	$(BIN)/python -m chaos.run
+
+# The ten-minute SMTP outage alone (about 12 minutes): 20 orders complete while it is down, then
+# every confirmation arrives once. CHECKOUT_TEST_OUTAGE=60 makes the outage a minute.
+outage: install
+	$(BIN)/pytest -m long_outage tests/test_email_delivery.py
 
 # The experiments alone: 200 orders under kills, a Temporal restart and a PostgreSQL outage.
 chaos-table: install

@@ -403,15 +403,19 @@ class CheckoutActivities(CheckoutSteps):
         entry, message = await self._outbox_message(request)
         if message is None:
             return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+        # Kept with the entry, so an operator's resend sends exactly this message again.
+        text = message.as_string()
         try:
             await self._mailer.send(message)
         except Exception as exc:
             await self._store.outbox_finish(
-                request.order_id, request.purpose.value, sent=False, error=repr(exc)
+                request.order_id, request.purpose.value, sent=False, error=repr(exc), message=text
             )
             self.metrics.email(EmailStatus.PENDING.value, request.purpose.value)
             raise
-        await self._store.outbox_finish(request.order_id, request.purpose.value, sent=True)
+        await self._store.outbox_finish(
+            request.order_id, request.purpose.value, sent=True, message=text
+        )
         self.metrics.email(EmailStatus.SENT.value, request.purpose.value)
         log.info("order %s: %s e-mail sent", request.order_id, request.purpose.value)
         return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)

@@ -406,6 +406,8 @@ class EmailPurpose(StrEnum):
     TRIAL_REMINDER = "trial_reminder"
     TRIAL_EXPIRED = "trial_expired"
     REJECTION = "rejection"
+    #: A paid order parked in NeedsAttention: "we are on it", once per order.
+    PARKED = "parked"
 
 
 class SendEmailInput(_Model):

@@ -18,7 +18,7 @@ from temporalio.service import RPCError
 from checkout.catalog import CatalogError
 from checkout.config import ConfigError, Settings
 from checkout.process import exit_process
-from cli import accounts, admin, orders, products
+from cli import accounts, admin, emails, orders, products
 from cli.common import EXIT_ORDER_NOT_COMPLETED, CliError, Handler, one_line
 
 __all__ = ["EXIT_ORDER_NOT_COMPLETED", "build_parser", "main", "run"]
@@ -36,6 +36,7 @@ def build_parser() -> argparse.ArgumentParser:
     orders.add_commands(commands)
     accounts.add_commands(commands)
     products.add_commands(commands)
+    emails.add_commands(commands)
     admin.add_commands(commands)
     return parser
 

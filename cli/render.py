@@ -26,7 +26,8 @@ from checkout.models import (
     TaxTreatment,
 )
 from checkout.quoting import Quote
-from cli.common import ListedCheckout
+from checkout.store import OutboxEntry
+from cli.common import ListedCheckout, one_line
 
 NONE = "-"
 
@@ -344,6 +345,31 @@ def reconcile_findings(findings: Sequence[ReconcileFinding]) -> str:
         for f in findings
     ]
     return table(["ORDER", "PROBLEM", "CHARGED", "REFUNDED", "FIXED", "DETAIL"], rows)
+
+
+def email_list(entries: Sequence[OutboxEntry]) -> str:
+    """``checkout emails list``: one row per e-mail, oldest first; the last error shortened."""
+    rows = [
+        [
+            e.order_id,
+            e.purpose,
+            e.status,
+            str(e.attempts),
+            e.recipient,
+            timestamp(e.sent_at),
+            one_line(e.last_error, 60) if e.last_error else NONE,
+        ]
+        for e in entries
+    ]
+    return table(["ORDER", "PURPOSE", "STATUS", "TRIES", "TO", "SENT", "LAST ERROR"], rows, {3})
+
+
+def email_resent(entry: OutboxEntry) -> str:
+    """``checkout emails resend``: what went where, under which Message-ID."""
+    return (
+        f"resent the {entry.purpose} e-mail of order {entry.order_id} to {entry.recipient}"
+        f" ({entry.message_id}); it is {entry.status}, {entry.attempts} tries in all"
+    )
 
 
 class FinishedOrder(Protocol):

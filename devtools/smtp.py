@@ -23,7 +23,11 @@ class SmtpSink:
     """A real SMTP server (aiosmtpd, in a thread of its own) that accepts every message, parses
     it and keeps it in ``messages``; with a ``folder``, it also writes each one there as an
     ``.eml`` file named after its Message-ID. While ``refuse_next`` > 0, each message is refused
-    with a temporary error (451) instead, as a mail server under load does.
+    with a temporary error (451) instead, as a mail server under load does. While ``slow_next``
+    > 0, each message is answered only ``answer_delay`` seconds after its data arrived, and kept
+    then even if the client gave up waiting and hung up meanwhile: a slow server that accepts
+    what a client with a shorter timeout counts as not sent. ``stop()`` and ``start()`` again
+    take it down and bring it back on the same port (an outage).
 
     ``start()``/``stop()``, or use it as a context manager. It is also the aiosmtpd handler, so
     a subclass can add hooks (``handle_MAIL``, ...). ``controller_options`` go to aiosmtpd's
@@ -37,6 +41,8 @@ class SmtpSink:
         port: int | None = None,
         folder: Path | None = None,
         refuse_next: int = 0,
+        slow_next: int = 0,
+        answer_delay: float = 0.0,
         on_message: OnMessage | None = None,
         **controller_options: Any,
     ) -> None:
@@ -45,6 +51,9 @@ class SmtpSink:
         self.folder = folder
         #: While > 0, each incoming message is refused with a temporary error.
         self.refuse_next = refuse_next
+        #: While > 0, each incoming message is answered (and kept) ``answer_delay`` s late.
+        self.slow_next = slow_next
+        self.answer_delay = answer_delay
         self.on_message = on_message
         self.messages: list[EmailMessage] = []
         #: aiosmtpd's envelopes, as they arrived (sender, recipients, raw content).
@@ -107,6 +116,20 @@ class SmtpSink:
         if self.refuse_next > 0:
             self.refuse_next -= 1
             return "451 4.3.0 try again later"
+        encrypted = server.transport.get_extra_info("ssl_object") is not None
+        if self.slow_next > 0:
+            self.slow_next -= 1
+            # Shielded: the client hanging up cancels this handler, not the late acceptance.
+            await asyncio.shield(asyncio.ensure_future(self._keep_late(envelope, encrypted)))
+            return "250 OK"
+        self._keep(envelope, encrypted)
+        return "250 OK"
+
+    async def _keep_late(self, envelope: Any, encrypted: bool) -> None:
+        await asyncio.sleep(self.answer_delay)
+        self._keep(envelope, encrypted)
+
+    def _keep(self, envelope: Any, encrypted: bool) -> None:
         content: bytes = envelope.original_content or b""
         parsed = message_from_bytes(content, policy=policy.default)
         assert isinstance(parsed, EmailMessage)
@@ -116,11 +139,10 @@ class SmtpSink:
             path.write_bytes(content)
             self.files.append(path)
         self.envelopes.append(envelope)
-        self.encrypted.append(server.transport.get_extra_info("ssl_object") is not None)
+        self.encrypted.append(encrypted)
         self.messages.append(parsed)
         if self.on_message is not None:
             self.on_message(parsed, path)
-        return "250 OK"
 
     def _file_name(self, message_id: str) -> str:
         """``<confirmation.ord-1@host>`` -> ``confirmation.ord-1.eml``; never overwrites."""

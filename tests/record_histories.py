@@ -5,9 +5,11 @@ Run it after a deliberate, compatible change to the workflow, and commit the new
 the old ones (never delete histories of paths that may still be running in production; the v1
 histories are those of the code before the ``checkout-v2`` patch):
 
-    .venv/bin/python -m tests.record_histories
+    .venv/bin/python -m tests.record_histories [FOLDER]
 
-It starts its own dev server, SQLite store and SMTP sink; nothing else needs to run.
+``FOLDER`` (under tests/histories/, default ``v2``) keeps a new patch's recordings beside the
+older ones: ``v2-parked-email`` holds the paths that park, recorded with the ``parked-email``
+patch. It starts its own dev server, SQLite store and SMTP sink; nothing else needs to run.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import sys
 import tempfile
 from pathlib import Path
 
@@ -51,7 +54,7 @@ from tests.helpers import (
 )
 from worker import build_activities
 
-HISTORIES = Path(__file__).parent / "histories" / "v2"
+HISTORIES = Path(__file__).parent / "histories" / (sys.argv[1] if len(sys.argv) > 1 else "v2")
 
 
 async def _parked(handle: WorkflowHandle[object, object]) -> None:

@@ -39,6 +39,7 @@ from tests.helpers import (
     now,
     order,
     paid_subscription,
+    purposes,
     seeded_account,
     settings_for,
     start_order,
@@ -280,6 +281,13 @@ async def test_worker_killed_while_an_order_is_parked(
     async with worker_process(env, tmp_path / "killed.log") as doomed:
         handle = await start_order(dev_env.client, settings, raw)
         await eventually(lambda: state_is(handle, CheckoutStatus.NEEDS_ATTENTION), within=30)
+
+        async def parked_email_sent() -> None:
+            entry = await store.outbox_entry(raw["order_id"], "parked")
+            assert entry is not None and entry.status == "sent", entry
+
+        # Killed while it waits, not in the middle of the "we are on it" e-mail.
+        await eventually(parked_email_sent)
         await doomed.kill()
     charges_at_kill = await store.payments(order_id=raw["order_id"])
     assert [p.kind for p in charges_at_kill] == ["charge"]
@@ -298,7 +306,7 @@ async def test_worker_killed_while_an_order_is_parked(
         assert after.state is not CheckoutStatus.NEEDS_ATTENTION
         result = await asyncio.wait_for(handle.result(), 60)
         assert isinstance(result, CheckoutResult)
-        await smtp_sink.wait_for(1)
+        await smtp_sink.wait_for(2)
         await asyncio.sleep(0.5)
         code, _ = await fresh.stop()
         assert code == 0, fresh.log()
@@ -319,4 +327,7 @@ async def test_worker_killed_while_an_order_is_parked(
         "active",
     )
     assert sub.current_period_start == result.invoice.lines[0].period_start
-    assert [str(m["Message-ID"]) for m in smtp_sink.messages] == [result.email.message_id]
+    # "We are on it" when it parked (once, though a new worker rebuilt the park), then the
+    # confirmation.
+    assert purposes(smtp_sink) == ["parked", "confirmation"]
+    assert str(smtp_sink.messages[1]["Message-ID"]) == result.email.message_id

@@ -38,6 +38,7 @@ from tests.helpers import (
     eventually,
     mail_of,
     order,
+    purposes,
     reaches,
     result_of,
     seeded_account,
@@ -252,12 +253,14 @@ async def test_updates_in_the_wrong_state_are_refused_and_change_nothing(
             assert f"{update} is only possible in AwaitingApproval" in refusals[-1]
             assert "NeedsAttention" in refusals[-1]
 
-        # Nothing moved: same state, same steps, same payments, no seats, no e-mail.
+        # Nothing moved: same state, same steps, same payments, no seats, no e-mail but the
+        # "we are on it" each customer got when the order parked.
         assert await state_of(invoiced) == parked["invoiced"]
         assert await state_of(paid) == parked["paid"]
         assert await store.payments() == payments_before
         assert await store.subscriptions(corporate.account_id) == []
-        assert smtp_sink.messages == []
+        await smtp_sink.wait_for(2)
+        assert purposes(smtp_sink) == ["parked", "parked"]
 
         # End both: the operator compensates; the invoice is voided, the charge refunded.
         for handle in (invoiced, paid):

@@ -76,3 +76,33 @@ async def test_wait_for_names_what_arrived_when_too_little_did() -> None:
     """Waiting for more than arrives fails with the count that did arrive."""
     with SmtpSink() as sink, pytest.raises(AssertionError, match="expected 1 e-mails, got 0"):
         await sink.wait_for(1, within=0.2)
+
+
+async def test_a_slow_sink_keeps_a_message_its_client_gave_up_on() -> None:
+    """With slow_next = 1 the first message is answered only after answer_delay: a client with
+    a shorter timeout gives up, and the sink keeps the message anyway; the next is answered at
+    once."""
+    with SmtpSink(slow_next=1, answer_delay=1.5) as sink:
+        with pytest.raises(aiosmtplib.SMTPTimeoutError):
+            await aiosmtplib.send(
+                message("<a@x>"), hostname=sink.host, port=sink.port, start_tls=False, timeout=0.5
+            )
+        assert sink.received == 0  # not yet: the answer is still on its way
+        (late,) = await sink.wait_for(1, within=5)
+        await send(sink, message("<b@x>"))
+        messages = await sink.wait_for(2)
+    assert late["Message-ID"] == "<a@x>"
+    assert [m["Message-ID"] for m in messages] == ["<a@x>", "<b@x>"]
+    assert sink.slow_next == 0
+
+
+async def test_a_stopped_sink_refuses_connections_and_comes_back_on_its_port() -> None:
+    """stop() is an outage (connections refused), start() brings it back on the same port."""
+    with SmtpSink() as sink:
+        sink.stop()
+        with pytest.raises(aiosmtplib.SMTPConnectError):
+            await send(sink, message("<a@x>"))
+        sink.start()
+        await send(sink, message("<b@x>"))
+        (kept,) = await sink.wait_for(1)
+    assert kept["Message-ID"] == "<b@x>"

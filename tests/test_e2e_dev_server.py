@@ -35,6 +35,7 @@ from tests.helpers import (
     now,
     order,
     paid_subscription,
+    purposes,
     reaches,
     result_of,
     seeded_account,
@@ -328,8 +329,8 @@ async def test_operator_compensates_a_parked_order(
     assert result.refund is not None and result.charge is not None
     assert result.refund.amount == result.charge.amount
     assert await store.subscriptions(acc.account_id) == before
-    await smtp_sink.wait_for(1)
-    assert "compensation" in smtp_sink.messages[0]["Message-ID"]
+    await smtp_sink.wait_for(2)
+    assert purposes(smtp_sink) == ["parked", "compensation"]
 
 
 async def test_describe_shows_summary_details_and_search_attributes(

@@ -13,7 +13,16 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.models import CheckoutStatus, ResultStatus
 from checkout.store import Store
 from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.helpers import account, checkout_worker, now, order, reaches, start_order, store_url
+from tests.helpers import (
+    account,
+    checkout_worker,
+    mail_of,
+    now,
+    order,
+    reaches,
+    start_order,
+    store_url,
+)
 
 
 async def assign(store: Store, order_id: str, kind: str = "invoice", year: int = 2026) -> str:
@@ -132,7 +141,7 @@ async def test_a_compensated_order_gets_a_credit_note_and_no_operator_text(
     assert result.credit_note.invoice_number == result.invoice.number
     assert result.credit_note.number != result.invoice.number
     assert result.credit_note.amount == result.invoice.total
-    (notice,) = await smtp_sink.wait_for(1)
+    notice = await mail_of(smtp_sink, "compensation", result.order_id or "")
     text = notice.get_body(("plain",))
     html = notice.get_body(("html",))
     assert text is not None and html is not None

@@ -18,7 +18,7 @@ from temporalio.workflow import NondeterminismError
 
 from checkout.contract import checkout_workflow_id
 from worker import WORKFLOWS
-from workflows.checkout import CHECKOUT_V2
+from workflows.checkout import CHECKOUT_V2, PARKED_EMAIL
 from workflows.interceptors import CheckoutInterceptor
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("v*/*.json"))
@@ -76,6 +76,18 @@ def test_v2_histories_took_the_v2_path() -> None:
     patch = base64.b64encode(json.dumps([CHECKOUT_V2]).encode()).decode()
     assert all(patch in p.read_text(encoding="utf-8") for p in v2)
     assert "queued_behind_an_earlier_order" in {p.stem for p in v2}
+
+
+def test_parked_email_histories_took_the_parked_email_path() -> None:
+    """Every path that parks is recorded again with the ``parked-email`` patch (its marker in the
+    history), so replaying them tests the code that sends the parked e-mail, while the v2
+    recordings keep testing runs that parked before it."""
+    folder = [p for p in HISTORIES if p.parent.name == "v2-parked-email"]
+    assert {p.stem for p in folder} == {name for name in PATHS if name.startswith("parked_")}
+    marker = base64.b64encode(
+        json.dumps({"id": PARKED_EMAIL, "deprecated": False}, separators=(",", ":")).encode()
+    ).decode()
+    assert all(marker in p.read_text(encoding="utf-8") for p in folder)
 
 
 def workflow_type(path: Path) -> str:

@@ -117,6 +117,8 @@ A = TypeVar("A")
 
 #: The patch of this code: runs whose history lacks it started on v1 and finish on v1.
 CHECKOUT_V2 = "checkout-v2"
+#: The patch that sends the customer one ``parked`` e-mail when a paid order parks.
+PARKED_EMAIL = "parked-email"
 #: How often a queued order looks again whether its turn came, should a wake-up be missed.
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
@@ -254,6 +256,7 @@ class CheckoutWorkflow:
         self._turn_signalled = False
         self._published: CheckoutStatus | None = None
         self._policy: CheckoutPolicy | None = None
+        self._parked_email_tried = False
 
     # --- the happy path -------------------------------------------------------------------------
 
@@ -682,6 +685,10 @@ class CheckoutWorkflow:
         )
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step=step)
         workflow.logger.warning("order parked in NeedsAttention: %s", self._progress.last_error)
+        if not self._parked_email_tried and workflow.patched(PARKED_EMAIL):
+            # Once per run; the outbox's one e-mail per purpose covers every other path.
+            self._parked_email_tried = True
+            await self._send_parked_email()
         try:
             await workflow.wait_condition(lambda: self._operator is not None, timeout=timeout)
         except TimeoutError:
@@ -697,6 +704,34 @@ class CheckoutWorkflow:
             raise _MustCompensateError(
                 Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
             )
+
+    async def _send_parked_email(self) -> None:
+        """The "we are on it" e-mail: the customer paid and waits, so they hear that a person is
+        looking into it (never the operator's words). One try while the order is parked, so an
+        operator can act meanwhile; an e-mail that cannot go out now goes to a delivery
+        workflow, exactly as the order's last e-mail does. It never holds up the park."""
+        assert self._order is not None
+        plan = self._progress.plan
+        email = SendEmailInput(
+            order_id=self._order.order_id,
+            account_id=self._order.account_id,
+            purpose=EmailPurpose.PARKED,
+            invoice=plan.invoice if plan else None,
+            paid_by_invoice=self._progress.invoice_payment is not None,
+        )
+        try:
+            await workflow.execute_activity_method(
+                CheckoutSteps.send_email,
+                email,
+                start_to_close_timeout=NOTIFY["start_to_close_timeout"],
+                retry_policy=RetryPolicy(maximum_attempts=1),
+                summary="send the parked e-mail",
+            )
+        except ActivityError as error:
+            if is_cancelled_exception(error):
+                raise
+            workflow.logger.info("parked e-mail deferred: %s", error)
+            await self._deliver_later(email)
 
     def _undo(self, step: Literal["provision", "anchor"]) -> Undo:
         activity = (

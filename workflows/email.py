@@ -25,6 +25,20 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import MUST_FINISH
 
 
+#: The first try again after the one the checkout made.
+FIRST_RETRY = timedelta(seconds=10)
+#: The longest pause between tries, for the default window of two days.
+LONGEST_RETRY = timedelta(minutes=30)
+
+
+def retry_interval_cap(retry_for_seconds: float) -> timedelta:
+    """The longest pause between tries: a fortieth of the retry window, at most 30 minutes (the
+    default window of two days), at least the first pause. So an e-mail goes out at most that
+    long after the SMTP server is back: half an hour after an outage of hours, under a minute
+    for the short windows tests and demos use."""
+    return max(FIRST_RETRY, min(LONGEST_RETRY, timedelta(seconds=retry_for_seconds / 40)))
+
+
 @workflow.defn(name=EMAIL_DELIVERY_WORKFLOW)
 class EmailDeliveryWorkflow:
     @workflow.run
@@ -42,9 +56,9 @@ class EmailDeliveryWorkflow:
                 start_to_close_timeout=timedelta(seconds=90),
                 schedule_to_close_timeout=timedelta(seconds=request.retry_for_seconds),
                 retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=10),
+                    initial_interval=FIRST_RETRY,
                     backoff_coefficient=2.0,
-                    maximum_interval=timedelta(minutes=30),
+                    maximum_interval=retry_interval_cap(request.retry_for_seconds),
                 ),
                 summary=f"send the {email.purpose.value} e-mail",
             )

@@ -156,6 +156,8 @@ class OutboxRow(Base):
     last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(UtcTimestamp())
     sent_at: Mapped[datetime | None] = mapped_column(UtcTimestamp(), nullable=True)
+    #: The message as last handed to the SMTP server (RFC 5322 text), for ``emails resend``.
+    message: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class ProductFlagRow(Base):

@@ -211,6 +211,7 @@ class OutboxEntry:
     status: str
     attempts: int
     sent_at: datetime | None
+    last_error: str | None = None
 
 
 class Store:
@@ -870,12 +871,22 @@ class Store:
             return self._outbox(row)
 
     async def outbox_finish(
-        self, order_id: str, purpose: str, *, sent: bool, error: str | None = None
+        self,
+        order_id: str,
+        purpose: str,
+        *,
+        sent: bool,
+        error: str | None = None,
+        message: str | None = None,
     ) -> None:
+        """Record how a try went; ``message`` (the text handed to the SMTP server) is kept for
+        ``checkout emails resend``."""
         async with self._tx() as session:
             row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
             if row is None:
                 raise LookupError(f"no outbox entry for {order_id}/{purpose}")
+            if message is not None:
+                row.message = message
             if sent:
                 row.status = "sent"
                 row.sent_at = _now()
@@ -892,12 +903,45 @@ class Store:
             if row is not None and row.status != "sent":
                 row.status = "failed"
 
-    async def outbox(self, order_id: str | None = None) -> list[OutboxEntry]:
-        query = select(OutboxRow).order_by(OutboxRow.created_at)
+    async def outbox(
+        self, order_id: str | None = None, *, status: str | None = None
+    ) -> list[OutboxEntry]:
+        """The outbox's entries, oldest first; of one order, or in one status, when given."""
+        query = select(OutboxRow).order_by(OutboxRow.created_at, OutboxRow.purpose)
         if order_id is not None:
             query = query.where(OutboxRow.order_id == order_id)
+        if status is not None:
+            query = query.where(OutboxRow.status == status)
         async with self._tx() as session:
             return [self._outbox(r) for r in await session.scalars(query)]
+
+    async def outbox_message(self, order_id: str, purpose: str) -> str | None:
+        """The e-mail as it was last handed to the SMTP server (None before any try)."""
+        async with self._tx() as session:
+            return await session.scalar(
+                select(OutboxRow.message).where(
+                    OutboxRow.order_id == order_id, OutboxRow.purpose == purpose
+                )
+            )
+
+    async def outbox_resent(
+        self, order_id: str, purpose: str, *, sent: bool, error: str | None = None
+    ) -> OutboxEntry:
+        """Record an operator's resend: one more attempt; ``sent`` when the server took it (a
+        ``failed`` or ``pending`` e-mail becomes ``sent``), else the error, the status as it
+        was."""
+        async with self._tx() as session:
+            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
+            if row is None:
+                raise LookupError(f"no outbox entry for {order_id}/{purpose}")
+            row.attempts += 1
+            if sent:
+                row.status = "sent"
+                row.sent_at = _now()
+                row.last_error = None
+            else:
+                row.last_error = (error or "")[:2000]
+            return self._outbox(row)
 
     @staticmethod
     def _outbox(row: OutboxRow) -> OutboxEntry:
@@ -909,4 +953,5 @@ class Store:
             status=row.status,
             attempts=row.attempts,
             sent_at=row.sent_at,
+            last_error=row.last_error,
         )
