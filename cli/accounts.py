@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from checkout.config import Settings
+from checkout.echo import quote
 from checkout.models import Account
 from checkout.order_input import describe_validation_error
 from cli import render
@@ -48,7 +49,7 @@ async def cmd_show(args: argparse.Namespace, settings: Settings) -> int:
     async with open_store(settings) as store:
         view = await store.account_view(args.account_id)
     if view is None:
-        raise CliError(f"no account {args.account_id}")
+        raise CliError(f"no account {quote(args.account_id)}")
     if args.json:
         print_json(view)
     else:

@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from checkout.client import connect_client
 from checkout.config import Settings
 from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id
+from checkout.echo import escape, token
 from checkout.models import UtcDateTime
 from checkout.order_input import DuplicateKeyError, loads_strict
 from checkout.store import Store
@@ -59,7 +60,9 @@ class CliError(Exception):
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
+    """Text as one line for stderr: whitespace runs become one space, any other control or bidi
+    character is escaped (an error can repeat what someone typed or sent), then shortened."""
+    flat = escape(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
@@ -134,4 +137,5 @@ async def describe_ended(client: Client, order_id: str) -> str | None:
 
 
 def no_checkout(order_id: str) -> CliError:
-    return CliError(f"no checkout for order {order_id} (workflow {checkout_workflow_id(order_id)})")
+    workflow_id = token(checkout_workflow_id(order_id), 80)
+    return CliError(f"no checkout for order {token(order_id)} (workflow {workflow_id})")

@@ -34,6 +34,7 @@ from checkout.contract import (
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
+from checkout.echo import quote
 from checkout.errors import CheckoutRejected
 from checkout.models import (
     ApproveRequest,
@@ -47,7 +48,7 @@ from checkout.models import (
     ResultStatus,
 )
 from checkout.order_input import describe_validation_error, find_card_number, parse_order
-from checkout.quoting import quote
+from checkout.quoting import quote as quote_order
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
 from cli import render
@@ -80,7 +81,7 @@ def _order_file(path: Path) -> tuple[dict[str, Any], str]:
         raise CliError(f"{path}: an order is a JSON object, got {type(raw).__name__}")
     order_id = raw.get("order_id")
     if not isinstance(order_id, str) or not IDENTIFIER.match(order_id):
-        raise CliError(f"{path}: order_id: needs 1-64 of A-Z a-z 0-9 _ - (got {order_id!r})")
+        raise CliError(f"{path}: order_id: needs 1-64 of A-Z a-z 0-9 _ - (got {quote(order_id)})")
     card_field = find_card_number(raw)
     if card_field is not None:
         # Refused here so the number never reaches the cluster's history.
@@ -154,7 +155,7 @@ async def cmd_quote(args: argparse.Namespace, settings: Settings) -> int:
     try:
         order = parse_order(raw)
         async with open_store(settings) as store:
-            quoted = await quote(order, store, catalog, verifier, at)
+            quoted = await quote_order(order, store, catalog, verifier, at)
     except CheckoutRejected as exc:
         raise CliError(f"{exc.reason.value}: {exc.message}") from None
     if args.json:
@@ -236,7 +237,7 @@ async def cmd_list(args: argparse.Namespace, _: Settings) -> int:
         query += f' AND CheckoutStatus = "{args.status}"'
     if args.account:
         if not IDENTIFIER.match(args.account):
-            raise CliError(f"--account: {args.account!r} is not an account id")
+            raise CliError(f"--account: {quote(args.account)} is not an account id")
         query += f' AND AccountId = "{args.account}"'
     client = await connect()
     rows: list[ListedCheckout] = []

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from checkout.echo import token
 from checkout.models import (
     AccountView,
     ChargeInfo,
@@ -245,7 +246,7 @@ def checkout_state(state: CheckoutState, workflow_id: str) -> str:
     attempts = ", ".join(f"{step}: {n}" for step, n in state.attempts.items()) or NONE
     pairs = [
         ("Order", f"{state.order_id or NONE} (workflow {workflow_id})"),
-        ("Account", state.account_id or NONE),
+        ("Account", token(state.account_id) if state.account_id else NONE),
         ("State", state.state.value),
         ("Current step", state.current_step or NONE),
         ("Steps done", ", ".join(state.steps_done) or NONE),

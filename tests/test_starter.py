@@ -194,7 +194,7 @@ async def test_accounts_show_unknown_account(offline_cli: Cli) -> None:
     """An unknown account is a one-line error."""
     code, _, err = await offline_cli("accounts", "show", "acc-nobody")
     assert code == 1
-    assert one_line(err) == "checkout: no account acc-nobody"
+    assert one_line(err) == 'checkout: no account "acc-nobody"'
 
 
 # --- quote -------------------------------------------------------------------------------------
@@ -284,7 +284,7 @@ async def test_quote_reverse_charge_with_a_valid_vat_id(offline_cli: Cli) -> Non
     ("fields", "expected"),
     [
         ({"vat_id": "FR41303265045"}, "invalid_vat_id: "),
-        ({"account_id": "acc-nobody"}, "unknown_account: account_id: no account acc-nobody"),
+        ({"account_id": "acc-nobody"}, 'unknown_account: account_id: no account "acc-nobody"'),
         ({"payment_method": None}, "payment_method_required: "),
         ({"items": []}, "invalid_order: items:"),
     ],
@@ -318,7 +318,7 @@ async def test_products_pause_unknown_product(offline_cli: Cli) -> None:
     """A product the catalog does not have is refused, naming the ones it has."""
     code, _, err = await offline_cli("products", "pause", "teleporter")
     assert code == 1
-    assert "unknown product 'teleporter' (the catalog has: device-backup" in one_line(err)
+    assert 'unknown product "teleporter" (the catalog has: device-backup' in one_line(err)
     assert await offline_cli.store.paused_products() == set()
 
 

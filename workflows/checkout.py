@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         idempotency_key,
         trial_workflow_id,
     )
+    from checkout.echo import escape, quote
     from checkout.errors import (
         OUTAGE_TYPES,
         REJECTION_REASONS,
@@ -178,7 +179,8 @@ def _describe(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) else error
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
-    return str(cause) or type(cause).__name__
+    # An error's text can quote anything (a service's answer, a value it refused): one line.
+    return escape(str(cause), 500) or type(cause).__name__
 
 
 def _anchor_year(plan: CheckoutPlan) -> int:
@@ -499,11 +501,13 @@ class CheckoutWorkflow:
         if self._operator.kind == "reject":
             raise CheckoutRejected(
                 Reason.APPROVAL_REJECTED,
-                f"rejected by {self._progress.approved_by}: {self._operator.reason}",
+                f"rejected by {quote(self._progress.approved_by)}:"
+                f" {quote(self._operator.reason, 200)}",
             )
         if self._operator.kind == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
         self._progress.steps_done.append("approval")
         self._set_state(CheckoutStatus.CHARGING)
@@ -701,7 +705,8 @@ class CheckoutWorkflow:
         assert self._operator is not None
         if self._operator.kind == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
 
     def _undo(self, step: Literal["provision", "anchor"]) -> Undo:
