@@ -67,13 +67,19 @@ def _location(loc: tuple[int | str, ...]) -> str:
     return path or "order"
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    """The errors as "field: what is wrong", never the input itself (pydantic's own ``str(exc)``
-    carries ``input_value=...``): field names that are not plain are quoted, messages escaped."""
-    parts = [
-        f"{_location(error['loc'])}: {escape(error['msg'], 200)}"
-        for error in exc.errors(include_url=False, include_input=False)[:5]
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, what is wrong)`` for each error, never the input itself (pydantic's own
+    ``str(exc)`` carries ``input_value=...``): field names that are not plain are quoted,
+    messages escaped."""
+    return [
+        (_location(error["loc"]), escape(error["msg"], 200))
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The errors as "field: what is wrong; ...", the first five (see validation_errors)."""
+    parts = [f"{field}: {problem}" for field, problem in validation_errors(exc)[:5]]
     more = len(exc.errors()) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 

@@ -166,10 +166,14 @@ def _raw_account(**fields: Any) -> dict[str, Any]:
     [
         ("[{", "not valid JSON (line 1"),
         ({"account_id": "acc-1"}, "expected a JSON list of accounts"),
-        ([_raw_account(billing_email="no-at-sign")], "account acc-bad: billing_email:"),
-        ([_raw_account(country="de")], "account acc-bad: country:"),
-        ([_raw_account(country="DE", seats=3)], "account acc-bad: seats: Extra inputs"),
-        ([{"name": "no id", "billing_email": "a@b.example"}], "account #1: account_id:"),
+        ([_raw_account(billing_email="no-at-sign")], 'account 1 (line 1), field "billing_email":'),
+        ([_raw_account(country="de")], 'account 1 (line 1), field "country":'),
+        ([_raw_account(country="DE", seats=3)], 'account 1 (line 1), field "seats": Extra inputs'),
+        (
+            [{"name": "no id", "billing_email": "a@b.example"}],
+            'account 1 (line 1), field "account_id":',
+        ),
+        ([_raw_account(country="DE"), "acc-2"], "account 2 (line 1): expected a JSON object"),
     ],
 )
 async def test_accounts_import_bad_file_is_one_line(
@@ -181,6 +185,69 @@ async def test_accounts_import_bad_file_is_one_line(
     assert out == ""
     assert expected in one_line(err)
     assert await offline_cli.store.get_account("acc-bad") is None
+
+
+def _account_file_text(*accounts: dict[str, Any]) -> str:
+    """A file as a person writes one: each field on its own line, so with six fields (eight lines)
+    per account after the opening bracket, account 3 starts on line 18."""
+    return json.dumps(list(accounts), indent=2)
+
+
+def _good(account_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "account_id": account_id, "name": "Muster GmbH", "billing_email": "billing@muster.example",
+        "country": "DE", "currency": "EUR", "timezone": "Europe/Berlin", **fields,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"timezone": "Mars/Olympus_Mons"},
+            'field "timezone": unknown time zone "Mars/Olympus_Mons"',
+        ),
+        ({"currency": "XXX"}, 'field "currency": the catalog has no prices in "XXX" (only in '),
+        ({"name": "Muster\u0000GmbH"}, 'field "name": "Muster\\x00GmbH" holds the invisible'),
+        ({"name": "Muster \u202eHbmG"}, 'field "name": "Muster \\u202eHbmG" holds the invisible'),
+        ({"name": "   "}, 'field "name": is blank'),
+        ({"billing_email": "bill\u2066ing@muster.example"}, 'field "billing_email": "bill\\u2066'),
+        ({"country": "UK"}, 'field "country": "UK" is not an ISO 3166 country code'),
+        ({"country": "ZZ"}, 'field "country": "ZZ" is not an ISO 3166 country code'),
+        ({"locale": "xx"}, 'field "locale": unknown locale "xx"'),
+        ({"locale": "de_ZZ"}, 'field "locale": unknown locale "de_ZZ"'),
+    ],
+)
+async def test_accounts_import_refuses_unusable_values(
+    offline_cli: Cli, fields: dict[str, Any], expected: str
+) -> None:
+    """`accounts import` checks time zone (IANA), currency (one the catalog prices in), names and
+    e-mail addresses (no control or bidi characters), country (ISO 3166) and locale; the one-line
+    error names the file, the account's position and line, and the field, and nothing of the file
+    is imported, not even the valid accounts before the bad one."""
+    path = offline_cli.file(
+        _account_file_text(_good("acc-ok-1"), _good("acc-ok-2"), _good("acc-bad-3", **fields))
+    )
+    code, out, err = await offline_cli("accounts", "import", path)
+    assert (code, out) == (1, "")
+    assert one_line(err).startswith(f"checkout: {path}: account 3 (line 18), {expected}")
+    for account_id in ("acc-ok-1", "acc-ok-2", "acc-bad-3"):
+        assert await offline_cli.store.get_account(account_id) is None
+
+
+async def test_accounts_import_accepts_real_zones_locales_and_names(offline_cli: Cli) -> None:
+    """Real values pass: any IANA zone, a regional locale, a currency of the catalog, a name with
+    accents and an apostrophe."""
+    austria = {"country": "AT", "locale": "de-AT", "timezone": "Asia/Kolkata"}
+    accounts = [
+        _good("acc-at", name="Café Müller's", **austria),
+        _good("acc-us", country="US", locale="en_US", currency="USD", timezone="America/Chicago"),
+    ]
+    code, out, err = await offline_cli("accounts", "import", offline_cli.file(accounts))
+    assert (code, err) == (0, "")
+    assert out == "imported 2 accounts: acc-at, acc-us\n"
+    stored = await offline_cli.store.get_account("acc-at")
+    assert stored is not None and stored.name == "Café Müller's"
 
 
 async def test_accounts_import_missing_file(offline_cli: Cli) -> None:
