@@ -224,7 +224,7 @@ def quote_review(order: Order, quote: Quote, at: datetime) -> str:
     elif plan.corporate:
         how = "invoice (corporate account: an account manager approves the order)"
     else:
-        how = order.payment_method or NONE
+        how = token(order.payment_method, 128) if order.payment_method else NONE
     seats = sum(line.new_seats for line in invoice.lines)
     head = (
         f"Checkout review: order {order.order_id} for {account.name}"
