@@ -9,7 +9,6 @@ in the currency, a name that displays reversed) is refused here, naming the fiel
 
 from __future__ import annotations
 
-import unicodedata
 import zoneinfo
 from functools import cache
 
@@ -17,7 +16,7 @@ from babel import localedata
 from babel.core import Locale
 
 from checkout.catalog import Catalog
-from checkout.echo import quote
+from checkout.echo import hidden_character, quote
 from checkout.models import Account
 
 #: Codes Babel (CLDR) knows as regions that ISO 3166-1 does not assign to a country: exceptionally
@@ -30,11 +29,6 @@ _NOT_ISO_3166 = frozenset(
 ISO_COUNTRIES: frozenset[str] = (
     frozenset(code for code in map(str, Locale("en").territories) if len(code) == 2) - _NOT_ISO_3166
 )
-
-#: Characters no name or address needs: control (Cc), format (Cf: bidi embeddings, overrides and
-#: isolates, zero-width characters), surrogates, private use, unassigned, line/paragraph
-#: separators.
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
 
 
 @cache
@@ -51,14 +45,6 @@ def catalog_currencies(catalog: Catalog) -> frozenset[str]:
         for plan in product.plans.values()
         for currency in plan.prices
     )
-
-
-def hidden_character(text: str) -> str | None:
-    """The first control, bidi or other invisible character in ``text``, as an escape."""
-    for char in text:
-        if unicodedata.category(char) in _HIDDEN_CATEGORIES:
-            return quote(char)[1:-1]
-    return None
 
 
 def _locale_known(locale: str) -> bool:

@@ -55,6 +55,15 @@ def _shortened(value: str, limit: int | None, *, quoted: bool) -> str:
     return "".join(out)
 
 
+def hidden_character(text: str) -> str | None:
+    """The first control, bidi or other invisible character of ``text``, as its escape
+    (``\\x00``, ``\\u202e``), or None: no name, address or token needs one."""
+    for char in text:
+        if unicodedata.category(char) in _ESCAPED_CATEGORIES:
+            return _escaped(char, quoted=True)
+    return None
+
+
 def quote(value: object, limit: int = LIMIT) -> str:
     """``value`` as a double-quoted string safe to show anywhere: at most ``limit`` characters
     inside the quotes (then ``…``), control and bidi characters escaped, ``"`` and ``\\`` too.

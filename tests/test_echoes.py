@@ -20,12 +20,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.testing import WorkflowEnvironment
 
 from checkout.catalog import load_catalog
 from checkout.echo import escape, quote, token
 from checkout.errors import CheckoutRejected
 from checkout.mail import EmailContext, compose_email
-from checkout.models import EmailPurpose
+from checkout.models import EmailPurpose, ResultStatus
 from checkout.order_input import parse_order
 from checkout.quoting import quote as quote_order
 from checkout.store import Store
@@ -33,8 +35,19 @@ from checkout.summary import order_summary
 from checkout.vies import VatVerifier
 from cli import main as checkout_command
 from devtools import free_port
-from tests.helpers import account, buy, make_store, order, store_url
-from tests.helpers.workers import settings_for, unique_queue
+from tests.helpers import (
+    account,
+    buy,
+    checkout_worker,
+    make_store,
+    order,
+    result_of,
+    seeded_account,
+    start_order,
+    state_of,
+    store_url,
+)
+from tests.helpers.workers import MakeSettings, settings_for, unique_queue
 
 ANCHOR = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 CATALOG = load_catalog()
@@ -277,3 +290,63 @@ async def test_hostile_account_fields_are_refused_carefully(
         assert (code, out) == (1, "")
         assert err.startswith("checkout: ") and "account 1 (line 1), field " in err
         assert await offline.store.get_account(account_id) is None
+
+
+# --- a real order on the dev server ------------------------------------------------------------
+
+HOSTILE_ACCOUNT_ID = "acc-x\r\nINFO forged line\x00\u202eevil\u2066'; DROP TABLE x;--"
+#: At most 32 characters, so it reaches the VAT check: SQL and HTML, nothing invisible.
+SQL_VAT_ID = "DE1' OR 1=1;--<b>x</b>"
+HOSTILE_VAT_ID = "DE1\r\nINFO forged\x00\u202e' OR 1=1"
+
+
+@pytest.mark.e2e
+async def test_a_hostile_order_on_the_dev_server_is_echoed_escaped(
+    dev_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Orders with a hostile account_id or vat_id, run by the real worker on either database,
+    end rejected at once (an account id with CR/LF, NUL or bidi characters cannot name an account;
+    PostgreSQL could not even look one up), with messages, status and current details that
+    carry only the escaped form, as does the worker's log."""
+    caplog.set_level(logging.DEBUG)
+    acc = await seeded_account(store)
+    settings = make_settings()
+    cases = [
+        (order(HOSTILE_ACCOUNT_ID), HOSTILE_ACCOUNT_ID, "invalid_order", "account_id: "),
+        (
+            order(acc.account_id, vat_id=HOSTILE_VAT_ID),
+            HOSTILE_VAT_ID,
+            "invalid_order",
+            "vat_id: Value error, must not hold control or bidi characters (found \\r)",
+        ),
+        (
+            order(acc.account_id, vat_id=SQL_VAT_ID),
+            SQL_VAT_ID,
+            "invalid_vat_id",
+            f"vat_id: {quote(SQL_VAT_ID)} is not a valid VAT ID",
+        ),
+    ]
+    async with checkout_worker(dev_env.client, settings, store):
+        for raw, value, reason, message in cases:
+            handle = await start_order(dev_env.client, settings, raw)
+            result = await result_of(handle, within=30)
+            state = await state_of(handle)
+            metadata = await handle.query(
+                "__temporal_workflow_metadata", result_type=WorkflowMetadata
+            )
+            assert (result.status, result.reason) == (ResultStatus.REJECTED, reason)
+            assert result.message is not None and result.message.startswith(message)
+            assert state.last_error == f"{reason}: {result.message}"
+            assert f"outcome: rejected ({reason}): {result.message}" in metadata.current_details
+            for text in (result.message, state.last_error):
+                assert_careful(value, text)
+            assert_careful(value, metadata.current_details, allow_newline=True)
+    texts = logged(caplog)
+    # The worker's log was captured (the workflow logs each rejection by its code).
+    assert any("order rejected: invalid_vat_id" in text for text in texts), texts
+    for text in texts:
+        for value in (HOSTILE_ACCOUNT_ID, HOSTILE_VAT_ID, SQL_VAT_ID):
+            assert_careful(value, text, allow_newline=True)
