@@ -4,8 +4,10 @@ store, and the small facts about checkouts several commands need."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -87,6 +89,22 @@ def print_json(value: BaseModel) -> None:
     print(value.model_dump_json(indent=2))
 
 
+def os_user() -> str:
+    """The name of the operating-system user running the command."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
+def client_identity() -> str:
+    """The identity the command's Temporal client sends with every call, which Temporal records
+    in the workflow's history (e.g. with each update): ``checkout-cli/<user>@<host>``. It says
+    which tool, account and machine sent a request; it is what the client says, not proof:
+    authentication (mTLS, API keys) is what the server knows for sure."""
+    return f"checkout-cli/{os_user()}@{socket.gethostname()}"
+
+
 def _temporal_target() -> str:
     try:
         return str(ClientConfig.load_client_connect_config().get("target_host", "localhost:7233"))
@@ -97,7 +115,7 @@ def _temporal_target() -> str:
 async def connect() -> Client:
     """The Temporal client, or a CliError saying where it looked."""
     try:
-        return await connect_client()
+        return await connect_client(identity=client_identity())
     except Exception as exc:  # the SDK raises RuntimeError whatever the cause
         text = str(exc)
         why = "connection refused" if "ConnectionRefused" in text else one_line(text, 200)

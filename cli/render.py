@@ -8,11 +8,12 @@ how it looks is decided here, once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
-from checkout.echo import token
+from checkout.echo import quote, token
 from checkout.models import (
     AccountView,
     ChargeInfo,
@@ -239,6 +240,30 @@ def quote_review(order: Order, quote: Quote, at: datetime) -> str:
         ]
     )
     return "\n\n".join([head + "\n" + invoice_lines(invoice), facts, invoice_totals(invoice)])
+
+
+@dataclass(frozen=True)
+class OperatorAction:
+    """One operator update the checkout accepted, as its history records it."""
+
+    update: str
+    at: datetime
+    #: The identity the sending client gave Temporal (``checkout-cli/<user>@<host>``).
+    identity: str
+    #: The name the operator declared (``--by``), for approve and reject.
+    declared_by: str | None = None
+
+
+def operator_actions(actions: Sequence[OperatorAction]) -> str:
+    """``checkout status``: who did what, from the history. The client identity is what the
+    client said; authentication (mTLS, API keys) is what proves it."""
+    rows = []
+    for action in actions:
+        who = f"client {quote(action.identity or 'none given', 128)}"
+        if action.declared_by is not None:
+            who = f"declared by {quote(action.declared_by)}, {who}"
+        rows.append(f"  {timestamp(action.at)}  {action.update}: {who}")
+    return "Operator actions (from the history)\n" + "\n".join(rows)
 
 
 def checkout_state(state: CheckoutState, workflow_id: str) -> str:

@@ -5,8 +5,10 @@ for the exit status and the one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -599,10 +601,12 @@ async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
         assert (await cli("submit", cli.file(raw)))[0] == 0
         await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
 
-    code, out, err = await cli("approve", approved["order_id"], "--by", "Jane Doe")
+    code, out, err = await cli("approve", approved["order_id"])
     assert (code, err) == (0, "")
     assert out.startswith(f"approve: order {approved['order_id']} is ")
-    assert (await _result(cli, approved["order_id"])).status is ResultStatus.COMPLETED
+    result = await _result(cli, approved["order_id"])
+    # Without --by the approver is the OS user running the command.
+    assert (result.status, result.approved_by) == (ResultStatus.COMPLETED, getpass.getuser())
     payments = await cli.store.payments(order_id=approved["order_id"])
     assert [p.kind for p in payments] == ["invoice"]
 
@@ -613,6 +617,37 @@ async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
     result = await _result(cli, rejected["order_id"])
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "approval_rejected")
     assert await cli.store.payments(order_id=rejected["order_id"]) == []
+
+
+async def test_operator_updates_carry_the_client_identity_in_history(cli: Cli) -> None:
+    """An operator's update is recorded in the history with the command's client identity,
+    checkout-cli/<OS user>@<host>, next to the declared --by name; `checkout status` shows both
+    from the history."""
+    corp = account(corporate=True)
+    await cli.store.import_accounts([corp])
+    raw = order(corp.account_id, payment_method=None)
+    assert (await cli("submit", cli.file(raw)))[0] == 0
+    await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
+    code, _, err = await cli("reject", raw["order_id"], "--by", "Jane\nDoe", "--reason", "no")
+    assert (code, err) == (0, "")
+
+    identity = f"checkout-cli/{getpass.getuser()}@{socket.gethostname()}"
+    assert cli.client is not None
+    history = await cli.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"])
+    ).fetch_history()
+    accepted = [
+        event.workflow_execution_update_accepted_event_attributes.accepted_request
+        for event in history.events
+        if event.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert [(r.input.name, r.meta.identity) for r in accepted if r.input.name != "decision"] == [
+        ("reject", identity)
+    ]
+    code, out, err = await cli("status", raw["order_id"])
+    assert (code, err) == (0, "")
+    assert "Operator actions (from the history)" in out
+    assert f'reject: declared by "Jane\\nDoe", client "{identity}"' in out
 
 
 async def test_update_and_status_of_an_unknown_order(cli: Cli) -> None:
@@ -672,7 +707,7 @@ def test_program_bad_file_exit_status_and_one_line(
     completed = program(program_env, "accounts", "import", str(bad))
     assert completed.returncode == 1
     assert completed.stderr.startswith("checkout: ")
-    assert "account acc-x: billing_email: Field required" in one_line(completed.stderr)
+    assert 'account 1 (line 1), field "billing_email": Field required' in one_line(completed.stderr)
 
 
 def test_program_unreachable_server(program_env: dict[str, str]) -> None:
