@@ -230,6 +230,30 @@ async def test_hostile_order_fields_are_echoed_carefully(
     assert_careful(value, out, allow_newline=True)
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("account_id", "acc-42\x00", "account_id: String should match pattern"),
+        ("account_id", "acc 42", "account_id: String should match pattern"),
+        ("payment_method", "pm_card_visa\u202e", "payment_method: Value error, must not hold"),
+        ("vat_id", "DE136695976\r\n", "vat_id: Value error, must not hold control or bidi"),
+    ],
+)
+def test_orders_refuse_ids_and_tokens_with_hidden_characters(
+    field: str, value: str, expected: str
+) -> None:
+    """An account_id that is not an account id, and a payment token or VAT ID with a control or
+    bidi character, end invalid_order naming the field, before any store lookup (PostgreSQL
+    cannot even compare a NUL)."""
+    with pytest.raises(CheckoutRejected) as info:
+        parse_order({**order("acc-de"), field: value})
+    assert (info.value.reason.value, info.value.message[: len(expected)]) == (
+        "invalid_order",
+        expected,
+    )
+    assert_careful(value, info.value.message)
+
+
 # --- e-mail headers ----------------------------------------------------------------------------
 
 
