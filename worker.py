@@ -8,7 +8,7 @@ import contextlib
 import logging
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -24,6 +24,7 @@ from checkout.codec import describe_payload_keys
 from checkout.config import ConfigError, Settings
 from checkout.gateway import PaymentGateway, SandboxGateway
 from checkout.mail import Mailer, SmtpMailer
+from checkout.metrics import METRICS_HOST, CheckoutMetrics, metrics_runtime, watch_waiting
 from checkout.process import exit_process
 from checkout.store import Store
 from checkout.stripe_gateway import StripeGateway
@@ -64,6 +65,7 @@ def build_activities(
     *,
     catalog: Catalog | None = None,
     mailer: Mailer | None = None,
+    metrics: CheckoutMetrics | None = None,
 ) -> CheckoutActivities:
     """Wire the activities to their dependencies: the one place that decides what is real."""
     return CheckoutActivities(
@@ -73,6 +75,7 @@ def build_activities(
         catalog=catalog or load_catalog(settings.catalog_path),
         settings=settings,
         vat_verifier=VatVerifier(settings.vat_verification, vies_url=settings.vies_url),
+        metrics=metrics,
     )
 
 
@@ -123,14 +126,20 @@ async def run_worker(settings: Settings | None = None, stop: asyncio.Event | Non
 
 async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> None:
     await store.migrate()
-    client = await connect_client(payload_keys=settings.payload_keys)
-    worker = build_worker(client, settings, build_activities(settings, store))
+    # With CHECKOUT_METRICS_PORT, the client (and so the worker) runs on a runtime that serves
+    # the SDK's metrics and ours from one endpoint (docs/metrics.md).
+    runtime = metrics_runtime(settings.metrics_port) if settings.metrics_port else None
+    client = await connect_client(payload_keys=settings.payload_keys, runtime=runtime)
+    metrics = CheckoutMetrics(runtime.metric_meter if runtime else None)
+    worker = build_worker(client, settings, build_activities(settings, store, metrics=metrics))
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         # Not on the main thread (embedded in the demo stack): the caller owns the signals.
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    if runtime is not None:
+        log.info("metrics on http://%s:%s/metrics", METRICS_HOST, settings.metrics_port)
     log.info(
         "worker polling task queue %r on %s (database %s)",
         settings.task_queue,
@@ -138,13 +147,30 @@ async def _run(settings: Settings, store: Store, stop: asyncio.Event | None) -> 
         store.engine.url.render_as_string(hide_password=True),
     )
     log.info(describe_payload_keys(settings.payload_keys))
-    async with worker:
+    async with worker, _watching(client, settings, metrics, serving=runtime is not None):
         await stop.wait()
         log.info(
             "shutting down: running activities get %ss to finish",
             int(GRACEFUL_SHUTDOWN.total_seconds()),
         )
     log.info("worker stopped")
+
+
+@contextlib.asynccontextmanager
+async def _watching(
+    client: Client, settings: Settings, metrics: CheckoutMetrics, *, serving: bool
+) -> AsyncIterator[None]:
+    """While metrics are served: the gauges of waiting orders kept current in the background."""
+    if not serving:
+        yield
+        return
+    task = asyncio.create_task(watch_waiting(client, settings.task_queue, metrics))
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def main() -> None:

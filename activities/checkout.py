@@ -40,6 +40,7 @@ from checkout.mail import (
     render_email,
     sender_domain,
 )
+from checkout.metrics import CheckoutMetrics
 from checkout.models import (
     BeginOrder,
     BeginOrderInput,
@@ -94,6 +95,7 @@ class CheckoutActivities(CheckoutSteps):
         catalog: Catalog,
         settings: Settings,
         vat_verifier: VatVerifier,
+        metrics: CheckoutMetrics | None = None,
     ) -> None:
         self._store = store
         #: The store, for what works beside the activities (reconciliation).
@@ -103,6 +105,8 @@ class CheckoutActivities(CheckoutSteps):
         self._catalog = catalog
         self._settings = settings
         self._vat = vat_verifier
+        #: The checkout's counters (docs/metrics.md); no-op unless the worker serves metrics.
+        self.metrics = metrics or CheckoutMetrics()
 
     @activity.defn
     async def load_checkout_policy(self) -> CheckoutPolicy:
@@ -166,13 +170,21 @@ class CheckoutActivities(CheckoutSteps):
     async def finish_order(self, request: FinishOrderInput) -> FinishedOrder:
         """Record the outcome and release the order's places in line; the orders now first in
         line are returned for the workflow to wake."""
-        wake = await self._store.finish_order(
-            request.order_id,
-            request.run_id,
-            request.result.status.value,
-            request.result.model_dump_json(),
-        )
+        wake = await self.record_outcome(request.order_id, request.run_id, request.result)
         return FinishedOrder(wake=wake)
+
+    async def record_outcome(self, order_id: str, run_id: str, result: CheckoutResult) -> list[str]:
+        """Record how the order ended (only its own run may, and only once) and release its
+        places in line; return the orders now first in line. The outcome is counted in the
+        metrics when this call is the one that records it, so a retry does not count again."""
+        before = await self._store.order(order_id)
+        first = before is not None and before.run_id == run_id and before.result is None
+        wake = await self._store.finish_order(
+            order_id, run_id, result.status.value, result.model_dump_json()
+        )
+        if first:
+            self.metrics.order_finished(result)
+        return wake
 
     @activity.defn
     async def validate_vat_id(self, request: VatCheckInput) -> VatCheck:
@@ -219,6 +231,8 @@ class CheckoutActivities(CheckoutSteps):
             ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
         settled = payment.status != "pending"
+        if settled:
+            self.metrics.charged(payment.amount, payment.currency)
         return ChargeInfo(
             id=payment.id,
             amount=payment.amount,
@@ -244,6 +258,7 @@ class CheckoutActivities(CheckoutSteps):
             raise ApplicationError(
                 f"payment {payment.id} has not settled yet", type=PAYMENT_PROCESSING
             )
+        self.metrics.charged(payment.amount, payment.currency)
         number = await self._invoice_number(
             request.order_id, request.invoice_year, payment.amount, payment.currency
         )
@@ -260,6 +275,7 @@ class CheckoutActivities(CheckoutSteps):
             order_id=request.order_id,
         )
         log.info("order %s: refunded %s %s", request.order_id, refund.amount, refund.currency)
+        self.metrics.refunded(refund.amount, refund.currency)
         return ChargeInfo(id=refund.id, amount=refund.amount, currency=refund.currency)
 
     @activity.defn
@@ -395,8 +411,10 @@ class CheckoutActivities(CheckoutSteps):
             await self._store.outbox_finish(
                 request.order_id, request.purpose.value, sent=False, error=repr(exc)
             )
+            self.metrics.email(EmailStatus.PENDING.value, request.purpose.value)
             raise
         await self._store.outbox_finish(request.order_id, request.purpose.value, sent=True)
+        self.metrics.email(EmailStatus.SENT.value, request.purpose.value)
         log.info("order %s: %s e-mail sent", request.order_id, request.purpose.value)
         return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
 
@@ -420,9 +438,7 @@ class CheckoutActivities(CheckoutSteps):
                 status=EmailStatus.PENDING, message_id=entry.message_id if entry else None
             )
         result = request.result.model_copy(update={"email": email, "credit_note": credit_note})
-        wake = await self._store.finish_order(
-            result.order_id or "", request.run_id, result.status.value, result.model_dump_json()
-        )
+        wake = await self.record_outcome(result.order_id or "", request.run_id, result)
         return Notified(email=email, wake=wake, credit_note=credit_note)
 
     @activity.defn
@@ -430,6 +446,8 @@ class CheckoutActivities(CheckoutSteps):
         """The outbox tried for as long as it may: the e-mail is ``failed`` for operators."""
         await self._store.outbox_give_up(request.order_id, request.purpose.value)
         entry = await self._store.outbox_entry(request.order_id, request.purpose.value)
+        if entry is not None and entry.status == "failed":
+            self.metrics.email(EmailStatus.FAILED.value, request.purpose.value)
         return EmailInfo(status=EmailStatus.FAILED, message_id=entry.message_id if entry else None)
 
     async def _outbox_message(
@@ -449,6 +467,7 @@ class CheckoutActivities(CheckoutSteps):
             account,
             product_name=product.name if product else None,
             due_date=request.due_date,
+            catalog=self._catalog,
         )
         rendered = render_email(context)
         message_id = message_id_for(

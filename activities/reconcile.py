@@ -264,9 +264,8 @@ class Reconciler:
             return EmailInfo(status=EmailStatus.FAILED)
 
     async def _record(self, order: OrderRecord, result: CheckoutResult) -> None:
-        await self._store.finish_order(
-            order.order_id, order.run_id, result.status.value, result.model_dump_json()
-        )
+        # As the run would have: recorded once, and counted in the metrics when recorded.
+        await self._activities.record_outcome(order.order_id, order.run_id, result)
 
     async def _release(self, order_id: str) -> list[str]:
         wake = await self._store.release_order(order_id)

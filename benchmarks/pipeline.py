@@ -159,6 +159,8 @@ class Stack:
     checkout_queue: str = field(default_factory=lambda: f"bench-{uuid.uuid4().hex[:8]}")
     floor_queue: str = field(default_factory=lambda: f"floor-{uuid.uuid4().hex[:8]}")
     worker: subprocess.Popen[bytes] | None = None
+    floor: subprocess.Popen[bytes] | None = None
+    server_pid: int = 0
 
 
 async def _wait_port(port: int, within: float = 60) -> None:
@@ -207,7 +209,9 @@ async def stack() -> AsyncIterator[Stack]:
             await store.migrate()
             address = f"{HOST}:{port}"
             client = await Client.connect(address, data_converter=pydantic_data_converter)
-            yield Stack(address, client, store, database_url, smtp_port, sink, work)
+            yield Stack(
+                address, client, store, database_url, smtp_port, sink, work, server_pid=server.pid
+            )
         finally:
             await store.close()
             controller.stop()
@@ -219,7 +223,7 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 @contextlib.contextmanager
-def worker_processes(s: Stack) -> Any:
+def worker_processes(s: Stack, profile_to: Path | None = None) -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHECKOUT_", "TEMPORAL_"))}
     env.update(
         TEMPORAL_ADDRESS=s.address,
@@ -231,16 +235,21 @@ def worker_processes(s: Stack) -> Any:
         PYTHONUNBUFFERED="1",
     )
     procs = []
+    # --profile-worker: the worker runs under cProfile and writes its figures when it stops
+    # (SIGTERM ends it normally); read them with `python -m pstats FILE`.
+    checkout_worker = (
+        ["-m", "benchmarks.profiled_worker", str(profile_to)] if profile_to else ["worker.py"]
+    )
     try:
         for name, argv in (
-            ("worker", [sys.executable, "worker.py"]),
+            ("worker", [sys.executable, *checkout_worker]),
             ("floor", [sys.executable, "-m", "benchmarks.floor"]),
         ):
             log = (s.workdir / f"{name}.log").open("ab")
             procs.append(
                 subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
             )
-        s.worker = procs[0]
+        s.worker, s.floor = procs
         yield procs
     finally:
         for proc in procs:
@@ -250,6 +259,24 @@ def worker_processes(s: Stack) -> Any:
                 proc.wait(timeout=30)
             if proc.poll() is None:
                 proc.kill()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_of(s: Stack) -> dict[str, float]:
+    assert s.worker is not None
+    assert s.floor is not None
+    pids = {"server": s.server_pid, "worker": s.worker.pid, "floor": s.floor.pid}
+    return {name: cpu_seconds(pid) for name, pid in pids.items()} | {"bench": time.process_time()}
+
+
+def _cpu_row(before: dict[str, float], after: dict[str, float], orders: int) -> str:
+    used = {name: (after[name] - before[name]) * 1000 / orders for name in before}
+    return ", ".join(f"{name} {ms:.0f}" for name, ms in used.items() if ms >= 0.5)
 
 
 def rss_mib(pid: int) -> float:
@@ -356,7 +383,7 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         orders, accounts = make_orders(args.orders)
         latency_orders, latency_accounts = make_orders(args.sequential, ("one_item",))
         await s.store.import_accounts(accounts + latency_accounts)
-        with worker_processes(s):
+        with worker_processes(s, args.profile_worker):
             await _wait_log(s.workdir / "worker.log", "worker polling task queue")
             await _wait_log(s.workdir / "floor.log", "floor worker polling")
             assert s.worker is not None
@@ -367,8 +394,11 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             floor_one, _ = await run_all(s, latency_orders[3:], 1, floor_run)
             # 50 in flight: throughput and latency, the floor on the same orders' count.
             head = orders[: args.throughput]
+            cpu_start = cpu_of(s)
             fifty, took = await run_all(s, head, args.in_flight, place)
+            cpu_checkout = cpu_of(s)
             floor_fifty, floor_took = await run_all(s, head, args.in_flight, floor_run)
+            cpu_floor = cpu_of(s)
             done, rss_1k = len(head), float("nan")
             rest = orders[len(head) :]
             while rest:
@@ -405,6 +435,11 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             "decision p50 / p99, 50 in flight (floor: whole workflow)",
             _ms([t.decision for t in fifty]),
             _ms([t.result for t in floor_fifty]),
+        ),
+        (
+            "CPU ms per order at 50 in flight, by process",
+            _cpu_row(cpu_start, cpu_checkout, len(head)),
+            _cpu_row(cpu_checkout, cpu_floor, len(head)),
         ),
         ("full result p50 / p99, 1 in flight", _ms([t.result for t in one]), ""),
         ("full result p50 / p99, 50 in flight", _ms([t.result for t in fifty]), ""),
@@ -473,15 +508,19 @@ def main() -> None:
     parser.add_argument("--throughput", type=int, default=300, help="orders timed at 50 in flight")
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument("--sequential", type=int, default=33, help="orders timed one at a time")
+    parser.add_argument(
+        "--profile-worker", type=Path, help="run the checkout worker under cProfile into this file"
+    )
     args = parser.parse_args()
-    print(f"machine: {machine()}", flush=True)
+    print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
     started = time.monotonic()
     rows = asyncio.run(bench(args))
     print(f"\n| {datetime.now(UTC):%Y-%m-%d} | checkout | floor: 5 no-op activities |")
     print("| --- | --- | --- |")
     for name, ours, floor in rows:
         print(f"| {name} | {ours} | {floor} |")
-    print(f"\n(the bench took {time.monotonic() - started:.0f} s)")
+    print(f"\n(the bench took {time.monotonic() - started:.0f} s;", end=" ")
+    print(f"load average {os.getloadavg()[0]:.2f} at the end: other work skews the figures)")
 
 
 if __name__ == "__main__":

@@ -68,6 +68,16 @@ def _int(env: dict[str, str], name: str, default: int, minimum: int = 1) -> int:
     return value
 
 
+def _port(env: dict[str, str], name: str) -> int | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    value = _int(env, name, 0)
+    if value > 65535:
+        raise ConfigError(f"{name}: must be a TCP port, 1 to 65535, got {value}")
+    return value
+
+
 def _duration(env: dict[str, str], name: str, default: float) -> float:
     raw = env.get(name)
     return default if raw is None or raw == "" else parse_duration(raw, name)
@@ -151,6 +161,8 @@ class Settings:
     stripe_api_key: str | None = field(default=None, repr=False)
     #: Stripe's API base URL; None means Stripe's own. Tests point it at a local server.
     stripe_api_base: str | None = None
+    #: The worker serves Prometheus metrics on 127.0.0.1 at this port; None: no metrics.
+    metrics_port: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -188,4 +200,5 @@ class Settings:
             payment_gateway=gateway,
             stripe_api_key=stripe_api_key,
             stripe_api_base=stripe_api_base,
+            metrics_port=_port(env, "CHECKOUT_METRICS_PORT"),
         )

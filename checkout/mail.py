@@ -32,6 +32,7 @@ from babel import numbers as babel_numbers
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from pydantic import BaseModel, ConfigDict, field_validator
 
+from checkout.catalog import Catalog
 from checkout.echo import quote
 from checkout.models import (
     Account,
@@ -57,6 +58,7 @@ __all__ = [
     "EmailContext",
     "Mailer",
     "RenderedEmail",
+    "SellerDetails",
     "SmtpMailer",
     "build_message",
     "card_label",
@@ -66,6 +68,7 @@ __all__ = [
     "format_datetime",
     "format_money",
     "format_percent",
+    "format_signed_credit",
     "message_id_for",
     "normalize_locale",
     "render_email",
@@ -112,6 +115,17 @@ def format_money(amount: Decimal, currency: str, locale: str) -> str:
     return text.translate(_BABEL_SPACES)
 
 
+#: The minus sign of a credit: U+2212 MINUS SIGN, not the hyphen (``\u2212739,89 €``).
+MINUS = "\u2212"
+
+
+def format_signed_credit(amount: Decimal, currency: str, locale: str) -> str:
+    """A credit as it reduces the invoice, after :data:`MINUS`: ``739,89 €`` (de) and
+    ``€739.89`` (en) with the minus sign before them; a zero credit is ``0,00 €`` with no sign."""
+    text = format_money(abs(amount), currency, locale)
+    return text if amount == 0 else f"{MINUS}{text}"
+
+
 def format_percent(rate: Decimal, locale: str) -> str:
     """A VAT rate given as a fraction: ``Decimal("0.19")`` is ``19 %`` (de), ``19%`` (en);
     ``0.255`` keeps its decimal (``25,5 %``)."""
@@ -150,15 +164,34 @@ def format_date(
     return babel_dates.format_date(local.date(), width, locale=normalize_locale(locale))
 
 
-def format_datetime(dt: datetime, timezone: str, locale: str) -> str:
+def format_datetime(
+    dt: datetime,
+    timezone: str,
+    locale: str,
+    width: Literal["short", "medium", "long", "full"] = "medium",
+) -> str:
     """Date, time and zone in the account's time zone: ``26.11.2026, 11:15 MEZ`` (de),
-    ``Nov 26, 2026, 11:15 AM CET`` (en)."""
+    ``Nov 26, 2026, 11:15 AM CET`` (en); ``width`` is the date's Babel format (the e-mails use
+    ``long``: ``26. November 2026, 11:15 MEZ``, like their dates)."""
     lang = normalize_locale(locale)
     local = _local(dt, timezone)
-    day = babel_dates.format_date(local.date(), "medium", locale=lang)
+    day = babel_dates.format_date(local.date(), width, locale=lang)
     time = babel_dates.format_time(local, "short", tzinfo=local.tzinfo, locale=lang)
-    zone = babel_dates.format_datetime(local, "z", tzinfo=local.tzinfo, locale=lang)
+    zone = _zone_name(babel_dates.format_datetime(local, "z", tzinfo=local.tzinfo, locale=lang))
     return f"{day}, {time} {zone}".translate(_BABEL_SPACES)
+
+
+def _zone_name(babel_zone: str) -> str:
+    """A zone without a name in the locale comes from Babel as a bare offset (``+0200``); the
+    e-mails write it ``UTC+2`` (``UTC+5:30``, ``UTC``), which reads as a zone."""
+    match = re.fullmatch(r"([+-])(\d\d)(\d\d)", babel_zone)
+    if match is None:
+        return babel_zone
+    sign, hours, minutes = match.groups()
+    if hours == "00" and minutes == "00":
+        return "UTC"
+    offset = str(int(hours)) + (f":{minutes}" if minutes != "00" else "")
+    return f"UTC{sign}{offset}"
 
 
 _BRANDS = {"visa": "Visa", "mastercard": "Mastercard", "amex": "American Express"}
@@ -238,6 +271,10 @@ class EmailContext(BaseModel):
     credit_note: CreditNote | None = None
     #: Confirmations: the card as the gateway reported the charge.
     card: CardDetails | None = None
+    #: The catalog the order was priced with: the seller's details (``[seller]``: name, address,
+    #: VAT ID, billing portal, support address) and the display names of plans a change left.
+    #: Without it the e-mails show what the invoice carries (seller name and VAT ID).
+    catalog: Catalog | None = None
 
     @field_validator("locale", mode="before")
     @classmethod
@@ -258,8 +295,10 @@ def email_context(
     *,
     product_name: str | None = None,
     due_date: datetime | None = None,
+    catalog: Catalog | None = None,
 ) -> EmailContext:
-    """The context for a send-email activity's input and the account it goes to."""
+    """The context for a send-email activity's input and the account it goes to (and the
+    catalog, for the seller's details)."""
     return EmailContext(
         purpose=request.purpose,
         locale=account.locale,
@@ -277,6 +316,46 @@ def email_context(
         trial_end=request.trial_end,
         credit_note=request.credit_note,
         card=request.card,
+        catalog=catalog,
+    )
+
+
+#: The seat-assignment page of the billing portal, relative to ``[seller] portal_url``.
+SEATS_PATH = "/seats"
+
+
+@dataclass(frozen=True)
+class SellerDetails:
+    """Who sends the e-mail and issues the invoice, as the templates show it: every field may
+    be missing (the catalog's ``[seller]`` leaves out what it does not give)."""
+
+    name: str | None = None
+    address: str | None = None
+    vat_id: str | None = None
+    portal_url: str | None = None
+    support_email: str | None = None
+
+    @property
+    def seats_url(self) -> str | None:
+        """Where seats are assigned to users: ``<portal_url>/seats``."""
+        return self.portal_url.rstrip("/") + SEATS_PATH if self.portal_url else None
+
+
+def _seller_details(ctx: EmailContext) -> SellerDetails:
+    """The seller as the invoice names it (who invoiced the order), with the rest from the
+    catalog; without a catalog, what the invoice carries."""
+    invoice = ctx.invoice
+    name = invoice.seller_name if invoice is not None else None
+    vat_id = invoice.seller_vat_id if invoice is not None else None
+    if ctx.catalog is None:
+        return SellerDetails(name=name, vat_id=vat_id)
+    seller = ctx.catalog.seller
+    return SellerDetails(
+        name=name or seller.name,
+        address=seller.address,
+        vat_id=vat_id or seller.vat_id,
+        portal_url=seller.portal_url,
+        support_email=seller.support_email,
     )
 
 
@@ -328,8 +407,23 @@ def render_email(ctx: EmailContext, templates_dir: Path = DEFAULT_TEMPLATES_DIR)
     def date_time(dt: datetime) -> str:
         return format_datetime(dt, ctx.timezone, lang)
 
+    def moment(dt: datetime) -> str:
+        """A point in time (a trial's end): ``10. Dezember 2026, 11:15 MEZ``."""
+        return format_datetime(dt, ctx.timezone, lang, width="long")
+
     def percent(rate: Decimal) -> str:
         return format_percent(rate, lang)
+
+    def credit(amount: Decimal) -> str:
+        if currency is None:
+            raise ValueError("credit() needs the invoice's currency")
+        return format_signed_credit(amount, currency, lang)
+
+    def plan_name(product_code: str, plan_code: str) -> str:
+        """A plan's display name from the catalog (``premium`` is ``Premium``)."""
+        product_entry = ctx.catalog.products.get(product_code) if ctx.catalog else None
+        plan_entry = product_entry.plans.get(plan_code) if product_entry else None
+        return plan_entry.name if plan_entry else plan_code.replace("-", " ").title()
 
     trial_lines = (
         [line for line in ctx.invoice.lines if line.kind == LineKind.TRIAL] if ctx.invoice else []
@@ -352,7 +446,16 @@ def render_email(ctx: EmailContext, templates_dir: Path = DEFAULT_TEMPLATES_DIR)
         "money": money,
         "date": date,
         "datetime": date_time,
+        "moment": moment,
         "percent": percent,
+        "credit": credit,
+        "plan_name": plan_name,
+        "seller": _seller_details(ctx),
+        "paid_lines": (
+            [line for line in ctx.invoice.lines if line.kind != LineKind.TRIAL]
+            if ctx.invoice
+            else []
+        ),
     }
     base = f"{ctx.purpose.value}.{lang}"
     subject = _one_line(env.get_template(f"{base}.subject.j2").render(variables))

@@ -105,6 +105,7 @@ def test_defaults_from_an_empty_environment() -> None:
     assert settings.park_timeout_seconds == 72 * 3600
     assert settings.approval_timeout_seconds == 7 * 24 * 3600
     assert settings.payment_gateway == "sandbox"
+    assert settings.metrics_port is None
     assert settings == Settings()
 
 
@@ -127,6 +128,7 @@ def test_empty_values_mean_the_default() -> None:
         "CHECKOUT_PAYMENT_GATEWAY",
         "STRIPE_API_KEY",
         "CHECKOUT_STRIPE_API_BASE",
+        "CHECKOUT_METRICS_PORT",
     ]
     assert Settings.from_env(dict.fromkeys(names, "")) == Settings()
 
@@ -148,6 +150,7 @@ def test_every_variable_overrides_its_setting() -> None:
             "CHECKOUT_PROVISIONING_MAX_ATTEMPTS": "9",
             "CHECKOUT_PARK_TIMEOUT": "PT30M",
             "CHECKOUT_APPROVAL_TIMEOUT": "20",
+            "CHECKOUT_METRICS_PORT": "9464",
         }
     )
     assert settings.task_queue == "checkout-eu"
@@ -161,6 +164,7 @@ def test_every_variable_overrides_its_setting() -> None:
     assert settings.provisioning_max_attempts == 9
     assert settings.park_timeout_seconds == 1800
     assert settings.approval_timeout_seconds == 20
+    assert settings.metrics_port == 9464
 
 
 @pytest.mark.parametrize("tls", ["none", "starttls", "tls"])
@@ -196,6 +200,9 @@ def test_bad_vat_verification_is_a_config_error(mode: str) -> None:
         ("CHECKOUT_PARK_TIMEOUT", "nan"),
         ("CHECKOUT_APPROVAL_TIMEOUT", "P1M"),
         ("CHECKOUT_APPROVAL_TIMEOUT", "-PT1H"),
+        ("CHECKOUT_METRICS_PORT", "0"),
+        ("CHECKOUT_METRICS_PORT", "65536"),
+        ("CHECKOUT_METRICS_PORT", "127.0.0.1:9464"),
     ],
 )
 def test_bad_numbers_and_durations_are_config_errors(name: str, value: str) -> None:

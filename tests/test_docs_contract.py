@@ -46,7 +46,6 @@ CONTRACT = REPO / "docs" / "contract.md"
 NOT_YET_BUILT: dict[tuple[str, str], str] = {
     ("Commands", "emails list"): "the e-mail outbox commands (contract section 4)",
     ("Commands", "emails resend"): "the e-mail outbox commands (contract section 4)",
-    ("Environment variables", "CHECKOUT_METRICS_PORT"): "the worker's metrics (section 10)",
 }
 
 #: The code the worker and the ``checkout`` command run (the demo's included).

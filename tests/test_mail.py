@@ -46,7 +46,9 @@ from checkout.models import (
     Invoice,
     InvoiceLine,
     LineKind,
+    PreviousSubscription,
     SendEmailInput,
+    SubscriptionStatus,
     TaxTreatment,
 )
 
@@ -55,6 +57,8 @@ if TYPE_CHECKING:
 
 #: The en dash the templates put between product and plan, and between period dates.
 DASH = "\N{EN DASH}"
+#: Between seats and unit price in an amount's explanation.
+TIMES = "\N{MULTIPLICATION SIGN}"
 T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 YEAR_LATER = datetime(2027, 11, 26, 10, 15, tzinfo=UTC)
 MONTH_LATER = datetime(2026, 12, 26, 10, 15, tzinfo=UTC)
@@ -88,7 +92,17 @@ def new_line(**overrides: Any) -> InvoiceLine:
 
 def change_line() -> InvoiceLine:
     """Meetings Business, 5 -> 8 seats, monthly, with credit for the unused month."""
+    previous = PreviousSubscription(
+        plan="business",
+        seats=5,
+        billing_cycle=BillingCycle.MONTHLY,
+        status=SubscriptionStatus.ACTIVE,
+        current_period_start=datetime(2026, 11, 10, 10, 15, tzinfo=UTC),
+        current_period_end=datetime(2026, 12, 10, 10, 15, tzinfo=UTC),
+        period_amount=Decimal("70.00"),
+    )
     return new_line(
+        previous=previous,
         product="meetings",
         plan="business",
         seats=8,
@@ -234,6 +248,17 @@ def test_format_datetime_with_zone() -> None:
     assert format_datetime(late, "America/New_York", "en") == "Nov 26, 2026, 6:30 PM EST"
 
 
+def test_format_datetime_names_a_zone_without_a_local_name_by_its_offset() -> None:
+    """Where the locale has no name for the zone, it reads UTC+2 (not a bare "+0200")."""
+    late = datetime(2026, 11, 26, 23, 30, tzinfo=UTC)
+    assert format_datetime(late, "Europe/Helsinki", "en") == "Nov 27, 2026, 1:30 AM UTC+2"
+    assert format_datetime(late, "Asia/Kolkata", "de") == "27.11.2026, 05:00 UTC+5:30"
+    assert format_datetime(late, "America/New_York", "de") == "26.11.2026, 18:30 UTC-5"
+    assert format_datetime(late, "Europe/Dublin", "en", width="long") == (
+        "November 26, 2026, 11:30 PM UTC"
+    )
+
+
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
@@ -273,20 +298,21 @@ def test_confirmation_standard_vat_german() -> None:
     assert rendered.subject == "Ihre Bestellung ord-1001 bei Kestrel Cloud ist bestätigt"
     text = rendered.text
     for expected in (
-        f"Remote Support {DASH} Premium",
-        "Sitze: 5",
+        f"1. Remote Support {DASH} Premium",
+        "Neues Abonnement: 5 Sitze",
+        "Abotarif: Premium",
         "Abrechnung: jährlich",
-        "Abotarif pro Sitz: 290,00 €",
-        "Betrag: 1.450,00 €",
-        "Gutschrift (nicht genutzter Zeitraum): 0,00 €",
+        "Preis pro Sitz: 290,00 €",
+        f"Betrag: 1.450,00 € (5 {TIMES} 290,00 €)",
         f"Abrechnungszeitraum: 26. November 2026 {DASH} 26. November 2027",
         "Nächstes Abrechnungsdatum: 26. November 2027",
-        f"Meetings {DASH} Business",
-        "Sitze: 8",
+        f"2. Meetings {DASH} Business",
+        "Änderung: 5 → 8 Sitze (+3 neu zuzuweisen)",
+        "Abotarif: Business (unverändert)",
         "Abrechnung: monatlich",
-        "Abotarif pro Sitz: 14,00 €",
-        "Betrag: 112,00 €",
-        "Gutschrift (nicht genutzter Zeitraum): 33,87 €",
+        "Preis pro Sitz: 14,00 €",
+        f"Betrag: 112,00 € (8 {TIMES} 14,00 €)",
+        "Gutschrift: \u221233,87 €",
         "Nächstes Abrechnungsdatum: 26. Dezember 2026",
         "Nettobetrag: 1.450,00 €",
         "Umsatzsteuer 19 % (DE): 275,50 €",
@@ -295,6 +321,8 @@ def test_confirmation_standard_vat_german() -> None:
     ):
         assert expected in text, expected
     assert "Reverse" not in text
+    # A new line has no credit; only the change line shows one, with its sign.
+    assert text.count("Gutschrift:") == 1
     html = rendered.html
     for expected in (
         "Remote Support",
@@ -302,7 +330,7 @@ def test_confirmation_standard_vat_german() -> None:
         "jährlich",
         "290,00 €",
         "1.450,00 €",
-        "33,87 €",
+        "\u221233,87 €",
         f"Abrechnungszeitraum: 26. November 2026 {DASH} 26. November 2027",
         "Nächstes Abrechnungsdatum: 26. November 2027",
         "Umsatzsteuer 19 % (DE)",
@@ -320,11 +348,11 @@ def test_confirmation_standard_vat_english() -> None:
     rendered = render_email(context(locale="en", timezone="UTC"))
     for expected in (
         f"Remote Support {DASH} Premium",
-        "Seats: 5",
+        "New subscription: 5 seats",
+        "Plan: Premium",
         "Billing: annual",
         "Unit price per seat: €290.00",
-        "Amount: €1,450.00",
-        "Credit (unused period): €0.00",
+        f"Amount: €1,450.00 (5 {TIMES} €290.00)",
         f"Billing period: November 26, 2026 {DASH} November 26, 2027",
         "Next billing date: November 26, 2027",
         "Net: €1,450.00",
@@ -385,10 +413,10 @@ def test_confirmation_single_seat_and_no_seats() -> None:
 
 def test_confirmation_trial_line_shows_trial_end_instead_of_price() -> None:
     """A trial line shows when the trial ends, not a price or billing period."""
-    rendered = render_email(context(invoice=standard_invoice([trial_line()])))
+    rendered = render_email(context(invoice=standard_invoice([new_line(), trial_line()])))
     assert f"Password Vault {DASH} Teams" in rendered.text
-    assert "Kostenlose Testversion bis 10. Dezember 2026" in rendered.text
-    assert "Kostenlose Testversion bis 10. Dezember 2026" in rendered.html
+    assert "Testzeitraum bis: 10. Dezember 2026, 11:15 MEZ" in rendered.text
+    assert "10. Dezember 2026, 11:15 MEZ" in rendered.html
     trial_part = rendered.text.split("Password Vault", 1)[1].split("Nettobetrag", 1)[0]
     assert "€" not in trial_part
     assert "Abrechnungszeitraum" not in trial_part
@@ -406,7 +434,7 @@ def test_confirmation_paid_by_invoice_shows_due_date_not_card() -> None:
 
 
 def test_confirmation_nothing_due_says_so() -> None:
-    """An order with nothing due (trials only) says that nothing is charged."""
+    """An order with nothing due (trials only) speaks of the trial and says nothing is charged."""
     invoice = Invoice(
         currency="EUR",
         lines=[trial_line()],
@@ -417,8 +445,17 @@ def test_confirmation_nothing_due_says_so() -> None:
         vat=Decimal("0.00"),
         total=Decimal("0.00"),
     )
-    rendered = render_email(context(invoice=invoice, payment_method=None))
-    assert "Für diese Bestellung wird nichts berechnet." in rendered.text
+    rendered = render_email(context(invoice=invoice, payment_method=None, card=None))
+    assert rendered.subject == (
+        "Ihre kostenlose Testversion bei Kestrel Cloud ist eingerichtet (Bestellung ord-1001)"
+    )
+    assert "Ihre kostenlose Testversion für das Konto „Muster GmbH“ ist eingerichtet" in (
+        " ".join(rendered.text.split())
+    )
+    assert "Während der Testversion wird nichts berechnet." in rendered.text
+    # A trial alone speaks of the trial: no totals, no billing period, no payment.
+    for billing in ("Nettobetrag", "Gesamtsumme", "Abrechnungszeitraum", "Zahlung"):
+        assert billing not in rendered.text, billing
 
 
 def test_compensation_mentions_full_refund_and_restore() -> None:
@@ -427,10 +464,11 @@ def test_compensation_mentions_full_refund_and_restore() -> None:
     german = render_email(
         context(purpose=EmailPurpose.COMPENSATION, refund=refund, reason="provisioning_failed")
     )
-    assert german.subject == "Ihre Bestellung ord-1001 konnte nicht abgeschlossen werden"
-    assert "Der volle Betrag von 1.725,50 € wurde erstattet" in german.text
-    assert "bisherigen Abonnements sind wiederhergestellt" in german.text
-    assert "Die Bereitstellung der Produkte ist fehlgeschlagen." in german.text
+    assert german.subject == "Ihre Bestellung ord-1001 bei Kestrel Cloud wurde storniert"
+    german_text = " ".join(german.text.split())
+    assert "Den vollen Betrag von 1.725,50 € haben wir Ihrer Karte Visa •••• 4242" in german_text
+    assert "Ihre Abonnements sind wieder so wie vor der Bestellung" in german_text
+    assert "Grund: Die Produkte konnten nicht bereitgestellt werden." in german_text
     english = render_email(
         context(
             purpose=EmailPurpose.COMPENSATION,
@@ -439,8 +477,11 @@ def test_compensation_mentions_full_refund_and_restore() -> None:
             reason="provisioning_failed",
         )
     )
-    assert "The full amount of €1,725.50 has been refunded" in english.text
-    assert "previous subscriptions are restored" in english.html
+    english_text = " ".join(english.text.split())
+    assert "we have refunded the full amount of €1,725.50 to your card Visa •••• 4242" in (
+        english_text
+    )
+    assert "Your subscriptions are back to what they were before the order" in english.html
 
 
 def test_rejection_explains_reason() -> None:
@@ -448,7 +489,7 @@ def test_rejection_explains_reason() -> None:
     rendered = render_email(
         context(purpose=EmailPurpose.REJECTION, locale="en", reason="card_declined", invoice=None)
     )
-    assert rendered.subject == "Your Kestrel Cloud order ord-1001 was not placed"
+    assert rendered.subject == "Your Kestrel Cloud order ord-1001 could not be placed"
     assert "Reason: Your card was declined." in rendered.text
     assert "Nothing was charged" in rendered.html
 
@@ -484,11 +525,10 @@ def test_trial_emails_show_product_and_end() -> None:
         trial_end=TRIAL_END,
     )
     rendered = render_email(ctx)
-    assert (
-        rendered.subject
-        == "Ihre kostenlose Testversion von Password Vault endet am 10. Dezember 2026"
+    assert rendered.subject == (
+        "Ihre kostenlose Testversion von Password Vault endet am 10. Dezember 2026, 11:15 MEZ"
     )
-    assert "10.12.2026, 11:15 MEZ" in rendered.text
+    assert "10. Dezember 2026, 11:15 MEZ" in rendered.text
     welcome = render_email(
         context(
             purpose=EmailPurpose.TRIAL_WELCOME,
@@ -812,7 +852,8 @@ def _assert_delivered(server: SmtpServer, *, encrypted: bool) -> None:
     assert "Müller & Söhne" in text.get_content()
     assert "Fällige Gesamtsumme: 1.725,50 €" in text.get_content()
     assert "Müller &amp; Söhne" in html.get_content()
-    assert "Kostenlose Testversion bis 10. Dezember 2026" in html.get_content()
+    assert "Testzeitraum bis" in html.get_content()
+    assert "10. Dezember 2026, 11:15 MEZ" in html.get_content()
 
 
 async def test_smtp_delivery_plain(plain_server: SmtpServer) -> None:

@@ -43,19 +43,15 @@ with workflow.unsafe.imports_passed_through():
         CHECKOUT_STATUS,
         CHECKOUT_WORKFLOW,
         COMPENSATE_UPDATE,
-        CONVERT_TRIAL_SIGNAL,
         DECISION_UPDATE,
         EMAIL_DELIVERY_WORKFLOW,
         REJECT_UPDATE,
-        RESTART_TRIAL_SIGNAL,
         RETRY_PROVISIONING_UPDATE,
         STATUS_QUERY,
-        TRIAL_WORKFLOW,
         TURN_SIGNAL,
         checkout_workflow_id,
         email_workflow_id,
         idempotency_key,
-        trial_workflow_id,
     )
     from checkout.echo import escape, quote
     from checkout.errors import (
@@ -76,7 +72,6 @@ with workflow.unsafe.imports_passed_through():
         CheckoutState,
         CheckoutStatus,
         CompensateRequest,
-        ConvertTrialRequest,
         Decision,
         DecisionStatus,
         EmailDeliveryInput,
@@ -84,7 +79,6 @@ with workflow.unsafe.imports_passed_through():
         EmailStatus,
         FinishOrderInput,
         InvoicePaymentInput,
-        LineKind,
         NotifyInput,
         Order,
         PriceOrderInput,
@@ -96,7 +90,6 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionsResult,
         SubscriptionView,
         TargetsInput,
-        TrialInput,
         TurnInput,
         UndoInput,
         VatCheck,
@@ -118,6 +111,7 @@ with workflow.unsafe.imports_passed_through():
         ActivityOptions,
     )
     from workflows.saga import Saga, Undo
+    from workflows.trial import convert_trials, start_trials
 
 T = TypeVar("T")
 A = TypeVar("A")
@@ -388,8 +382,8 @@ class CheckoutWorkflow:
             return await self._end_rejected_recorded(rejection.reason, rejection.message)
 
         plan = self._progress.plan or plan  # with the invoice number its acceptance was given
-        await self._start_trials(order, plan)
-        await self._convert_trials(order, plan)
+        await start_trials(order, plan, self._progress.steps_done)
+        await convert_trials(order, plan, self._progress.steps_done)
         result = CheckoutResult(
             order_id=order.order_id,
             status=ResultStatus.COMPLETED,
@@ -728,56 +722,6 @@ class CheckoutWorkflow:
             )
 
         return run
-
-    # --- trials ---------------------------------------------------------------------------------
-
-    async def _start_trials(self, order: Order, plan: CheckoutPlan) -> None:
-        """Each trial line runs on as its own workflow, outliving this checkout."""
-        for line in plan.invoice.lines:
-            if line.kind is not LineKind.TRIAL:
-                continue
-            trial_id = trial_workflow_id(order.account_id, line.product)
-            trial = TrialInput(
-                account_id=order.account_id,
-                product=line.product,
-                plan=line.plan,
-                seats=line.seats,
-                order_id=order.order_id,
-                trial_start=line.period_start,
-                trial_end=line.period_end,
-            )
-            try:
-                await workflow.start_child_workflow(
-                    TRIAL_WORKFLOW,
-                    trial,
-                    id=trial_id,
-                    task_queue=workflow.info().task_queue,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    static_summary=f"Trial of {line.product_name or line.product}:"
-                    f" {line.seats} seats until {line.period_end.date().isoformat()}",
-                )
-            except WorkflowAlreadyStartedError:
-                # An older trial of the product still runs (the store let a new one in, e.g.
-                # after the account was re-imported): it follows the new trial from here.
-                await workflow.get_external_workflow_handle(trial_id).signal(
-                    RESTART_TRIAL_SIGNAL, trial
-                )
-            self._progress.steps_done.append(f"start_trial:{line.product}")
-
-    async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:
-        """A purchase of a product in trial tells its trial workflow, which ends converted."""
-        for product in plan.converts_trials:
-            handle = workflow.get_external_workflow_handle(
-                trial_workflow_id(order.account_id, product)
-            )
-            try:
-                await handle.signal(
-                    CONVERT_TRIAL_SIGNAL, ConvertTrialRequest(order_id=order.order_id)
-                )
-            except ApplicationError as error:
-                # The trial workflow already ended; the store is what counts.
-                workflow.logger.info("trial of %s not signalled: %s", product, error)
-            self._progress.steps_done.append(f"convert_trial:{product}")
 
     # --- running steps --------------------------------------------------------------------------
 

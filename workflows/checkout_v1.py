@@ -21,13 +21,11 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
-    WorkflowAlreadyStartedError,
     is_cancelled_exception,
 )
-from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS, trial_workflow_id
+    from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS
     from checkout.echo import escape, quote
     from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
     from checkout.models import (
@@ -39,13 +37,11 @@ with workflow.unsafe.imports_passed_through():
         CheckoutState,
         CheckoutStatus,
         ClaimOrderInput,
-        ConvertTrialRequest,
         EmailInfo,
         EmailPurpose,
         EmailStatus,
         FinishOrderInput,
         InvoicePaymentInput,
-        LineKind,
         Order,
         OrderClaim,
         PriceOrderInput,
@@ -55,7 +51,6 @@ with workflow.unsafe.imports_passed_through():
         SubscriptionsResult,
         SubscriptionView,
         TargetsInput,
-        TrialInput,
         UndoInput,
         VatCheck,
         VatCheckInput,
@@ -64,6 +59,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.order_input import parse_order
     from checkout.summary import invoice_summary, order_summary
     from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
+    from workflows.trial import convert_trials, start_trials
 
 
 def idempotency_key(workflow_id: str, step: str) -> str:
@@ -241,8 +237,8 @@ class CheckoutV1:
                 return await self._end_rejected_with_notice(rejected)
             return self._end_rejected(rejected)
 
-        await self._start_trials(order, plan)
-        await self._convert_trials(order, plan)
+        await start_trials(order, plan, self._steps_done)
+        await convert_trials(order, plan, self._steps_done)
 
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
@@ -348,50 +344,6 @@ class CheckoutV1:
             summary="undo: void the invoice",
             **MUST_FINISH,
         )
-
-    async def _start_trials(self, order: Order, plan: CheckoutPlan) -> None:
-        """Each trial line runs on as its own workflow, outliving this checkout."""
-        for line in plan.invoice.lines:
-            if line.kind is not LineKind.TRIAL:
-                continue
-            trial_id = trial_workflow_id(order.account_id, line.product)
-            trial = TrialInput(
-                account_id=order.account_id,
-                product=line.product,
-                plan=line.plan,
-                seats=line.seats,
-                order_id=order.order_id,
-                trial_start=line.period_start,
-                trial_end=line.period_end,
-            )
-            try:
-                await workflow.start_child_workflow(
-                    "TrialWorkflow",
-                    trial,
-                    id=trial_id,
-                    task_queue=workflow.info().task_queue,
-                    parent_close_policy=ParentClosePolicy.ABANDON,
-                    static_summary=f"Trial of {line.product_name or line.product}:"
-                    f" {line.seats} seats until {line.period_end.date().isoformat()}",
-                )
-            except WorkflowAlreadyStartedError:
-                # An older trial of the product still runs (the store let a new one in, e.g.
-                # after the account was re-imported): it follows the new trial from here.
-                await workflow.get_external_workflow_handle(trial_id).signal("restart", trial)
-            self._steps_done.append(f"start_trial:{line.product}")
-
-    async def _convert_trials(self, order: Order, plan: CheckoutPlan) -> None:
-        """A purchase of a product in trial tells its trial workflow, which ends converted."""
-        for product in plan.converts_trials:
-            handle = workflow.get_external_workflow_handle(
-                trial_workflow_id(order.account_id, product)
-            )
-            try:
-                await handle.signal("convert", ConvertTrialRequest(order_id=order.order_id))
-            except ApplicationError as error:
-                # The trial workflow already ended; the store is what counts.
-                workflow.logger.info("trial of %s not signalled: %s", product, error)
-            self._steps_done.append(f"convert_trial:{product}")
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
         invoice = plan.invoice

@@ -13,7 +13,8 @@ import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import (
@@ -25,10 +26,13 @@ with workflow.unsafe.imports_passed_through():
         trial_workflow_id,
     )
     from checkout.models import (
+        CheckoutPlan,
         ConvertTrialRequest,
         EmailPurpose,
         ExpireTrialInput,
         ExpireTrialResult,
+        LineKind,
+        Order,
         SendEmailInput,
         SubscriptionStatus,
         TrialInput,
@@ -48,6 +52,53 @@ def mail_key(trial: TrialInput) -> str:
     """The outbox key of one trial's e-mails: its workflow id and start, hashed to fit."""
     key = f"{trial_workflow_id(trial.account_id, trial.product)}-{trial.trial_start:%Y%m%d%H%M%S}"
     return key if len(key) <= 64 else "trial-" + hashlib.sha256(key.encode()).hexdigest()[:40]
+
+
+async def start_trials(order: Order, plan: CheckoutPlan, steps_done: list[str]) -> None:
+    """A checkout starts each trial line as its own workflow, outliving the checkout (a child
+    with ``ABANDON``). Both checkout versions call this: the commands are the same in each."""
+    for line in plan.invoice.lines:
+        if line.kind is not LineKind.TRIAL:
+            continue
+        trial_id = trial_workflow_id(order.account_id, line.product)
+        trial = TrialInput(
+            account_id=order.account_id,
+            product=line.product,
+            plan=line.plan,
+            seats=line.seats,
+            order_id=order.order_id,
+            trial_start=line.period_start,
+            trial_end=line.period_end,
+        )
+        try:
+            await workflow.start_child_workflow(
+                TRIAL_WORKFLOW,
+                trial,
+                id=trial_id,
+                task_queue=workflow.info().task_queue,
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary=f"Trial of {line.product_name or line.product}:"
+                f" {line.seats} seats until {line.period_end.date().isoformat()}",
+            )
+        except WorkflowAlreadyStartedError:
+            # An older trial of the product still runs (the store let a new one in, e.g.
+            # after the account was re-imported): it follows the new trial from here.
+            await workflow.get_external_workflow_handle(trial_id).signal(
+                RESTART_TRIAL_SIGNAL, trial
+            )
+        steps_done.append(f"start_trial:{line.product}")
+
+
+async def convert_trials(order: Order, plan: CheckoutPlan, steps_done: list[str]) -> None:
+    """A purchase of a product in trial tells its trial workflow, which ends converted."""
+    for product in plan.converts_trials:
+        handle = workflow.get_external_workflow_handle(trial_workflow_id(order.account_id, product))
+        try:
+            await handle.signal(CONVERT_TRIAL_SIGNAL, ConvertTrialRequest(order_id=order.order_id))
+        except ApplicationError as error:
+            # The trial workflow already ended; the store is what counts.
+            workflow.logger.info("trial of %s not signalled: %s", product, error)
+        steps_done.append(f"convert_trial:{product}")
 
 
 @workflow.defn(name=TRIAL_WORKFLOW)
