@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 
 from checkout.catalog import Catalog
 from checkout.config import Settings
+from checkout.echo import escape, quote, token
 from checkout.errors import (
     PAYMENT_PROCESSING,
     PROVISIONING_UNAVAILABLE,
@@ -351,7 +352,8 @@ class CheckoutActivities(CheckoutSteps):
             request.account_id, request.product, request.trial_end
         )
         if expired:
-            log.info("trial of %s for %s expired", request.product, request.account_id)
+            product, account_id = token(request.product), token(request.account_id)
+            log.info("trial of %s for %s expired", product, account_id)
         return ExpireTrialResult(expired=expired, status=status)
 
     @activity.defn
@@ -432,7 +434,7 @@ class CheckoutActivities(CheckoutSteps):
         except StoreUnavailable:
             raise
         except Exception as exc:
-            log.info("order %s: e-mail deferred: %s", request.email.order_id, exc)
+            log.info("order %s: e-mail deferred: %s", request.email.order_id, escape(exc, 500))
             entry = await self._store.outbox_entry(
                 request.email.order_id, request.email.purpose.value
             )
@@ -459,7 +461,7 @@ class CheckoutActivities(CheckoutSteps):
         account = await self._store.get_account(request.account_id)
         if account is None:
             raise ApplicationError(
-                f"no account {request.account_id} to e-mail",
+                f"no account {quote(request.account_id)} to e-mail",
                 type="UnknownAccount",
                 non_retryable=True,
             )

@@ -25,6 +25,7 @@ from temporalio.service import RPCError, RPCStatusCode
 
 from activities.checkout import CheckoutActivities
 from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id, idempotency_key
+from checkout.echo import escape
 from checkout.errors import Reason
 from checkout.models import (
     ChargeInfo,
@@ -255,7 +256,10 @@ class Reconciler:
             return await self._activities.send_email(request)
         except Exception as exc:  # the repair stands; the outbox shows the e-mail as failed
             log.warning(
-                "reconcile: e-mail %s of %s not sent: %s", request.purpose, request.order_id, exc
+                "reconcile: e-mail %s of %s not sent: %s",
+                request.purpose,
+                request.order_id,
+                escape(exc, 500),
             )
             return EmailInfo(status=EmailStatus.FAILED)
 

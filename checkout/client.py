@@ -38,11 +38,14 @@ async def connect_client(
     *,
     payload_keys: Sequence[PayloadKey] | None = None,
     runtime: Runtime | None = None,
+    identity: str | None = None,
 ) -> Client:
     """Connect the way Temporal's own tools do: ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
     ``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` and profiles, with plain-JSON pydantic payloads,
     encrypted when ``CHECKOUT_PAYLOAD_KEYS`` (or ``payload_keys``) is set. A ``runtime`` (the
-    worker's, serving metrics) carries the client's and its workers' telemetry."""
+    worker's, serving metrics) carries the client's and its workers' telemetry. ``identity`` is
+    what Temporal records as the caller of everything this client does (the SDK's ``pid@host``
+    otherwise)."""
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", "localhost:7233")
     if target is not None:
@@ -50,4 +53,6 @@ async def connect_client(
     if namespace is not None:
         config["namespace"] = namespace
     keys = Settings.from_env().payload_keys if payload_keys is None else payload_keys
-    return await Client.connect(**config, data_converter=data_converter(keys), runtime=runtime)
+    return await Client.connect(
+        **config, data_converter=data_converter(keys), runtime=runtime, identity=identity
+    )

@@ -33,6 +33,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from checkout.catalog import Catalog
+from checkout.echo import quote
 from checkout.models import (
     Account,
     CardDetails,
@@ -476,7 +477,7 @@ def _single_address(name: str, value: str) -> str:
     _reject_line_breaks(name, value)
     addresses = email.utils.getaddresses([value])
     if len(addresses) != 1 or "@" not in addresses[0][1]:
-        raise ValueError(f"{name} must be exactly one e-mail address, got {value!r}")
+        raise ValueError(f"{name} must be exactly one e-mail address, got {quote(value)}")
     return value.strip()
 
 

@@ -23,6 +23,8 @@ from pydantic import (
     StringConstraints,
 )
 
+from checkout.echo import hidden_character
+
 
 def _aware_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
@@ -48,6 +50,18 @@ Money = Annotated[
 ]
 
 Identifier = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,64}$")]
+
+
+def _visible(value: str) -> str:
+    hidden = hidden_character(value)
+    if hidden is not None:
+        raise ValueError(f"must not hold control or bidi characters (found {hidden})")
+    return value
+
+
+#: Text a client sends that is stored and shown (payment tokens, VAT IDs): no control or bidi
+#: characters (PostgreSQL cannot even store a NUL).
+VisibleText = AfterValidator(_visible)
 ProductCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 
 
@@ -122,10 +136,15 @@ class Order(_Model):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     order_id: Identifier
-    account_id: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    #: Accounts are imported with an Identifier: anything else cannot name one.
+    account_id: Identifier
     items: Annotated[list[OrderItem], Field(min_length=1, max_length=20)]
-    payment_method: Annotated[str, StringConstraints(min_length=1, max_length=128)] | None = None
-    vat_id: Annotated[str, StringConstraints(min_length=1, max_length=32)] | None = None
+    payment_method: (
+        Annotated[str, StringConstraints(min_length=1, max_length=128), VisibleText] | None
+    ) = None
+    vat_id: Annotated[str, StringConstraints(min_length=1, max_length=32), VisibleText] | None = (
+        None
+    )
 
 
 # --- accounts and subscriptions -----------------------------------------------------------------

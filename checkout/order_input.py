@@ -13,11 +13,22 @@ from typing import Any
 from pydantic import ValidationError
 from stdnum import luhn
 
+from checkout.echo import escape, quote
 from checkout.errors import CheckoutRejected, Reason
 from checkout.models import Order
 
 # 13 to 19 digits, optionally grouped by spaces or dashes: the shape of a card number (PAN).
 _PAN_CANDIDATE = re.compile(r"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+
+
+_FIELD_NAME = re.compile(r"[A-Za-z0-9_]{1,64}")
+
+
+def field_name(key: object) -> str:
+    """A key of the input as a path names it: as it is when it looks like a field name, quoted
+    (escaped, shortened) when it does not: a key is input too."""
+    text = str(key)
+    return text if _FIELD_NAME.fullmatch(text) else quote(text, 32)
 
 
 def _strings(value: Any, path: str) -> list[tuple[str, str]]:
@@ -29,7 +40,8 @@ def _strings(value: Any, path: str) -> list[tuple[str, str]]:
         found: list[tuple[str, str]] = []
         for key, item in value.items():
             found.extend(_strings(str(key), path or "order"))
-            found.extend(_strings(item, f"{path}.{key}" if path else str(key)))
+            name = field_name(key)
+            found.extend(_strings(item, f"{path}.{name}" if path else name))
         return found
     if isinstance(value, list):
         return [pair for i, item in enumerate(value) for pair in _strings(item, f"{path}[{i}]")]
@@ -48,15 +60,26 @@ def find_card_number(value: Any) -> str | None:
 def _location(loc: tuple[int | str, ...]) -> str:
     path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{field_name(part)}" if path else field_name(part)
     return path or "order"
 
 
-def describe_validation_error(exc: ValidationError) -> str:
-    parts = [
-        f"{_location(error['loc'])}: {error['msg']}"
-        for error in exc.errors(include_url=False, include_input=False)[:5]
+def validation_errors(exc: ValidationError) -> list[tuple[str, str]]:
+    """``(field, what is wrong)`` for each error, never the input itself (pydantic's own
+    ``str(exc)`` carries ``input_value=...``): field names that are not plain are quoted,
+    messages escaped."""
+    return [
+        (_location(error["loc"]), escape(error["msg"], 200))
+        for error in exc.errors(include_url=False, include_input=False, include_context=False)
     ]
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """The errors as "field: what is wrong; ...", the first five (see validation_errors)."""
+    parts = [f"{field}: {problem}" for field, problem in validation_errors(exc)[:5]]
     more = len(exc.errors()) - len(parts)
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
@@ -70,7 +93,7 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     for key, value in pairs:
         if key in seen:
-            raise DuplicateKeyError(f"the key {json.dumps(key)[:80]} appears twice in one object")
+            raise DuplicateKeyError(f"the key {quote(key)} appears twice in one object")
         seen[key] = value
     return seen
 
@@ -89,7 +112,9 @@ def parse_order(raw: Any) -> Order:
         except DuplicateKeyError as exc:
             raise CheckoutRejected(Reason.INVALID_ORDER, f"order: {exc}") from None
         except (ValueError, UnicodeDecodeError) as exc:
-            raise CheckoutRejected(Reason.INVALID_ORDER, f"order: not valid JSON ({exc})") from None
+            raise CheckoutRejected(
+                Reason.INVALID_ORDER, f"order: not valid JSON ({escape(exc, 200)})"
+            ) from None
         except RecursionError:
             raise CheckoutRejected(Reason.INVALID_ORDER, "order: nested too deeply") from None
     if not isinstance(raw, dict):

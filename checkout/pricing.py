@@ -11,6 +11,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from checkout.catalog import Catalog, Product
+from checkout.echo import quote
 from checkout.errors import CheckoutRejected, Reason
 from checkout.models import (
     Account,
@@ -70,12 +71,13 @@ def _product_and_plan(catalog: Catalog, item: OrderItem, where: str) -> Product:
     product = catalog.products.get(item.product)
     if product is None:
         raise CheckoutRejected(
-            Reason.UNKNOWN_PRODUCT, f"{where}.product: no product {item.product!r} in the catalog"
+            Reason.UNKNOWN_PRODUCT,
+            f"{where}.product: no product {quote(item.product)} in the catalog",
         )
     if item.plan not in product.plans:
         raise CheckoutRejected(
             Reason.UNKNOWN_PLAN,
-            f"{where}.plan: {product.name} has no plan {item.plan!r}"
+            f"{where}.plan: {product.name} has no plan {quote(item.plan)}"
             f" (plans: {', '.join(sorted(product.plans))})",
         )
     if item.seats > product.max_seats:
@@ -264,7 +266,8 @@ def price_order(
         where = f"items[{index}]"
         if item.product in seen:
             raise CheckoutRejected(
-                Reason.INVALID_ORDER, f"{where}.product: {item.product} is in the order twice"
+                Reason.INVALID_ORDER,
+                f"{where}.product: {quote(item.product)} is in the order twice",
             )
         seen.add(item.product)
         product = _product_and_plan(catalog, item, where)

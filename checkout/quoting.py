@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from checkout import echo
 from checkout.catalog import Catalog
 from checkout.errors import CheckoutRejected, Reason
 from checkout.models import Account, CheckoutPlan, Order, VatCheck
@@ -45,7 +46,9 @@ async def find_account(accounts: Accounts, account_id: str) -> Account:
     """The account, or ``unknown_account``."""
     account = await accounts.get_account(account_id)
     if account is None:
-        raise CheckoutRejected(Reason.UNKNOWN_ACCOUNT, f"account_id: no account {account_id}")
+        raise CheckoutRejected(
+            Reason.UNKNOWN_ACCOUNT, f"account_id: no account {echo.quote(account_id)}"
+        )
     return account
 
 

@@ -32,6 +32,7 @@ from typing import Any, NoReturn, Protocol, TypeVar
 import stripe
 from temporalio.exceptions import ApplicationError
 
+from checkout.echo import escape
 from checkout.errors import PAYMENT_GATEWAY_ERROR, Reason
 from checkout.gateway import ChargeRequest, PaymentDeclined, payment_id
 from checkout.models import Account, CardDetails, PaymentRecord
@@ -216,7 +217,8 @@ class StripeGateway:
 
     def _gateway_error(self, exc: stripe.StripeError) -> Exception:
         status = exc.http_status
-        description = self._describe(exc)
+        # Stripe's text can quote what was sent (a payment method id): one escaped line.
+        description = escape(self._describe(exc), 500)
         if (
             isinstance(exc, stripe.APIConnectionError)
             or status is None

@@ -14,6 +14,7 @@ from decimal import Decimal
 from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
+from checkout.echo import escape, quote
 from checkout.models import TaxTreatment
 
 #: ISO 3166 codes of the EU member states, from python-stdnum's list. It names Greece "gr" as ISO
@@ -72,11 +73,15 @@ def vat_prefix(country: str) -> str:
 def validate_vat_id(vat_id: str, country: str) -> str:
     """Check format and check digits offline; return the compact form (``DE136695976``)."""
     if country not in EU_COUNTRIES:
-        raise InvalidVatId(f"vat_id: a VAT ID is only accepted for EU accounts, not {country}")
+        raise InvalidVatId(
+            f"vat_id: a VAT ID is only accepted for EU accounts, not {quote(country)}"
+        )
     try:
         compact = eu_vat.compact(vat_id)
     except StdnumValidationError as exc:
-        raise InvalidVatId(f"vat_id: not a VAT ID ({exc})") from None
+        raise InvalidVatId(
+            f"vat_id: {quote(vat_id)} is not a VAT ID ({escape(exc, 200)})"
+        ) from None
     if not compact[:2].isalpha() or compact[:2] != vat_prefix(country):
         raise InvalidVatId(
             f"vat_id: must start with {vat_prefix(country)} for an account in {country}"
@@ -84,7 +89,9 @@ def validate_vat_id(vat_id: str, country: str) -> str:
     try:
         return str(eu_vat.validate(compact))
     except StdnumValidationError as exc:
-        raise InvalidVatId(f"vat_id: {vat_id!r} is not a valid VAT ID ({exc})") from None
+        raise InvalidVatId(
+            f"vat_id: {quote(vat_id)} is not a valid VAT ID ({escape(exc, 200)})"
+        ) from None
 
 
 def standard_rate(country: str, on: datetime | date) -> Decimal:

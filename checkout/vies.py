@@ -15,6 +15,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Literal
 
+from checkout.echo import escape, quote
 from checkout.models import VatCheck
 from checkout.vat import InvalidVatId, validate_vat_id
 
@@ -60,13 +61,18 @@ class VatVerifier:
             try:
                 valid = await asyncio.to_thread(self._ask_vies, compact)
             except ViesUnavailable as exc:
-                log.warning("VIES unavailable for %s (attempt %d): %s", compact[:2], attempt, exc)
+                log.warning(
+                    "VIES unavailable for %s (attempt %d): %s",
+                    compact[:2],
+                    attempt,
+                    escape(exc, 300),
+                )
                 if attempt < self.attempts:
                     await asyncio.sleep(delay)
                     delay *= 2
                 continue
             if not valid:
-                raise InvalidVatId(f"vat_id: VIES reports {compact} as not registered")
+                raise InvalidVatId(f"vat_id: VIES reports {quote(compact)} as not registered")
             return VatCheck(vat_id=compact, status="valid")
         return VatCheck(vat_id=compact, status="unverified")
 
@@ -90,5 +96,5 @@ class VatVerifier:
         if isinstance(error, list) and error:
             raise ViesUnavailable(str(error[0].get("error", error)))
         if "valid" not in answer:
-            raise ViesUnavailable(f"unexpected answer: {str(answer)[:200]}")
+            raise ViesUnavailable(f"unexpected answer: {escape(answer, 200)}")
         return bool(answer["valid"])

@@ -4,8 +4,10 @@ store, and the small facts about checkouts several commands need."""
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import re
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -21,6 +23,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from checkout.client import connect_client
 from checkout.config import Settings
 from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id
+from checkout.echo import escape, token
 from checkout.models import UtcDateTime
 from checkout.order_input import DuplicateKeyError, loads_strict
 from checkout.store import Store
@@ -59,7 +62,9 @@ class CliError(Exception):
 
 
 def one_line(text: str, limit: int = 300) -> str:
-    flat = " ".join(str(text).split())
+    """Text as one line for stderr: whitespace runs become one space, any other control or bidi
+    character is escaped (an error can repeat what someone typed or sent), then shortened."""
+    flat = escape(" ".join(str(text).split()))
     return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
@@ -84,6 +89,22 @@ def print_json(value: BaseModel) -> None:
     print(value.model_dump_json(indent=2))
 
 
+def os_user() -> str:
+    """The name of the operating-system user running the command."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name and no passwd entry (some containers)
+        return "unknown"
+
+
+def client_identity() -> str:
+    """The identity the command's Temporal client sends with every call, which Temporal records
+    in the workflow's history (e.g. with each update): ``checkout-cli/<user>@<host>``. It says
+    which tool, account and machine sent a request; it is what the client says, not proof:
+    authentication (mTLS, API keys) is what the server knows for sure."""
+    return f"checkout-cli/{os_user()}@{socket.gethostname()}"
+
+
 def _temporal_target() -> str:
     try:
         return str(ClientConfig.load_client_connect_config().get("target_host", "localhost:7233"))
@@ -94,7 +115,7 @@ def _temporal_target() -> str:
 async def connect() -> Client:
     """The Temporal client, or a CliError saying where it looked."""
     try:
-        return await connect_client()
+        return await connect_client(identity=client_identity())
     except Exception as exc:  # the SDK raises RuntimeError whatever the cause
         text = str(exc)
         why = "connection refused" if "ConnectionRefused" in text else one_line(text, 200)
@@ -134,4 +155,5 @@ async def describe_ended(client: Client, order_id: str) -> str | None:
 
 
 def no_checkout(order_id: str) -> CliError:
-    return CliError(f"no checkout for order {order_id} (workflow {checkout_workflow_id(order_id)})")
+    workflow_id = token(checkout_workflow_id(order_id), 80)
+    return CliError(f"no checkout for order {token(order_id)} (workflow {workflow_id})")

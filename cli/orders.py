@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from datetime import UTC, datetime
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from temporalio.client import (
+    Client,
     WithStartWorkflowOperation,
     WorkflowExecutionStatus,
     WorkflowFailureError,
@@ -34,6 +36,7 @@ from checkout.contract import (
     checkout_workflow_id,
     order_id_from_workflow_id,
 )
+from checkout.echo import quote
 from checkout.errors import CheckoutRejected
 from checkout.models import (
     ApproveRequest,
@@ -47,7 +50,7 @@ from checkout.models import (
     ResultStatus,
 )
 from checkout.order_input import describe_validation_error, find_card_number, parse_order
-from checkout.quoting import quote
+from checkout.quoting import quote as quote_order
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
 from cli import render
@@ -63,6 +66,7 @@ from cli.common import (
     no_checkout,
     one_line,
     open_store,
+    os_user,
     print_json,
     read_json,
 )
@@ -80,7 +84,7 @@ def _order_file(path: Path) -> tuple[dict[str, Any], str]:
         raise CliError(f"{path}: an order is a JSON object, got {type(raw).__name__}")
     order_id = raw.get("order_id")
     if not isinstance(order_id, str) or not IDENTIFIER.match(order_id):
-        raise CliError(f"{path}: order_id: needs 1-64 of A-Z a-z 0-9 _ - (got {order_id!r})")
+        raise CliError(f"{path}: order_id: needs 1-64 of A-Z a-z 0-9 _ - (got {quote(order_id)})")
     card_field = find_card_number(raw)
     if card_field is not None:
         # Refused here so the number never reaches the cluster's history.
@@ -154,7 +158,7 @@ async def cmd_quote(args: argparse.Namespace, settings: Settings) -> int:
     try:
         order = parse_order(raw)
         async with open_store(settings) as store:
-            quoted = await quote(order, store, catalog, verifier, at)
+            quoted = await quote_order(order, store, catalog, verifier, at)
     except CheckoutRejected as exc:
         raise CliError(f"{exc.reason.value}: {exc.message}") from None
     if args.json:
@@ -193,9 +197,50 @@ async def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print_json(state)
     else:
         print(render.checkout_state(state, workflow_id))
+        actions = await operator_actions(client, handle)
+        if actions:
+            print(render.operator_actions(actions))
         if note:
             print(note)
     return 0
+
+
+#: The updates an operator sends (the decision update is the customer's backend asking).
+_OPERATOR_UPDATES = frozenset({"approve", "reject", "compensate", RETRY_PROVISIONING_UPDATE})
+
+
+async def operator_actions(
+    client: Client, handle: WorkflowHandle[Any, Any]
+) -> list[render.OperatorAction]:
+    """Who did what to the checkout, from its history: each operator update the workflow
+    accepted, with the client identity Temporal recorded for it and the name the operator
+    declared (``--by``). The workflow itself cannot see the identity."""
+    actions: list[render.OperatorAction] = []
+    try:
+        history = await handle.fetch_history()
+    except RPCError:
+        return actions  # the status above stands without them
+    for event in history.events:
+        if not event.HasField("workflow_execution_update_accepted_event_attributes"):
+            continue
+        request = event.workflow_execution_update_accepted_event_attributes.accepted_request
+        if request.input.name not in _OPERATOR_UPDATES:
+            continue
+        declared: str | None = None
+        payloads = list(request.input.args.payloads)
+        if payloads:
+            with contextlib.suppress(Exception):  # an undecodable argument still shows who
+                (arg,) = await client.data_converter.decode(payloads[:1])
+                declared = arg.get("approver") if isinstance(arg, dict) else None
+        actions.append(
+            render.OperatorAction(
+                update=request.input.name,
+                at=event.event_time.ToDatetime(tzinfo=UTC),
+                identity=request.meta.identity,
+                declared_by=declared,
+            )
+        )
+    return actions
 
 
 _RESULT_STATE = {
@@ -236,7 +281,7 @@ async def cmd_list(args: argparse.Namespace, _: Settings) -> int:
         query += f' AND CheckoutStatus = "{args.status}"'
     if args.account:
         if not IDENTIFIER.match(args.account):
-            raise CliError(f"--account: {args.account!r} is not an account id")
+            raise CliError(f"--account: {quote(args.account)} is not an account id")
         query += f' AND AccountId = "{args.account}"'
     client = await connect()
     rows: list[ListedCheckout] = []
@@ -346,15 +391,23 @@ async def cmd_compensate(args: argparse.Namespace, _: Settings) -> int:
 
 
 async def cmd_approve(args: argparse.Namespace, _: Settings) -> int:
-    return await _update(args.order_id, "approve", _request(ApproveRequest, approver=args.by))
+    approver = args.by or os_user()
+    return await _update(args.order_id, "approve", _request(ApproveRequest, approver=approver))
 
 
 async def cmd_reject(args: argparse.Namespace, _: Settings) -> int:
-    request = _request(RejectRequest, approver=args.by, reason=args.reason)
+    request = _request(RejectRequest, approver=args.by or os_user(), reason=args.reason)
     return await _update(args.order_id, "reject", request)
 
 
 # --- the parser --------------------------------------------------------------------------------
+
+
+_BY_HELP = (
+    "the approver's name to record (default: your OS user); a declaration: Temporal records the"
+    " client identity checkout-cli/USER@HOST with the update, and only authentication (mTLS, API"
+    " keys) proves who sent it"
+)
 
 
 def add_commands(commands: Any) -> None:
@@ -401,11 +454,11 @@ def add_commands(commands: Any) -> None:
 
     approve = commands.add_parser("approve", help="approve a corporate order")
     approve.add_argument("order_id", metavar="ORDER_ID")
-    approve.add_argument("--by", required=True, metavar="NAME")
+    approve.add_argument("--by", metavar="NAME", help=_BY_HELP)
     approve.set_defaults(handler=cmd_approve)
 
     reject = commands.add_parser("reject", help="reject a corporate order")
     reject.add_argument("order_id", metavar="ORDER_ID")
-    reject.add_argument("--by", required=True, metavar="NAME")
+    reject.add_argument("--by", metavar="NAME", help=_BY_HELP)
     reject.add_argument("--reason", required=True, metavar="R")
     reject.set_defaults(handler=cmd_reject)

@@ -9,6 +9,7 @@ from typing import Any
 
 from checkout.catalog import Catalog, load_catalog
 from checkout.config import Settings
+from checkout.echo import quote
 from cli import render
 from cli.common import CliError, open_store
 
@@ -17,7 +18,7 @@ def _product(catalog: Catalog, code: str) -> str:
     product = catalog.products.get(code)
     if product is None:
         known = ", ".join(sorted(catalog.products))
-        raise CliError(f"unknown product {code!r} (the catalog has: {known})")
+        raise CliError(f"unknown product {quote(code)} (the catalog has: {known})")
     return product.name
 
 

@@ -8,10 +8,12 @@ how it looks is decided here, once.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Protocol
 
+from checkout.echo import quote, token
 from checkout.models import (
     AccountView,
     ChargeInfo,
@@ -224,7 +226,7 @@ def quote_review(order: Order, quote: Quote, at: datetime) -> str:
     elif plan.corporate:
         how = "invoice (corporate account: an account manager approves the order)"
     else:
-        how = order.payment_method or NONE
+        how = token(order.payment_method, 128) if order.payment_method else NONE
     seats = sum(line.new_seats for line in invoice.lines)
     head = (
         f"Checkout review: order {order.order_id} for {account.name}"
@@ -241,12 +243,36 @@ def quote_review(order: Order, quote: Quote, at: datetime) -> str:
     return "\n\n".join([head + "\n" + invoice_lines(invoice), facts, invoice_totals(invoice)])
 
 
+@dataclass(frozen=True)
+class OperatorAction:
+    """One operator update the checkout accepted, as its history records it."""
+
+    update: str
+    at: datetime
+    #: The identity the sending client gave Temporal (``checkout-cli/<user>@<host>``).
+    identity: str
+    #: The name the operator declared (``--by``), for approve and reject.
+    declared_by: str | None = None
+
+
+def operator_actions(actions: Sequence[OperatorAction]) -> str:
+    """``checkout status``: who did what, from the history. The client identity is what the
+    client said; authentication (mTLS, API keys) is what proves it."""
+    rows = []
+    for action in actions:
+        who = f"client {quote(action.identity or 'none given', 128)}"
+        if action.declared_by is not None:
+            who = f"declared by {quote(action.declared_by)}, {who}"
+        rows.append(f"  {timestamp(action.at)}  {action.update}: {who}")
+    return "Operator actions (from the history)\n" + "\n".join(rows)
+
+
 def checkout_state(state: CheckoutState, workflow_id: str) -> str:
     """``checkout status``: the answer of the status query."""
     attempts = ", ".join(f"{step}: {n}" for step, n in state.attempts.items()) or NONE
     pairs = [
         ("Order", f"{state.order_id or NONE} (workflow {workflow_id})"),
-        ("Account", state.account_id or NONE),
+        ("Account", token(state.account_id) if state.account_id else NONE),
         ("State", state.state.value),
         ("Current step", state.current_step or NONE),
         ("Steps done", ", ".join(state.steps_done) or NONE),

@@ -120,7 +120,7 @@ async def test_the_activity_steps_refuse_an_unknown_account() -> None:
         await check_account_vat_id(Accounts(), "acc-x", VALID_FR, NoVerifier())
     assert (info.value.reason, info.value.message) == (
         Reason.UNKNOWN_ACCOUNT,
-        "account_id: no account acc-x",
+        'account_id: no account "acc-x"',
     )
     with pytest.raises(CheckoutRejected) as info:
         await price(an_order(), Accounts(), CATALOG, ANCHOR, None)

@@ -5,8 +5,10 @@ for the exit status and the one-line errors."""
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import re
+import socket
 import subprocess
 import sys
 import tomllib
@@ -166,10 +168,14 @@ def _raw_account(**fields: Any) -> dict[str, Any]:
     [
         ("[{", "not valid JSON (line 1"),
         ({"account_id": "acc-1"}, "expected a JSON list of accounts"),
-        ([_raw_account(billing_email="no-at-sign")], "account acc-bad: billing_email:"),
-        ([_raw_account(country="de")], "account acc-bad: country:"),
-        ([_raw_account(country="DE", seats=3)], "account acc-bad: seats: Extra inputs"),
-        ([{"name": "no id", "billing_email": "a@b.example"}], "account #1: account_id:"),
+        ([_raw_account(billing_email="no-at-sign")], 'account 1 (line 1), field "billing_email":'),
+        ([_raw_account(country="de")], 'account 1 (line 1), field "country":'),
+        ([_raw_account(country="DE", seats=3)], 'account 1 (line 1), field "seats": Extra inputs'),
+        (
+            [{"name": "no id", "billing_email": "a@b.example"}],
+            'account 1 (line 1), field "account_id":',
+        ),
+        ([_raw_account(country="DE"), "acc-2"], "account 2 (line 1): expected a JSON object"),
     ],
 )
 async def test_accounts_import_bad_file_is_one_line(
@@ -183,6 +189,69 @@ async def test_accounts_import_bad_file_is_one_line(
     assert await offline_cli.store.get_account("acc-bad") is None
 
 
+def _account_file_text(*accounts: dict[str, Any]) -> str:
+    """A file as a person writes one: each field on its own line, so with six fields (eight lines)
+    per account after the opening bracket, account 3 starts on line 18."""
+    return json.dumps(list(accounts), indent=2)
+
+
+def _good(account_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "account_id": account_id, "name": "Muster GmbH", "billing_email": "billing@muster.example",
+        "country": "DE", "currency": "EUR", "timezone": "Europe/Berlin", **fields,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        (
+            {"timezone": "Mars/Olympus_Mons"},
+            'field "timezone": unknown time zone "Mars/Olympus_Mons"',
+        ),
+        ({"currency": "XXX"}, 'field "currency": the catalog has no prices in "XXX" (only in '),
+        ({"name": "Muster\u0000GmbH"}, 'field "name": "Muster\\x00GmbH" holds the invisible'),
+        ({"name": "Muster \u202eHbmG"}, 'field "name": "Muster \\u202eHbmG" holds the invisible'),
+        ({"name": "   "}, 'field "name": is blank'),
+        ({"billing_email": "bill\u2066ing@muster.example"}, 'field "billing_email": "bill\\u2066'),
+        ({"country": "UK"}, 'field "country": "UK" is not an ISO 3166 country code'),
+        ({"country": "ZZ"}, 'field "country": "ZZ" is not an ISO 3166 country code'),
+        ({"locale": "xx"}, 'field "locale": unknown locale "xx"'),
+        ({"locale": "de_ZZ"}, 'field "locale": unknown locale "de_ZZ"'),
+    ],
+)
+async def test_accounts_import_refuses_unusable_values(
+    offline_cli: Cli, fields: dict[str, Any], expected: str
+) -> None:
+    """`accounts import` checks time zone (IANA), currency (one the catalog prices in), names and
+    e-mail addresses (no control or bidi characters), country (ISO 3166) and locale; the one-line
+    error names the file, the account's position and line, and the field, and nothing of the file
+    is imported, not even the valid accounts before the bad one."""
+    path = offline_cli.file(
+        _account_file_text(_good("acc-ok-1"), _good("acc-ok-2"), _good("acc-bad-3", **fields))
+    )
+    code, out, err = await offline_cli("accounts", "import", path)
+    assert (code, out) == (1, "")
+    assert one_line(err).startswith(f"checkout: {path}: account 3 (line 18), {expected}")
+    for account_id in ("acc-ok-1", "acc-ok-2", "acc-bad-3"):
+        assert await offline_cli.store.get_account(account_id) is None
+
+
+async def test_accounts_import_accepts_real_zones_locales_and_names(offline_cli: Cli) -> None:
+    """Real values pass: any IANA zone, a regional locale, a currency of the catalog, a name with
+    accents and an apostrophe."""
+    austria = {"country": "AT", "locale": "de-AT", "timezone": "Asia/Kolkata"}
+    accounts = [
+        _good("acc-at", name="Café Müller's", **austria),
+        _good("acc-us", country="US", locale="en_US", currency="USD", timezone="America/Chicago"),
+    ]
+    code, out, err = await offline_cli("accounts", "import", offline_cli.file(accounts))
+    assert (code, err) == (0, "")
+    assert out == "imported 2 accounts: acc-at, acc-us\n"
+    stored = await offline_cli.store.get_account("acc-at")
+    assert stored is not None and stored.name == "Café Müller's"
+
+
 async def test_accounts_import_missing_file(offline_cli: Cli) -> None:
     """A file that is not there is a one-line error, not a traceback."""
     code, _, err = await offline_cli("accounts", "import", str(offline_cli.tmp_path / "nope.json"))
@@ -194,7 +263,7 @@ async def test_accounts_show_unknown_account(offline_cli: Cli) -> None:
     """An unknown account is a one-line error."""
     code, _, err = await offline_cli("accounts", "show", "acc-nobody")
     assert code == 1
-    assert one_line(err) == "checkout: no account acc-nobody"
+    assert one_line(err) == 'checkout: no account "acc-nobody"'
 
 
 # --- quote -------------------------------------------------------------------------------------
@@ -284,7 +353,7 @@ async def test_quote_reverse_charge_with_a_valid_vat_id(offline_cli: Cli) -> Non
     ("fields", "expected"),
     [
         ({"vat_id": "FR41303265045"}, "invalid_vat_id: "),
-        ({"account_id": "acc-nobody"}, "unknown_account: account_id: no account acc-nobody"),
+        ({"account_id": "acc-nobody"}, 'unknown_account: account_id: no account "acc-nobody"'),
         ({"payment_method": None}, "payment_method_required: "),
         ({"items": []}, "invalid_order: items:"),
     ],
@@ -318,7 +387,7 @@ async def test_products_pause_unknown_product(offline_cli: Cli) -> None:
     """A product the catalog does not have is refused, naming the ones it has."""
     code, _, err = await offline_cli("products", "pause", "teleporter")
     assert code == 1
-    assert "unknown product 'teleporter' (the catalog has: device-backup" in one_line(err)
+    assert 'unknown product "teleporter" (the catalog has: device-backup' in one_line(err)
     assert await offline_cli.store.paused_products() == set()
 
 
@@ -532,10 +601,12 @@ async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
         assert (await cli("submit", cli.file(raw)))[0] == 0
         await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
 
-    code, out, err = await cli("approve", approved["order_id"], "--by", "Jane Doe")
+    code, out, err = await cli("approve", approved["order_id"])
     assert (code, err) == (0, "")
     assert out.startswith(f"approve: order {approved['order_id']} is ")
-    assert (await _result(cli, approved["order_id"])).status is ResultStatus.COMPLETED
+    result = await _result(cli, approved["order_id"])
+    # Without --by the approver is the OS user running the command.
+    assert (result.status, result.approved_by) == (ResultStatus.COMPLETED, getpass.getuser())
     payments = await cli.store.payments(order_id=approved["order_id"])
     assert [p.kind for p in payments] == ["invoice"]
 
@@ -546,6 +617,37 @@ async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
     result = await _result(cli, rejected["order_id"])
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "approval_rejected")
     assert await cli.store.payments(order_id=rejected["order_id"]) == []
+
+
+async def test_operator_updates_carry_the_client_identity_in_history(cli: Cli) -> None:
+    """An operator's update is recorded in the history with the command's client identity,
+    checkout-cli/<OS user>@<host>, next to the declared --by name; `checkout status` shows both
+    from the history."""
+    corp = account(corporate=True)
+    await cli.store.import_accounts([corp])
+    raw = order(corp.account_id, payment_method=None)
+    assert (await cli("submit", cli.file(raw)))[0] == 0
+    await _eventually_in(cli, raw["order_id"], "AwaitingApproval")
+    code, _, err = await cli("reject", raw["order_id"], "--by", "Jane\nDoe", "--reason", "no")
+    assert (code, err) == (0, "")
+
+    identity = f"checkout-cli/{getpass.getuser()}@{socket.gethostname()}"
+    assert cli.client is not None
+    history = await cli.client.get_workflow_handle(
+        checkout_workflow_id(raw["order_id"])
+    ).fetch_history()
+    accepted = [
+        event.workflow_execution_update_accepted_event_attributes.accepted_request
+        for event in history.events
+        if event.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert [(r.input.name, r.meta.identity) for r in accepted if r.input.name != "decision"] == [
+        ("reject", identity)
+    ]
+    code, out, err = await cli("status", raw["order_id"])
+    assert (code, err) == (0, "")
+    assert "Operator actions (from the history)" in out
+    assert f'reject: declared by "Jane\\nDoe", client "{identity}"' in out
 
 
 async def test_update_and_status_of_an_unknown_order(cli: Cli) -> None:
@@ -605,7 +707,7 @@ def test_program_bad_file_exit_status_and_one_line(
     completed = program(program_env, "accounts", "import", str(bad))
     assert completed.returncode == 1
     assert completed.stderr.startswith("checkout: ")
-    assert "account acc-x: billing_email: Field required" in one_line(completed.stderr)
+    assert 'account 1 (line 1), field "billing_email": Field required' in one_line(completed.stderr)
 
 
 def test_program_unreachable_server(program_env: dict[str, str]) -> None:

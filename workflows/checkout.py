@@ -53,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         email_workflow_id,
         idempotency_key,
     )
+    from checkout.echo import escape, quote
     from checkout.errors import (
         OUTAGE_TYPES,
         REJECTION_REASONS,
@@ -174,7 +175,8 @@ def _describe(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) else error
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
-    return str(cause) or type(cause).__name__
+    # An error's text can quote anything (a service's answer, a value it refused): one line.
+    return escape(str(cause), 500) or type(cause).__name__
 
 
 def _anchor_year(plan: CheckoutPlan) -> int:
@@ -496,11 +498,13 @@ class CheckoutWorkflow:
         if self._operator.kind == "reject":
             raise CheckoutRejected(
                 Reason.APPROVAL_REJECTED,
-                f"rejected by {self._progress.approved_by}: {self._operator.reason}",
+                f"rejected by {quote(self._progress.approved_by)}:"
+                f" {quote(self._operator.reason, 200)}",
             )
         if self._operator.kind == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
         self._progress.steps_done.append("approval")
         self._set_state(CheckoutStatus.CHARGING)
@@ -702,7 +706,8 @@ class CheckoutWorkflow:
         assert self._operator is not None
         if self._operator.kind == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator.reason}"
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
 
     async def _send_parked_email(self) -> None:

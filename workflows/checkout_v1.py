@@ -26,6 +26,7 @@ from temporalio.exceptions import (
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS
+    from checkout.echo import escape, quote
     from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
     from checkout.models import (
         ChargeInfo,
@@ -97,7 +98,7 @@ def _describe(error: BaseException) -> str:
     cause = error.cause if isinstance(error, ActivityError) else error
     while isinstance(cause, ActivityError) and cause.cause is not None:
         cause = cause.cause
-    return str(cause) or type(cause).__name__
+    return escape(str(cause), 500) or type(cause).__name__
 
 
 NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
@@ -300,11 +301,12 @@ class CheckoutV1:
         if self._operator_action == "reject":
             raise CheckoutRejected(
                 Reason.APPROVAL_REJECTED,
-                f"rejected by {self._approved_by}: {self._operator_reason}",
+                f"rejected by {quote(self._approved_by)}: {quote(self._operator_reason, 200)}",
             )
         if self._operator_action == "compensate":
             raise _MustCompensateError(
-                Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {self._operator_reason}"
+                Reason.OPERATOR_COMPENSATED,
+                f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
         self._steps_done.append("approval")
         self._current_step = None
@@ -433,7 +435,7 @@ class CheckoutV1:
         if self._operator_action == "compensate":
             raise _MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {self._operator_reason}",
+                f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
 
     async def _reset_anchor(self, order: Order, plan: CheckoutPlan) -> list[SubscriptionView]:
