@@ -481,6 +481,9 @@ def _single_address(name: str, value: str) -> str:
     return value.strip()
 
 
+_UNFOLDED_HEADERS = email.policy.default.clone(max_line_length=998)
+
+
 def build_message(
     rendered: RenderedEmail,
     *,
@@ -511,6 +514,10 @@ def build_message(
     message.add_alternative(rendered.html, subtype="html", charset="utf-8", cte="quoted-printable")
     # After the body: set_content() clears every Content-* header set before it.
     message["Content-Language"] = rendered.locale
+    # Headers go out unfolded (each well within 998 characters): the standard library's folding
+    # of a non-ASCII subject can double a space when it splits the line (two spaces before a dash).
+    # Switched only now: the body's quoted-printable lines were cut at 76 under the default.
+    message.policy = _UNFOLDED_HEADERS
     return message
 
 

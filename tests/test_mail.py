@@ -619,6 +619,23 @@ def test_subject_line_breaks_cannot_add_headers() -> None:
     assert b"\nBcc:" not in raw
 
 
+@pytest.mark.parametrize("id_length", range(1, 65))
+def test_a_german_subject_arrives_as_written_whatever_the_order_id(id_length: int) -> None:
+    """A non-ASCII subject survives the trip through bytes unchanged for order ids of every
+    allowed length (folding once doubled a space), and the body keeps short lines."""
+    subject = (
+        f"Ihre Bestellung {'o' * id_length} bei Example Software Ltd"
+        " \u2013 Gutschrift über 1.725,50 €"
+    )
+    rendered = RenderedEmail(subject=subject, text="ä" * 300, html="<p>ü</p>" * 40, locale="de")
+    message = build_message(rendered, to=RECIPIENT, sender=SENDER, message_id="<a.b@c.example>")
+    raw = message.as_bytes()
+    assert email.message_from_bytes(raw, policy=email.policy.default)["Subject"] == subject
+    # The body keeps quoted-printable's short lines (the unfolded headers' 998 is not for it).
+    body = raw.split(b"\n\n", 1)[1].split(b"\n\n", 1)[1]
+    assert max(len(line.rstrip(b"\r")) for line in body.splitlines()) <= 80
+
+
 def test_message_is_multipart_alternative() -> None:
     """The message has the text part first, then HTML, both UTF-8, with the given headers."""
     rendered = render_email(context(account_name="Müller & Söhne"))
