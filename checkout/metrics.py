@@ -23,7 +23,7 @@ from temporalio.common import MetricCounter, MetricMeter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from checkout.config import ConfigError
-from checkout.contract import CHECKOUT_STATUS
+from checkout.contract import CHECKOUT_STATUS, CHECKOUT_WORKFLOW
 from checkout.models import CheckoutResult, CheckoutStatus
 from checkout.money import to_minor_units
 
@@ -112,9 +112,11 @@ class CheckoutMetrics:
 
 def waiting_query(task_queue: str, state: CheckoutStatus) -> str:
     """The visibility query for the running orders of ``task_queue`` in ``state``."""
+    # A task queue name may hold any character: quotes and backslashes are escaped.
+    queue = task_queue.replace("\\", "\\\\").replace("'", "\\'")
     return (
-        f"WorkflowType = 'CheckoutWorkflow' AND ExecutionStatus = 'Running'"
-        f" AND TaskQueue = '{task_queue}' AND {CHECKOUT_STATUS.name} = '{state.value}'"
+        f"WorkflowType = '{CHECKOUT_WORKFLOW}' AND ExecutionStatus = 'Running'"
+        f" AND TaskQueue = '{queue}' AND {CHECKOUT_STATUS.name} = '{state.value}'"
     )
 
 
