@@ -33,16 +33,18 @@ from checkout.quoting import quote as quote_order
 from checkout.store import Store
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
-from cli import main as checkout_command
 from devtools import free_port
 from tests.helpers import (
     account,
     buy,
     checkout_worker,
+    json_file,
     make_store,
     order,
     result_of,
+    run_checkout,
     seeded_account,
+    set_checkout_env,
     start_order,
     state_of,
     store_url,
@@ -174,15 +176,10 @@ class Offline:
     store: Store
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = await checkout_command.run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return await run_checkout(self.capsys, *argv)
 
     def file(self, text: str) -> str:
-        path = self.tmp_path / f"{uuid.uuid4().hex[:8]}.json"
-        path.write_text(text, encoding="utf-8")
-        return str(path)
+        return json_file(self.tmp_path, text)
 
 
 @pytest.fixture
@@ -191,8 +188,7 @@ async def offline(
 ) -> AsyncIterator[Offline]:
     async with make_store("sqlite", tmp_path) as store:
         settings = settings_for(store_url(store), None, unique_queue())
-        monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
-        monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
+        set_checkout_env(monkeypatch, f"127.0.0.1:{free_port()}", settings)
         monkeypatch.setenv("CHECKOUT_VAT_VERIFICATION", "offline")
         await store.import_accounts([account("acc-de")])
         yield Offline(capsys, tmp_path, store)

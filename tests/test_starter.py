@@ -12,7 +12,6 @@ import socket
 import subprocess
 import sys
 import tomllib
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,7 +29,17 @@ from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
 from cli import main as checkout_command
 from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
-from tests.helpers import account, checkout_worker, eventually, now, order, store_url
+from tests.helpers import (
+    account,
+    checkout_worker,
+    eventually,
+    json_file,
+    now,
+    order,
+    run_checkout,
+    set_checkout_env,
+    store_url,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -46,25 +55,16 @@ class Cli:
     client: Client | None = None
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = await checkout_command.run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return await run_checkout(self.capsys, *argv)
 
     def file(self, content: Any, name: str | None = None) -> str:
-        path = self.tmp_path / (name or f"{uuid.uuid4().hex[:8]}.json")
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
-        return str(path)
+        return json_file(self.tmp_path, content, name)
 
 
 def _environment(monkeypatch: pytest.MonkeyPatch, settings: Settings, address: str) -> None:
     for name in ("TEMPORAL_API_KEY", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE", "TEMPORAL_TLS"):
         monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
-    monkeypatch.setenv("TEMPORAL_NAMESPACE", "default")
-    monkeypatch.setenv("CHECKOUT_TASK_QUEUE", settings.task_queue)
-    monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CHECKOUT_SMTP_PORT", str(settings.smtp_port))
+    set_checkout_env(monkeypatch, address, settings)
 
 
 @pytest.fixture

@@ -6,7 +6,8 @@
 - polling: ``eventually`` and ``reaches`` a status;
 - mail: what arrived at the SMTP sink;
 - processes: ``worker.py`` as a process of its own;
-- temporal: the Temporal servers and CLI.
+- temporal: the Temporal servers and CLI;
+- cli: the ``checkout`` command run in this process.
 
 The local-stack tools that are not only for tests (free ports, the SMTP sink, the Temporal
 binaries) are in the top-level ``devtools`` package.
@@ -23,6 +24,7 @@ from tests.helpers.builders import (
     seeded_account,
     trial,
 )
+from tests.helpers.cli import json_file, run_checkout
 from tests.helpers.mail import mail_arrived, mail_of, purposes, text_of
 from tests.helpers.polling import eventually, reaches, state_of
 from tests.helpers.processes import (
@@ -69,6 +71,7 @@ __all__ = [
     "dev_server",
     "end_trial",
     "eventually",
+    "json_file",
     "mail_arrived",
     "mail_of",
     "make_store",
@@ -79,6 +82,7 @@ __all__ = [
     "purposes",
     "reaches",
     "result_of",
+    "run_checkout",
     "run_order",
     "run_worker_to_exit",
     "seeded_account",
