@@ -1,6 +1,6 @@
 """Everything a test needs besides its fixtures (those are in tests/conftest.py), in one place:
 
-- builders: accounts, order items, orders, subscriptions, catalogs;
+- builders: accounts, order items, orders, subscriptions (``devtools.builders``), catalogs;
 - stores: stores on SQLite and PostgreSQL;
 - workers: worker settings, workers, starting, running and awaiting orders;
 - polling: ``eventually`` and ``reaches`` a status;
@@ -13,6 +13,7 @@ The local-stack tools that are not only for tests (free ports, the SMTP sink, th
 binaries) are in the top-level ``devtools`` package.
 """
 
+from devtools.builders import paid_subscription
 from tests.helpers.builders import (
     TRIAL,
     account,
@@ -20,7 +21,6 @@ from tests.helpers.builders import (
     catalog_with,
     now,
     order,
-    paid_subscription,
     seeded_account,
     trial,
 )
