@@ -24,7 +24,7 @@ from tests.helpers.builders import (
     seeded_account,
     trial,
 )
-from tests.helpers.cli import json_file, run_checkout
+from tests.helpers.cli import Cli, point_checkout_at, run_checkout
 from tests.helpers.mail import mail_arrived, mail_of, purposes, text_of
 from tests.helpers.polling import eventually, reaches, state_of
 from tests.helpers.processes import (
@@ -58,6 +58,7 @@ __all__ = [
     "EXIT_WITHIN",
     "REPO",
     "TRIAL",
+    "Cli",
     "MakeSettings",
     "WorkerProcess",
     "account",
@@ -71,7 +72,6 @@ __all__ = [
     "dev_server",
     "end_trial",
     "eventually",
-    "json_file",
     "mail_arrived",
     "mail_of",
     "make_store",
@@ -79,6 +79,7 @@ __all__ = [
     "order",
     "paid_subscription",
     "place_order",
+    "point_checkout_at",
     "purposes",
     "reaches",
     "result_of",
