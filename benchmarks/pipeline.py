@@ -51,6 +51,7 @@ from benchmarks.floor import FLOOR_WORKFLOW
 from checkout.contract import CHECKOUT_WORKFLOW, DECISION_UPDATE, checkout_workflow_id
 from checkout.models import Account, CheckoutResult, Decision
 from checkout.store import Store
+from devtools.builders import paid_subscription
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -78,22 +79,7 @@ class _Sink:
 
 def _account(kind: str) -> Account:
     start = (datetime.now(UTC) - timedelta(days=40)).replace(microsecond=0)
-    subscriptions = (
-        [
-            {
-                "product": "remote-support",
-                "plan": "standard",
-                "seats": 5,
-                "billing_cycle": "annual",
-                "status": "active",
-                "current_period_start": start.isoformat(),
-                "current_period_end": start.replace(year=start.year + 1).isoformat(),
-                "period_amount": "1450.00",
-            }
-        ]
-        if kind == "seat_increase"
-        else []
-    )
+    subscriptions = [paid_subscription(start)] if kind == "seat_increase" else []
     return Account.model_validate(
         {
             "account_id": f"acc-{uuid.uuid4().hex[:12]}",

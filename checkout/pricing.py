@@ -10,7 +10,7 @@ import calendar
 from datetime import datetime
 from decimal import Decimal
 
-from checkout.catalog import Catalog, Product
+from checkout.catalog import Catalog, Plan, Price, Product
 from checkout.echo import quote
 from checkout.errors import CheckoutRejected, Reason
 from checkout.models import (
@@ -102,12 +102,7 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
             Reason.INVALID_ORDER, f"{where}.billing_cycle: required for a buy item"
         )
     plan = product.plans[item.plan]
-    price = plan.prices.get(currency)
-    if price is None:
-        raise CheckoutRejected(
-            Reason.INVALID_ORDER,
-            f"{where}.plan: {product.name} {plan.name} is not sold in {currency}",
-        )
+    price = _price_in(currency, product, plan, where)
     unit_price = round_money(price.for_cycle(item.billing_cycle), currency)
     amount = round_money(unit_price * item.seats, currency)
     end = period_end(anchor, item.billing_cycle)
@@ -181,6 +176,17 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
     return line, target
 
 
+def _price_in(currency: str, product: Product, plan: Plan, where: str) -> Price:
+    """The plan's price in ``currency``; a plan not sold in it rejects the order."""
+    price = plan.prices.get(currency)
+    if price is None:
+        raise CheckoutRejected(
+            Reason.INVALID_ORDER,
+            f"{where}.plan: {product.name} {plan.name} is not sold in {currency}",
+        )
+    return price
+
+
 def _previous(current: Subscription) -> PreviousSubscription:
     return PreviousSubscription.model_validate(
         current.model_dump(include=set(PreviousSubscription.model_fields))
@@ -210,12 +216,8 @@ def _trial_line(  # noqa: PLR0917 - as _paid_line
         )
     trial_end = anchor + product.trial_period
     plan = product.plans[item.plan]
-    if currency not in plan.prices:
-        # Same rule as for a purchase; it also keeps an unknown currency from crashing zero().
-        raise CheckoutRejected(
-            Reason.INVALID_ORDER,
-            f"{where}.plan: {product.name} {plan.name} is not sold in {currency}",
-        )
+    # Same rule as for a purchase; it also keeps an unknown currency from crashing zero().
+    _price_in(currency, product, plan, where)
     line = InvoiceLine(
         product=item.product,
         plan=item.plan,

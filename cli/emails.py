@@ -8,6 +8,7 @@ goes through the SMTP server of the same ``CHECKOUT_SMTP_*`` settings the worker
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import email
 import email.policy
 from email.message import EmailMessage
@@ -46,16 +47,8 @@ class EmailList(BaseModel):
 
 
 def _listed(entry: OutboxEntry) -> ListedEmail:
-    return ListedEmail(
-        order_id=entry.order_id,
-        purpose=entry.purpose,
-        status=entry.status,
-        message_id=entry.message_id,
-        to=entry.recipient,
-        attempts=entry.attempts,
-        last_error=entry.last_error,
-        sent_at=entry.sent_at,
-    )
+    """The entry's fields under their own names, but the recipient as ``to``."""
+    return ListedEmail.model_validate({**dataclasses.asdict(entry), "to": entry.recipient})
 
 
 async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,6 +1,7 @@
 """The fixtures: real databases (SQLite and PostgreSQL), a real SMTP server on loopback, worker
-settings bound to both, the time-skipping test server and the Temporal dev server. Helpers are
-in tests/helpers/, the local-stack tools in devtools/."""
+settings bound to both, the time-skipping test server, the Temporal dev server and the
+``checkout`` command on a store alone. Helpers are in tests/helpers/, the local-stack tools in
+devtools/."""
 
 from __future__ import annotations
 
@@ -14,10 +15,13 @@ from temporalio.testing import WorkflowEnvironment
 from checkout.store import Store
 from devtools import SmtpSink, free_port
 from tests.helpers import (
+    Cli,
     MakeSettings,
     dev_server,
     make_store,
+    point_checkout_at,
     settings_for,
+    store_url,
     time_skipping_server,
     unique_queue,
 )
@@ -42,6 +46,18 @@ def make_settings(store: Store, smtp_sink: SmtpSink) -> MakeSettings:
     """``make_settings(**overrides)``: worker settings on the test's store and SMTP sink, on a
     fresh task queue each call (``settings_for`` says what else is set)."""
     return functools.partial(settings_for, store, smtp_sink)
+
+
+@pytest.fixture
+async def offline_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[Cli]:
+    """The ``checkout`` commands that need only the store: a SQLite store, Temporal pointed at
+    a closed port."""
+    async with make_store("sqlite", tmp_path) as store:
+        settings = settings_for(store_url(store), None, unique_queue())
+        point_checkout_at(monkeypatch, settings, f"127.0.0.1:{free_port()}")
+        yield Cli(capsys, tmp_path, store, settings)
 
 
 @pytest.fixture(scope="session")

@@ -32,7 +32,6 @@ from checkout.store import Store, StoreUnavailable
 from devtools import SmtpSink
 from tests.helpers import (
     MakeSettings,
-    account,
     activities_with,
     checkout_handle,
     checkout_worker,
@@ -47,10 +46,8 @@ from tests.helpers import (
     settings_for,
     start_order,
     state_of,
-    store_url,
     unique_queue,
 )
-from worker import build_activities
 
 CENT = Decimal("0.01")
 
@@ -445,18 +442,9 @@ async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_l
     given up for good. The outbox is our own store, whose outages heal: the e-mail now waits
     for it like provisioning does, and goes out once."""
     env = own_time_skipping_env
-    acc = account()
-    await store.import_accounts([acc])
-    settings = settings_for(store_url(store), smtp_sink, unique_queue())
-    real = build_activities(settings, store)
-    flaky = StoreOutageWhileEmailing(
-        store=real._store,
-        gateway=real._gateway,
-        mailer=real._mailer,
-        catalog=real._catalog,
-        settings=settings,
-        vat_verifier=real._vat,
-    )
+    acc = await seeded_account(store)
+    settings = settings_for(store, smtp_sink)
+    flaky = activities_with(settings, store, StoreOutageWhileEmailing)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=flaky):
         result = await run_order(env.client, settings, raw)

@@ -11,10 +11,7 @@ import json
 import logging
 import unicodedata
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -33,21 +30,18 @@ from checkout.quoting import quote as quote_order
 from checkout.store import Store
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
-from cli import main as checkout_command
-from devtools import free_port
 from tests.helpers import (
+    Cli,
     account,
     buy,
     checkout_worker,
-    make_store,
     order,
     result_of,
     seeded_account,
     start_order,
     state_of,
-    store_url,
 )
-from tests.helpers.workers import MakeSettings, settings_for, unique_queue
+from tests.helpers.workers import MakeSettings
 
 ANCHOR = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
 CATALOG = load_catalog()
@@ -165,43 +159,19 @@ def test_quote_of_anything_is_one_safe_bounded_line(value: str) -> None:
 # --- orders ------------------------------------------------------------------------------------
 
 
-@dataclass
-class Offline:
-    """The `checkout` command in this process, on a SQLite store, Temporal out of reach."""
-
-    capsys: pytest.CaptureFixture[str]
-    tmp_path: Path
-    store: Store
-
-    async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = await checkout_command.run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def file(self, text: str) -> str:
-        path = self.tmp_path / f"{uuid.uuid4().hex[:8]}.json"
-        path.write_text(text, encoding="utf-8")
-        return str(path)
-
-
 @pytest.fixture
-async def offline(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Offline]:
-    async with make_store("sqlite", tmp_path) as store:
-        settings = settings_for(store_url(store), None, unique_queue())
-        monkeypatch.setenv("TEMPORAL_ADDRESS", f"127.0.0.1:{free_port()}")
-        monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
-        monkeypatch.setenv("CHECKOUT_VAT_VERIFICATION", "offline")
-        await store.import_accounts([account("acc-de")])
-        yield Offline(capsys, tmp_path, store)
+async def offline(offline_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """The command on a SQLite store holding ``acc-de``, Temporal out of reach, VAT IDs checked
+    offline."""
+    monkeypatch.setenv("CHECKOUT_VAT_VERIFICATION", "offline")
+    await offline_cli.store.import_accounts([account("acc-de")])
+    return offline_cli
 
 
 @FUZZ
 @given(field=st.sampled_from(ORDER_FIELDS), value=hostile)
 async def test_hostile_order_fields_are_echoed_carefully(
-    offline: Offline, caplog: pytest.LogCaptureFixture, field: str, value: str
+    offline: Cli, caplog: pytest.LogCaptureFixture, field: str, value: str
 ) -> None:
     """A hostile value in any field of an order comes back carefully wherever it is repeated:
     the rejection message of the order parser (dict and raw JSON) and of the validate-and-price
@@ -299,7 +269,7 @@ def _account_raw(account_id: str, field: str, value: str) -> dict[str, Any]:
 @FUZZ
 @given(field=st.sampled_from(ACCOUNT_FIELDS), value=hostile)
 async def test_hostile_account_fields_are_refused_carefully(
-    offline: Offline, caplog: pytest.LogCaptureFixture, field: str, value: str
+    offline: Cli, caplog: pytest.LogCaptureFixture, field: str, value: str
 ) -> None:
     """`accounts import` of a file with a hostile value in any field: when the value holds a
     control or bidi character the import is refused with one careful line and nothing is stored;

@@ -53,6 +53,7 @@ from demo.previews import (
     previews,
     template_purposes,
 )
+from tests.helpers import account
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -646,14 +647,7 @@ def test_customer_text_cannot_add_headers_and_is_escaped() -> None:
     """An account name with CR/LF, a Bcc line and markup ends up escaped in the HTML part,
     verbatim in the text part, and in no header of the parsed message."""
     name = 'Evil "Co" <script>x</script>\r\nBcc: everyone@example.com & Sons'
-    account = Account(
-        account_id="acc-x",
-        name=name,
-        billing_email="billing@evil.example",
-        country="DE",
-        locale="de",
-        timezone="Europe/Berlin",
-    )
+    acc = account("acc-x", name=name, billing_email="billing@evil.example")
     request = SendEmailInput(
         order_id="ord-1001",
         account_id="acc-x",
@@ -663,8 +657,8 @@ def test_customer_text_cannot_add_headers_and_is_escaped() -> None:
     from checkout.mail import email_context  # noqa: PLC0415
 
     raw = compose_email(
-        email_context(request, account, catalog=load_catalog()),
-        to=account.billing_email,
+        email_context(request, acc, catalog=load_catalog()),
+        to=acc.billing_email,
         sender=SENDER,
     ).as_bytes()
     parsed = parse(raw)

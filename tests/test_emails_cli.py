@@ -16,9 +16,8 @@ from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.models import EmailPurpose, SendEmailInput
 from checkout.store import Store
-from cli import main as checkout_command
 from devtools import SmtpSink
-from tests.helpers import account, settings_for, store_url, text_of
+from tests.helpers import account, run_checkout, settings_for, store_url, text_of
 from worker import build_activities
 
 ROW_KEYS = {
@@ -44,10 +43,7 @@ class Outbox:
 
     async def __call__(self, *argv: str) -> tuple[int, str, str]:
         """Run `checkout …`: (exit status, stdout, stderr)."""
-        self.capsys.readouterr()
-        code = await checkout_command.run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
+        return await run_checkout(self.capsys, *argv)
 
     async def send(self, order_id: str, account_id: str, purpose: EmailPurpose) -> None:
         """The send-email activity, once; an SMTP failure leaves the e-mail pending."""

@@ -38,7 +38,6 @@ from checkout.mail import (
     sender_domain,
 )
 from checkout.models import (
-    Account,
     BillingCycle,
     CardDetails,
     ChargeInfo,
@@ -51,6 +50,7 @@ from checkout.models import (
     SubscriptionStatus,
     TaxTreatment,
 )
+from tests.helpers import account
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -688,14 +688,7 @@ def test_sender_domain_from_mail_from() -> None:
 
 def test_compose_email_uses_deterministic_id_and_account_fields() -> None:
     """compose_email builds from input and account, with the Message-ID from the From domain."""
-    account = Account(
-        account_id="acc-42",
-        name="Muster GmbH",
-        billing_email=RECIPIENT,
-        country="DE",
-        locale="de_AT",
-        timezone="Europe/Vienna",
-    )
+    acc = account("acc-42", billing_email=RECIPIENT, locale="de_AT", timezone="Europe/Vienna")
     request = SendEmailInput(
         order_id="ord-1001",
         account_id="acc-42",
@@ -704,10 +697,10 @@ def test_compose_email_uses_deterministic_id_and_account_fields() -> None:
         payment_method="pm_card_mastercard",
         card=CardDetails(brand="mastercard", last4="4444", exp_month=12, exp_year=2034),
     )
-    ctx = email_context(request, account)
+    ctx = email_context(request, acc)
     assert ctx.locale == "de"
-    message = compose_email(ctx, to=account.billing_email, sender=SENDER)
-    again = compose_email(ctx, to=account.billing_email, sender=SENDER)
+    message = compose_email(ctx, to=acc.billing_email, sender=SENDER)
+    again = compose_email(ctx, to=acc.billing_email, sender=SENDER)
     assert message["Message-ID"] == "<confirmation.ord-1001@billing.kestrel.example>"
     assert again["Message-ID"] == message["Message-ID"]
     text = message.get_body(("plain",))

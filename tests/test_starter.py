@@ -12,70 +12,32 @@ import socket
 import subprocess
 import sys
 import tomllib
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 import starter
-from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
 from cli import main as checkout_command
 from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
-from tests.helpers import account, checkout_worker, eventually, now, order, store_url
+from tests.helpers import (
+    Cli,
+    account,
+    checkout_worker,
+    eventually,
+    now,
+    order,
+    point_checkout_at,
+    store_url,
+)
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Cli:
-    """Runs `checkout …` in this process and hands back (exit status, stdout, stderr)."""
-
-    capsys: pytest.CaptureFixture[str]
-    tmp_path: Path
-    store: Store
-    settings: Settings
-    client: Client | None = None
-
-    async def __call__(self, *argv: str) -> tuple[int, str, str]:
-        self.capsys.readouterr()
-        code = await checkout_command.run(list(argv))
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def file(self, content: Any, name: str | None = None) -> str:
-        path = self.tmp_path / (name or f"{uuid.uuid4().hex[:8]}.json")
-        path.write_text(content if isinstance(content, str) else json.dumps(content))
-        return str(path)
-
-
-def _environment(monkeypatch: pytest.MonkeyPatch, settings: Settings, address: str) -> None:
-    for name in ("TEMPORAL_API_KEY", "TEMPORAL_PROFILE", "TEMPORAL_CONFIG_FILE", "TEMPORAL_TLS"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
-    monkeypatch.setenv("TEMPORAL_NAMESPACE", "default")
-    monkeypatch.setenv("CHECKOUT_TASK_QUEUE", settings.task_queue)
-    monkeypatch.setenv("CHECKOUT_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("CHECKOUT_SMTP_PORT", str(settings.smtp_port))
-
-
-@pytest.fixture
-async def offline_cli(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[Cli]:
-    """The commands that need only the store; Temporal points at a closed port."""
-    async with make_store("sqlite", tmp_path) as store:
-        settings = settings_for(store_url(store), None, unique_queue())
-        _environment(monkeypatch, settings, f"127.0.0.1:{free_port()}")
-        yield Cli(capsys, tmp_path, store, settings)
 
 
 @pytest.fixture
@@ -89,7 +51,7 @@ async def cli(
     """Every command against the dev server, with a worker on a fresh task queue."""
     async with make_store("sqlite", tmp_path) as store:
         settings = settings_for(store_url(store), smtp_sink, unique_queue())
-        _environment(monkeypatch, settings, dev_env.client.service_client.config.target_host)
+        point_checkout_at(monkeypatch, settings, dev_env.client.service_client.config.target_host)
         async with checkout_worker(dev_env.client, settings, store):
             yield Cli(capsys, tmp_path, store, settings, dev_env.client)
 

@@ -15,8 +15,16 @@ from temporalio.client import Client, WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
+from checkout.config import Settings
 from checkout.contract import CHECKOUT_WORKFLOW, DECISION_UPDATE, checkout_workflow_id
-from checkout.models import CheckoutResult, CheckoutStatus, Decision, DecisionStatus, ResultStatus
+from checkout.models import (
+    Account,
+    CheckoutResult,
+    CheckoutStatus,
+    Decision,
+    DecisionStatus,
+    ResultStatus,
+)
 from checkout.store import Store
 from devtools import SmtpSink
 from tests.fake_stripe import FakeStripe, running_fake_stripe
@@ -41,6 +49,20 @@ def fake() -> Iterator[FakeStripe]:
         yield served
 
 
+@pytest.fixture
+def stripe_settings(make_settings: MakeSettings, fake: FakeStripe) -> Settings:
+    """Worker settings that charge through the fake Stripe."""
+    return make_settings(payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url)
+
+
+async def stripe_customer(store: Store, fake: FakeStripe) -> tuple[str, Account]:
+    """A new Stripe customer, and an account in ``store`` that is that customer."""
+    customer = fake.add_customer()
+    acc = account(payment_customer_id=customer)
+    await store.import_accounts([acc])
+    return customer, acc
+
+
 async def place(
     client: Client, raw: dict[str, Any], task_queue: str
 ) -> tuple[Decision, WithStartWorkflowOperation[Any, CheckoutResult]]:
@@ -62,21 +84,16 @@ async def test_a_card_order_shows_the_card_stripe_reports(
     dev_env: WorkflowEnvironment,
     store: Store,
     smtp_sink: SmtpSink,
-    make_settings: MakeSettings,
+    stripe_settings: Settings,
     fake: FakeStripe,
 ) -> None:
     """Charged through Stripe: the decision, the result and the e-mail name the card as the
     charge reports it (Mastercard •••• 4444), never the PaymentMethod id."""
-    customer = fake.add_customer()
+    customer, acc = await stripe_customer(store, fake)
     card = fake.save_card(customer, brand="mastercard", last4="4444")
-    acc = account(payment_customer_id=customer)
-    await store.import_accounts([acc])
-    settings = make_settings(
-        payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url
-    )
     raw = order(acc.account_id, payment_method=card)
-    async with checkout_worker(dev_env.client, settings, store):
-        decision, start = await place(dev_env.client, raw, settings.task_queue)
+    async with checkout_worker(dev_env.client, stripe_settings, store):
+        decision, start = await place(dev_env.client, raw, stripe_settings.task_queue)
         result = await asyncio.wait_for((await start.workflow_handle()).result(), 90)
     assert decision.status is DecisionStatus.ACCEPTED
     assert decision.charge is not None and decision.charge.card is not None
@@ -94,7 +111,7 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
     dev_env: WorkflowEnvironment,
     store: Store,
     smtp_sink: SmtpSink,
-    make_settings: MakeSettings,
+    stripe_settings: Settings,
     fake: FakeStripe,
     settles: bool,
 ) -> None:
@@ -102,16 +119,11 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
     Charging with nothing provisioned and its details say it waits for the bank. Settled, it is
     provisioned and accepted; refused by the bank, it ends rejected / payment_failed with
     nothing provisioned."""
-    customer = fake.add_customer()
+    customer, acc = await stripe_customer(store, fake)
     debit = fake.save_sepa_debit(customer)
-    acc = account(payment_customer_id=customer)
-    await store.import_accounts([acc])
-    settings = make_settings(
-        payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url
-    )
     raw = order(acc.account_id, payment_method=debit)
-    async with checkout_worker(dev_env.client, settings, store):
-        decision, start = await place(dev_env.client, raw, settings.task_queue)
+    async with checkout_worker(dev_env.client, stripe_settings, store):
+        decision, start = await place(dev_env.client, raw, stripe_settings.task_queue)
         handle = await start.workflow_handle()
         assert decision.status is DecisionStatus.PROCESSING
         assert decision.charge is not None and decision.charge.status == "pending"
@@ -122,7 +134,7 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
         result = await asyncio.wait_for(handle.result(), 120)
 
         async def final_decision() -> Decision:
-            again, _ = await place(dev_env.client, raw, settings.task_queue)
+            again, _ = await place(dev_env.client, raw, stripe_settings.task_queue)
             assert again.status is not DecisionStatus.PROCESSING
             return again
 

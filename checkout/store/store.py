@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -29,7 +29,9 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import Select
 
 from checkout.models import (
     Account,
@@ -178,6 +180,17 @@ def _check_priced_on(target: SubscriptionTarget, row: SubscriptionRow | None) ->
             f"{target.product}: priced on {show(expected)}, but the account now has"
             f" {show(found)}; another change got there first"
         )
+
+
+_Query = TypeVar("_Query", bound=Select[Any])
+
+
+def _where_given(query: _Query, *given: tuple[QueryableAttribute[Any], object]) -> _Query:
+    """``query`` narrowed, for each (column, value) whose value is not None, to that value."""
+    for column, value in given:
+        if value is not None:
+            query = query.where(column == value)
+    return query
 
 
 def _view(sub: Subscription) -> SubscriptionView:
@@ -413,11 +426,11 @@ class Store:
     async def payments(
         self, *, account_id: str | None = None, order_id: str | None = None
     ) -> list[PaymentRecord]:
-        query = select(PaymentRow).order_by(PaymentRow.created_at, PaymentRow.id)
-        if account_id is not None:
-            query = query.where(PaymentRow.account_id == account_id)
-        if order_id is not None:
-            query = query.where(PaymentRow.order_id == order_id)
+        query = _where_given(
+            select(PaymentRow).order_by(PaymentRow.created_at, PaymentRow.id),
+            (PaymentRow.account_id, account_id),
+            (PaymentRow.order_id, order_id),
+        )
         async with self._tx() as session:
             return [self._payment(r) for r in await session.scalars(query)]
 
@@ -907,11 +920,11 @@ class Store:
         self, order_id: str | None = None, *, status: str | None = None
     ) -> list[OutboxEntry]:
         """The outbox's entries, oldest first; of one order, or in one status, when given."""
-        query = select(OutboxRow).order_by(OutboxRow.created_at, OutboxRow.purpose)
-        if order_id is not None:
-            query = query.where(OutboxRow.order_id == order_id)
-        if status is not None:
-            query = query.where(OutboxRow.status == status)
+        query = _where_given(
+            select(OutboxRow).order_by(OutboxRow.created_at, OutboxRow.purpose),
+            (OutboxRow.order_id, order_id),
+            (OutboxRow.status, status),
+        )
         async with self._tx() as session:
             return [self._outbox(r) for r in await session.scalars(query)]
 

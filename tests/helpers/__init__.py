@@ -1,17 +1,19 @@
 """Everything a test needs besides its fixtures (those are in tests/conftest.py), in one place:
 
-- builders: accounts, order items, orders, subscriptions, catalogs;
+- builders: accounts, order items, orders, subscriptions (``devtools.builders``), catalogs;
 - stores: stores on SQLite and PostgreSQL;
 - workers: worker settings, workers, starting, running and awaiting orders;
 - polling: ``eventually`` and ``reaches`` a status;
 - mail: what arrived at the SMTP sink;
 - processes: ``worker.py`` as a process of its own;
-- temporal: the Temporal servers and CLI.
+- temporal: the Temporal servers and CLI;
+- cli: the ``checkout`` command run in this process.
 
 The local-stack tools that are not only for tests (free ports, the SMTP sink, the Temporal
 binaries) are in the top-level ``devtools`` package.
 """
 
+from devtools.builders import paid_subscription
 from tests.helpers.builders import (
     TRIAL,
     account,
@@ -19,10 +21,10 @@ from tests.helpers.builders import (
     catalog_with,
     now,
     order,
-    paid_subscription,
     seeded_account,
     trial,
 )
+from tests.helpers.cli import Cli, point_checkout_at, run_checkout
 from tests.helpers.mail import mail_arrived, mail_of, purposes, text_of
 from tests.helpers.polling import eventually, reaches, state_of
 from tests.helpers.processes import (
@@ -56,6 +58,7 @@ __all__ = [
     "EXIT_WITHIN",
     "REPO",
     "TRIAL",
+    "Cli",
     "MakeSettings",
     "WorkerProcess",
     "account",
@@ -76,9 +79,11 @@ __all__ = [
     "order",
     "paid_subscription",
     "place_order",
+    "point_checkout_at",
     "purposes",
     "reaches",
     "result_of",
+    "run_checkout",
     "run_order",
     "run_worker_to_exit",
     "seeded_account",

@@ -1,4 +1,5 @@
-"""What a test feeds the checkout: accounts, order items, orders, subscriptions and catalogs."""
+"""What a test feeds the checkout: accounts, order items, orders and catalogs (a paid
+subscription's record is ``devtools.builders.paid_subscription``, shared with the benchmarks)."""
 
 from __future__ import annotations
 
@@ -63,25 +64,6 @@ def order(account_id: str, *items: dict[str, Any], **fields: Any) -> dict[str, A
         "account_id": account_id,
         "items": list(items) or [buy()],
         "payment_method": "pm_card_visa",
-    }
-    values.update(fields)
-    return values
-
-
-def paid_subscription(
-    start: datetime, end: datetime | None = None, **fields: Any
-) -> dict[str, Any]:
-    """An active subscription paid from ``start`` to ``end`` (a year later by default): 5 annual
-    seats of Remote Support Standard for 1450.00, unless ``fields`` say otherwise."""
-    values: dict[str, Any] = {
-        "product": "remote-support",
-        "plan": "standard",
-        "seats": 5,
-        "billing_cycle": "annual",
-        "status": "active",
-        "current_period_start": start.isoformat(),
-        "current_period_end": (end or start.replace(year=start.year + 1)).isoformat(),
-        "period_amount": "1450.00",
     }
     values.update(fields)
     return values
