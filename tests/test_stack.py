@@ -120,7 +120,7 @@ async def test_stack_runs_the_demo_and_stops_what_it_started(tmp_path: Path) -> 
     port, smtp_port = free_port(), free_port()
     args = [
         "--port", str(port), "--ui-port", str(free_port()), "--smtp-port", str(smtp_port),
-        "--data-dir", str(tmp_path),
+        "--codec-port", str(free_port()), "--data-dir", str(tmp_path),
         "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'checkout.db'}",
     ]  # fmt: skip
     code, out, err = await run_stack(*args)
@@ -162,7 +162,8 @@ async def test_stack_reuses_a_running_server(dev_env: WorkflowEnvironment, tmp_p
     """With a server already on the port, the stack uses it and leaves it running."""
     port = int(dev_env.client.service_client.config.target_host.rsplit(":", 1)[1])
     code, out, err = await run_stack(
-        "--port", str(port), "--smtp-port", str(free_port()), "--data-dir", str(tmp_path),
+        "--port", str(port), "--smtp-port", str(free_port()), "--codec-port", str(free_port()),
+        "--data-dir", str(tmp_path),
         "--database-url", f"sqlite+aiosqlite:///{tmp_path / 'checkout.db'}",
     )  # fmt: skip
     assert code == 0, out + err
