@@ -34,10 +34,12 @@ PROJECT = frozenset(
         "benchmarks",
         "chaos",
         "devtools",
+        "docs",
         "tests",
     }
 )
-PROGRAMS = frozenset({"cli", "demo", "worker", "starter", "benchmarks", "chaos"})
+#: docs/ holds one program: the script that takes the operator guide's screenshots.
+PROGRAMS = frozenset({"cli", "demo", "worker", "starter", "benchmarks", "chaos", "docs"})
 #: What a workflow may import besides ``checkout`` and itself.
 SDK = frozenset({"temporalio"})
 #: Folders that hold no source of ours.
