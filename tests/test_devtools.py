@@ -3,14 +3,20 @@ keeps, files and refuses what arrives as a real SMTP server would."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
 
+from checkout.contract import SEARCH_ATTRIBUTES
 from devtools import LOOPBACK, SmtpSink, free_port, tool_path
+from devtools.temporal import dev_server_command, start_dev_server, stop_process
 
 
 def message(message_id: str, subject: str = "Your order") -> EmailMessage:
@@ -106,3 +112,29 @@ async def test_a_stopped_sink_refuses_connections_and_comes_back_on_its_port() -
         await send(sink, message("<b@x>"))
         (kept,) = await sink.wait_for(1)
     assert kept["Message-ID"] == "<b@x>"
+
+
+async def test_the_dev_server_it_starts_answers_with_our_search_attributes(tmp_path: Path) -> None:
+    """start_dev_server runs the command on loopback with its state and log in the folder, our
+    search attributes registered; stop_process ends it."""
+    port = free_port()
+    server = start_dev_server(dev_server_command(tmp_path, port, SEARCH_ATTRIBUTES), tmp_path)
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "temporal.log").read_text()
+            try:
+                client = await Client.connect(f"{LOOPBACK}:{port}")
+                listed = await client.operator_service.list_search_attributes(
+                    ListSearchAttributesRequest(namespace="default")
+                )
+                break
+            except (RuntimeError, RPCError):
+                assert asyncio.get_running_loop().time() < deadline, "no answer within 60 s"
+                await asyncio.sleep(0.25)
+    finally:
+        stop_process(server, within=10)
+    assert {key.name for key in SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
+    assert server.returncode is not None
+    assert (tmp_path / "temporal.db").is_file()
+    assert (tmp_path / "temporal.log").is_file()
