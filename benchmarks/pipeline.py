@@ -58,7 +58,8 @@ from checkout.models import Account, CheckoutResult, Decision
 from checkout.store import Store
 from devtools import free_port
 from devtools.builders import paid_subscription
-from devtools.temporal import dev_server_command, start_dev_server, stop_process
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -32,7 +32,8 @@ from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, Telemetr
 
 from checkout.contract import SEARCH_ATTRIBUTES
 from devtools import tool_path
-from devtools.temporal import dev_server_command, start_dev_server, stop_process
+from devtools.process import spawn_logged, stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -414,16 +415,7 @@ class WorkerPool:
     def _spawn(self) -> WorkerProcess:
         self.started += 1
         log_path = self.root / f"worker-{self.started:02d}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn_logged([sys.executable, "worker.py"], log_path, cwd=REPO, env=self.env)
         worker = WorkerProcess(proc, log_path)
         self.workers.append(worker)
         return worker

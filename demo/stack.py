@@ -56,7 +56,8 @@ from checkout.store import Store
 from checkout.summary import order_summary
 from cli import render
 from demo.codec import KEYS_VAR, TOKEN_VAR, DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
-from devtools.temporal import dev_server_command, start_dev_server, stop_process
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 from worker import run_worker
 
 log = logging.getLogger("demo.stack")

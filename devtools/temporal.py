@@ -17,6 +17,7 @@ from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKe
 
 from devtools.binaries import tool_path
 from devtools.net import LOOPBACK
+from devtools.process import spawn_logged
 
 #: The type names ``--search-attribute NAME=TYPE`` takes.
 _TYPE_NAMES = {
@@ -71,26 +72,7 @@ def dev_server_command(
 
 def start_dev_server(command: Sequence[str], folder: Path) -> subprocess.Popen[bytes]:
     """Start ``command`` (from :func:`dev_server_command`) with its output appended to
-    ``folder/temporal.log``, in a session of its own: Ctrl-C reaches the caller only, which
-    stops the server after what uses it. Not waited on: the caller waits until it answers."""
+    ``folder/temporal.log`` (see :func:`devtools.process.spawn_logged`); not waited on: the
+    caller waits until it answers, and stops it with :func:`devtools.process.stop_process`."""
     folder.mkdir(parents=True, exist_ok=True)
-    with (folder / "temporal.log").open("ab") as log:
-        return subprocess.Popen(  # noqa: S603 - our own command line, from dev_server_command
-            command,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def stop_process(process: subprocess.Popen[bytes], within: float) -> None:
-    """SIGTERM, and SIGKILL if it has not exited ``within`` seconds; returns once it is gone."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=within)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    return spawn_logged(command, folder / "temporal.log")
