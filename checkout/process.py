@@ -18,3 +18,11 @@ def exit_process(code: int) -> NoReturn:
         with suppress(Exception):
             stream.flush()
     os._exit(code)
+
+
+def finish(code: int, *, owns_process: bool) -> int:
+    """The end of a program's ``main``: ``code`` for a caller in this process, else the process
+    ends with it (:func:`exit_process`)."""
+    if owns_process:
+        exit_process(code)
+    return code

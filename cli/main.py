@@ -17,7 +17,7 @@ from temporalio.service import RPCError
 
 from checkout.catalog import CatalogError
 from checkout.config import ConfigError, Settings
-from checkout.process import exit_process
+from checkout.process import finish
 from cli import accounts, admin, emails, orders, products
 from cli.common import EXIT_ORDER_NOT_COMPLETED, CliError, Handler, one_line
 
@@ -78,9 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         except KeyboardInterrupt:
             print("checkout: interrupted", file=sys.stderr)
             code = 130
-    if argv is None:
-        exit_process(code)
-    return code
+    return finish(code, owns_process=argv is None)
 
 
 if __name__ == "__main__":

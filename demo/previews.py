@@ -79,10 +79,47 @@ class Preview:
     product_name: str | None = None
 
 
+#: The preview customers by locale and reverse charge: German or Finnish (English) at home,
+#: Austrian or Dutch with a VAT ID. Names carry an ampersand, so the HTML shows the escaping.
+_CUSTOMERS: dict[tuple[str, bool], dict[str, str]] = {
+    ("de", False): {
+        "account_id": "acc-de",
+        "name": "Müller & Söhne Logistik GmbH",
+        "billing_email": "einkauf@mueller-soehne.example",
+        "country": "DE",
+        "locale": "de",
+        "timezone": "Europe/Berlin",
+    },
+    ("en", False): {
+        "account_id": "acc-fi",
+        "name": "Lehtinen & Koski Oy",
+        "billing_email": "billing@lehtinen-koski.example",
+        "country": "FI",
+        "locale": "en",
+        "timezone": "Europe/Helsinki",
+    },
+    ("de", True): {
+        "account_id": "acc-at",
+        "name": "Berger & Huber Steuerberatung GmbH",
+        "billing_email": "buchhaltung@berger-huber.example",
+        "country": "AT",
+        "locale": "de_AT",
+        "timezone": "Europe/Vienna",
+    },
+    ("en", True): {
+        "account_id": "acc-nl",
+        "name": "De Vries & Bakker B.V.",
+        "billing_email": "finance@devries-bakker.example",
+        "country": "NL",
+        "locale": "en",
+        "timezone": "Europe/Amsterdam",
+    },
+}
+
+
 def _customer(locale: str, *, reverse_charge: bool = False, corporate: bool = False) -> Account:
-    """A customer of the locale: a German company in Berlin or a Finnish one (English) in
-    Helsinki; with ``reverse_charge``, one in Vienna or Amsterdam with a VAT ID. Names carry an
-    ampersand, so the HTML shows the escaping."""
+    """The customer of the locale (``_CUSTOMERS``); one at home already subscribes to remote
+    support, unless it is ``corporate`` (and then buys on invoice)."""
     subscriptions = [
         Subscription(
             product="remote-support",
@@ -95,45 +132,10 @@ def _customer(locale: str, *, reverse_charge: bool = False, corporate: bool = Fa
             period_amount=Decimal("1450.00"),
         )
     ]
+    fields = _CUSTOMERS["de" if locale == "de" else "en", reverse_charge]
     if reverse_charge:
-        if locale == "de":
-            return Account(
-                account_id="acc-at",
-                name="Berger & Huber Steuerberatung GmbH",
-                billing_email="buchhaltung@berger-huber.example",
-                country="AT",
-                locale="de_AT",
-                timezone="Europe/Vienna",
-            )
-        return Account(
-            account_id="acc-nl",
-            name="De Vries & Bakker B.V.",
-            billing_email="finance@devries-bakker.example",
-            country="NL",
-            locale="en",
-            timezone="Europe/Amsterdam",
-        )
-    if locale == "de":
-        return Account(
-            account_id="acc-de",
-            name="Müller & Söhne Logistik GmbH",
-            billing_email="einkauf@mueller-soehne.example",
-            country="DE",
-            locale="de",
-            timezone="Europe/Berlin",
-            corporate=corporate,
-            subscriptions=[] if corporate else subscriptions,
-        )
-    return Account(
-        account_id="acc-fi",
-        name="Lehtinen & Koski Oy",
-        billing_email="billing@lehtinen-koski.example",
-        country="FI",
-        locale="en",
-        timezone="Europe/Helsinki",
-        corporate=corporate,
-        subscriptions=[] if corporate else subscriptions,
-    )
+        return Account(**fields)
+    return Account(**fields, corporate=corporate, subscriptions=[] if corporate else subscriptions)
 
 
 def _invoice(

