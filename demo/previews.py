@@ -21,7 +21,6 @@ import argparse
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,10 +46,10 @@ from checkout.models import (
     OrderItem,
     SendEmailInput,
     Subscription,
-    SubscriptionStatus,
     VatCheck,
 )
 from checkout.pricing import price_order
+from devtools.builders import paid_subscription
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -121,16 +120,7 @@ def _customer(locale: str, *, reverse_charge: bool = False, corporate: bool = Fa
     """The customer of the locale (``_CUSTOMERS``); one at home already subscribes to remote
     support, unless it is ``corporate`` (and then buys on invoice)."""
     subscriptions = [
-        Subscription(
-            product="remote-support",
-            plan="standard",
-            seats=5,
-            status=SubscriptionStatus.ACTIVE,
-            billing_cycle=BillingCycle.ANNUAL,
-            current_period_start=datetime(2026, 6, 1, tzinfo=UTC),
-            current_period_end=datetime(2027, 6, 1, tzinfo=UTC),
-            period_amount=Decimal("1450.00"),
-        )
+        Subscription.model_validate(paid_subscription(datetime(2026, 6, 1, tzinfo=UTC)))
     ]
     fields = _CUSTOMERS["de" if locale == "de" else "en", reverse_charge]
     if reverse_charge:
