@@ -239,7 +239,9 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
 
     # E-mails: one confirmation per order (one Message-ID each). A worker killed between the
     # SMTP server's acceptance and the outbox's record of it sends it again with the same
-    # Message-ID (docs/billing-rules.md, "E-mail delivery"): at most one such copy per kill.
+    # Message-ID (docs/billing-rules.md, "E-mail delivery"): at most one extra copy of each, and
+    # only of orders still running at the kill (one kill can catch several e-mails in that
+    # window at once: 8 orders run side by side here).
     counts = _confirmation_counts(smtp_sink)
     resent = 0
     for name, raw in orders.items():
@@ -248,7 +250,7 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         ]
         assert confirmation in ([1], [2]), (name, counts)
         resent += confirmation[0] - 1
-    assert resent <= 1, counts
+    assert resent <= running_at_kill, counts
     for account_id, product in trials:
         welcome = [
             n for mid, n in counts.items() if f"<trial_welcome.trial-{account_id}-{product}-" in mid
