@@ -250,12 +250,15 @@ async def test_worker_killed_mid_checkout_charges_each_order_once(
         ]
         assert confirmation in ([1], [2]), (name, counts)
         resent += confirmation[0] - 1
-    assert resent <= running_at_kill, counts
     for account_id, product in trials:
         welcome = [
             n for mid, n in counts.items() if f"<trial_welcome.trial-{account_id}-{product}-" in mid
         ]
-        assert welcome == [1], (account_id, counts)
+        # A trial's welcome goes out from its own workflow, which runs all along: the same
+        # window can catch it (a fresh-clone CI run saw one welcome twice, same Message-ID).
+        assert welcome in ([1], [2]), (account_id, counts)
+        resent += welcome[0] - 1
+    assert resent <= running_at_kill + len(trials), counts
     # Nothing else arrived: one copy of each, plus the resends counted above.
     assert sum(counts.values()) == len(orders) + len(trials) + resent, counts
 
