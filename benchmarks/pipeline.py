@@ -245,9 +245,9 @@ def cpu_of(s: Stack) -> dict[str, float]:
     return {name: cpu_seconds(pid) for name, pid in pids.items()} | {"bench": time.process_time()}
 
 
-def _cpu_row(before: dict[str, float], after: dict[str, float], orders: int) -> str:
-    used = {name: (after[name] - before[name]) * 1000 / orders for name in before}
-    return ", ".join(f"{name} {ms:.0f}" for name, ms in used.items() if ms >= 0.5)
+def _cpu_row(used: dict[str, float], orders: int) -> str:
+    per_order = {name: seconds * 1000 / orders for name, seconds in used.items()}
+    return ", ".join(f"{name} {ms:.0f}" for name, ms in per_order.items() if ms >= 0.5)
 
 
 def rss_mib(pid: int) -> float:
@@ -308,6 +308,45 @@ async def run_all(
     return list(timed), time.perf_counter() - started
 
 
+@dataclass
+class Rounds:
+    """What one side did in the alternating rounds: its timings, the time they took in all,
+    and the CPU seconds each process used meanwhile."""
+
+    timed: list[Timed] = field(default_factory=list)
+    took: float = 0.0
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    async def run(
+        self,
+        s: Stack,
+        orders: list[Order],
+        in_flight: int,
+        run: Callable[[Stack, Order], Awaitable[Timed]],
+    ) -> None:
+        before = cpu_of(s)
+        timed, took = await run_all(s, orders, in_flight, run)
+        after = cpu_of(s)
+        self.timed += timed
+        self.took += took
+        for name in before:
+            self.cpu[name] = self.cpu.get(name, 0.0) + after[name] - before[name]
+
+
+async def _fifty_in_flight(
+    s: Stack, head: list[Order], args: argparse.Namespace
+) -> tuple[Rounds, Rounds]:
+    """Throughput and latency at ``--in-flight``: the checkout on ``head``, the floor on as many
+    workflows, in alternating rounds, so that other work on the machine weighs on both alike."""
+    checkout, floor = Rounds(), Rounds()
+    size = -(-len(head) // args.rounds)
+    for start in range(0, len(head), size):
+        batch = head[start : start + size]
+        await checkout.run(s, batch, args.in_flight, place)
+        await floor.run(s, batch, args.in_flight, floor_run)
+    return checkout, floor
+
+
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
@@ -363,13 +402,8 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
             await run_all(s, latency_orders[:3], 1, floor_run)
             one, _ = await run_all(s, latency_orders[3:], 1, place)
             floor_one, _ = await run_all(s, latency_orders[3:], 1, floor_run)
-            # 50 in flight: throughput and latency, the floor on the same orders' count.
             head = orders[: args.throughput]
-            cpu_start = cpu_of(s)
-            fifty, took = await run_all(s, head, args.in_flight, place)
-            cpu_checkout = cpu_of(s)
-            floor_fifty, floor_took = await run_all(s, head, args.in_flight, floor_run)
-            cpu_floor = cpu_of(s)
+            fifty, floor_fifty = await _fifty_in_flight(s, head, args)
             done, rss_1k = len(head), float("nan")
             rest = orders[len(head) :]
             while rest:
@@ -389,7 +423,7 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
                 samples.setdefault(order.kind, []).append(figures)
             floor_figures = await history_figures(s.client, await _one_floor_id(s))
     simple, floor = samples["one_item"][0], floor_figures
-    rate, floor_rate = len(head) / took, len(head) / floor_took
+    rate, floor_rate = len(head) / fifty.took, len(head) / floor_fifty.took
     tasks = f"{simple['workflow tasks']} / {simple['activity']} / {simple['local activity']}"
     rows += [
         (
@@ -404,16 +438,16 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         ),
         (
             "decision p50 / p99, 50 in flight (floor: whole workflow)",
-            _ms([t.decision for t in fifty]),
-            _ms([t.result for t in floor_fifty]),
+            _ms([t.decision for t in fifty.timed]),
+            _ms([t.result for t in floor_fifty.timed]),
         ),
         (
             "CPU ms per order at 50 in flight, by process",
-            _cpu_row(cpu_start, cpu_checkout, len(head)),
-            _cpu_row(cpu_checkout, cpu_floor, len(head)),
+            _cpu_row(fifty.cpu, len(head)),
+            _cpu_row(floor_fifty.cpu, len(head)),
         ),
         ("full result p50 / p99, 1 in flight", _ms([t.result for t in one]), ""),
-        ("full result p50 / p99, 50 in flight", _ms([t.result for t in fifty]), ""),
+        ("full result p50 / p99, 50 in flight", _ms([t.result for t in fifty.timed]), ""),
         ("history events, one-item order", str(simple["events"]), str(floor["events"])),
         (
             "workflow tasks / activity tasks / local activities",
@@ -478,6 +512,12 @@ def main() -> None:
     parser.add_argument("--orders", type=int, default=10_000, help="orders in all (RSS at the end)")
     parser.add_argument("--throughput", type=int, default=300, help="orders timed at 50 in flight")
     parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternating checkout/floor rounds of the timed orders",
+    )
     parser.add_argument("--sequential", type=int, default=33, help="orders timed one at a time")
     parser.add_argument(
         "--profile-worker", type=Path, help="run the checkout worker under cProfile into this file"
