@@ -6,6 +6,8 @@ gateway, mailer, catalog, VAT verifier); ``worker.py`` builds and wires them.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
@@ -69,6 +71,8 @@ from checkout.models import (
     SendEmailInput,
     SettleInput,
     SubscriptionsResult,
+    SubscriptionTarget,
+    SubscriptionView,
     TargetsInput,
     Turn,
     TurnInput,
@@ -83,6 +87,21 @@ from checkout.store import OutboxEntry, StepUndone, Store, StoreUnavailable, Sub
 from checkout.vies import VatVerifier
 
 log = activity.logger
+
+
+async def _step(
+    apply: Callable[[str, str, list[SubscriptionTarget]], Awaitable[list[SubscriptionView]]],
+    request: TargetsInput,
+) -> SubscriptionsResult:
+    """One of the order's steps on the subscriptions (the store's ``apply_*``); a step undone
+    already, or a subscription changed since pricing, fails the activity for good."""
+    try:
+        subs = await apply(request.order_id, request.account_id, request.targets)
+    except StepUndone as exc:
+        raise ApplicationError(str(exc), type=STEP_ALREADY_UNDONE, non_retryable=True) from None
+    except SubscriptionChanged as exc:
+        raise ApplicationError(str(exc), type=SUBSCRIPTION_CHANGED, non_retryable=True) from None
+    return SubscriptionsResult(subscriptions=subs, attempt=activity.info().attempt)
 
 
 class CheckoutActivities(CheckoutSteps):
@@ -212,16 +231,9 @@ class CheckoutActivities(CheckoutSteps):
     @activity.defn
     async def charge_payment(self, request: ChargeInput) -> ChargeInfo:
         try:
-            payment = await self._gateway.charge(
-                ChargeRequest(
-                    idempotency_key=request.idempotency_key,
-                    account_id=request.account_id,
-                    order_id=request.order_id,
-                    payment_method=request.payment_method,
-                    amount=request.amount,
-                    currency=request.currency,
-                )
-            )
+            # The activity's input carries each of the gateway request's fields.
+            fields = {f.name: getattr(request, f.name) for f in dataclasses.fields(ChargeRequest)}
+            payment = await self._gateway.charge(ChargeRequest(**fields))
         except PaymentDeclined as exc:
             raise rejection(exc.reason, str(exc)) from None
         except IdempotencyConflict as exc:
@@ -365,18 +377,11 @@ class CheckoutActivities(CheckoutSteps):
                 f"provisioning of {', '.join(sorted(paused))} is paused",
                 type=PROVISIONING_UNAVAILABLE,
             )
-        try:
-            subs = await self._store.apply_provisioning(
-                request.order_id, request.account_id, request.targets
-            )
-        except StepUndone as exc:
-            raise ApplicationError(str(exc), type=STEP_ALREADY_UNDONE, non_retryable=True) from None
-        except SubscriptionChanged as exc:
-            raise ApplicationError(
-                str(exc), type=SUBSCRIPTION_CHANGED, non_retryable=True
-            ) from None
-        log.info("order %s: provisioned %s", request.order_id, [s.product for s in subs])
-        return SubscriptionsResult(subscriptions=subs, attempt=activity.info().attempt)
+        result = await _step(self._store.apply_provisioning, request)
+        log.info(
+            "order %s: provisioned %s", request.order_id, [s.product for s in result.subscriptions]
+        )
+        return result
 
     @activity.defn
     async def undo_provisioning(self, request: UndoInput) -> bool:
@@ -384,13 +389,7 @@ class CheckoutActivities(CheckoutSteps):
 
     @activity.defn
     async def reset_billing_anchor(self, request: TargetsInput) -> SubscriptionsResult:
-        try:
-            subs = await self._store.apply_anchor(
-                request.order_id, request.account_id, request.targets
-            )
-        except StepUndone as exc:
-            raise ApplicationError(str(exc), type=STEP_ALREADY_UNDONE, non_retryable=True) from None
-        return SubscriptionsResult(subscriptions=subs, attempt=activity.info().attempt)
+        return await _step(self._store.apply_anchor, request)
 
     @activity.defn
     async def undo_billing_anchor(self, request: UndoInput) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime
 
 from temporalio import activity
 from temporalio.client import Client, WorkflowExecutionStatus
@@ -193,16 +194,13 @@ class Reconciler:
         email: EmailInfo | None = None
         if charge is not None or invoice is not None:
             email = await self._email(
-                SendEmailInput(
-                    order_id=order.order_id,
-                    account_id=order.account_id,
-                    purpose=EmailPurpose.COMPENSATION,
-                    invoice=plan.invoice if plan else None,
-                    reason=Reason.OPERATOR_COMPENSATED.value,
-                    message=message,
-                    refund=refund,
-                    paid_by_invoice=invoice is not None,
-                )
+                order,
+                EmailPurpose.COMPENSATION,
+                plan,
+                invoice,
+                reason=Reason.OPERATOR_COMPENSATED.value,
+                message=message,
+                refund=refund,
             )
         done = charge is not None or invoice is not None or plan is not None
         result = CheckoutResult(
@@ -231,14 +229,11 @@ class Reconciler:
             if s.product in products
         ]
         email = await self._email(
-            SendEmailInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                purpose=EmailPurpose.CONFIRMATION,
-                invoice=plan.invoice if plan else None,
-                paid_by_invoice=invoice is not None,
-                due_date=invoice.due_date if invoice else None,
-            )
+            order,
+            EmailPurpose.CONFIRMATION,
+            plan,
+            invoice,
+            due_date=invoice.due_date if invoice else None,
         )
         result = CheckoutResult(
             order_id=order.order_id,
@@ -251,7 +246,30 @@ class Reconciler:
         )
         await self._record(order, result)
 
-    async def _email(self, request: SendEmailInput) -> EmailInfo:
+    async def _email(
+        self,
+        order: OrderRecord,
+        purpose: EmailPurpose,
+        plan: CheckoutPlan | None,
+        invoice_payment: PaymentRecord | None,
+        *,
+        due_date: datetime | None = None,
+        reason: str | None = None,
+        message: str | None = None,
+        refund: ChargeInfo | None = None,
+    ) -> EmailInfo:
+        """The order's e-mail of ``purpose``, as its run would have sent it."""
+        request = SendEmailInput(
+            order_id=order.order_id,
+            account_id=order.account_id,
+            purpose=purpose,
+            invoice=plan.invoice if plan else None,
+            paid_by_invoice=invoice_payment is not None,
+            due_date=due_date,
+            reason=reason,
+            message=message,
+            refund=refund,
+        )
         try:
             return await self._activities.send_email(request)
         except Exception as exc:  # the repair stands; the outbox shows the e-mail as failed

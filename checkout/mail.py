@@ -289,6 +289,11 @@ class EmailContext(BaseModel):
         return sum(line.new_seats for line in self.invoice.lines)
 
 
+#: What the context takes from the send-email activity's input as it is there; ``due_date`` is
+#: the caller's to give.
+_AS_REQUESTED = (set(EmailContext.model_fields) & set(SendEmailInput.model_fields)) - {"due_date"}
+
+
 def email_context(
     request: SendEmailInput,
     account: Account,
@@ -300,22 +305,12 @@ def email_context(
     """The context for a send-email activity's input and the account it goes to (and the
     catalog, for the seller's details)."""
     return EmailContext(
-        purpose=request.purpose,
+        **{name: value for name, value in request if name in _AS_REQUESTED},
         locale=account.locale,
         timezone=account.timezone,
         account_name=account.name,
-        order_id=request.order_id,
-        invoice=request.invoice,
-        payment_method=request.payment_method,
-        paid_by_invoice=request.paid_by_invoice,
         due_date=due_date,
-        refund=request.refund,
-        reason=request.reason,
-        message=request.message,
         product_name=product_name or request.product,
-        trial_end=request.trial_end,
-        credit_note=request.credit_note,
-        card=request.card,
         catalog=catalog,
     )
 

@@ -158,22 +158,32 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         plan_name=plan.name,
         previous=_previous(current) if current is not None and kind is LineKind.CHANGE else None,
     )
-    target = SubscriptionTarget(
-        product=item.product,
-        plan=item.plan,
-        seats=item.seats,
-        status=SubscriptionStatus.ACTIVE,
-        billing_cycle=item.billing_cycle,
-        current_period_start=anchor,
-        current_period_end=end,
-        # A trial that converts keeps its trial_end: it records that the trial was used.
-        trial_end=current.trial_end if current is not None else None,
+    # A trial that converts keeps its trial_end: it records that the trial was used.
+    trial_end = current.trial_end if current is not None else None
+    return line, _target(line, SubscriptionStatus.ACTIVE, trial_end, current)
+
+
+def _target(
+    line: InvoiceLine,
+    status: SubscriptionStatus,
+    trial_end: datetime | None,
+    current: Subscription | None,
+) -> SubscriptionTarget:
+    """What ``line`` makes of its subscription, ``current`` before the order."""
+    return SubscriptionTarget(
+        product=line.product,
+        plan=line.plan,
+        seats=line.seats,
+        status=status,
+        billing_cycle=line.billing_cycle,
+        current_period_start=line.period_start,
+        current_period_end=line.period_end,
+        trial_end=trial_end,
         # What the new period was paid with: the charge plus the credit carried over from the old
         # one. Storing only the charge would shrink the credit of a second change in one period.
-        period_amount=amount,
+        period_amount=line.amount,
         priced_on=PricedOn(subscription=current),
     )
-    return line, target
 
 
 def _price_in(currency: str, product: Product, plan: Plan, where: str) -> Price:
@@ -233,19 +243,7 @@ def _trial_line(  # noqa: PLR0917 - as _paid_line
         product_name=product.name,
         plan_name=plan.name,
     )
-    target = SubscriptionTarget(
-        product=item.product,
-        plan=item.plan,
-        seats=item.seats,
-        status=SubscriptionStatus.TRIALING,
-        billing_cycle=None,
-        current_period_start=anchor,
-        current_period_end=trial_end,
-        trial_end=trial_end,
-        period_amount=zero(currency),
-        priced_on=PricedOn(subscription=current),
-    )
-    return line, target
+    return line, _target(line, SubscriptionStatus.TRIALING, trial_end, current)
 
 
 def price_order(

@@ -13,6 +13,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from dataclasses import KW_ONLY, dataclass
 from typing import Any, Literal
 
 from checkout.echo import escape, quote
@@ -35,21 +36,14 @@ class ViesUnavailable(Exception):
     """VIES could not answer this time."""
 
 
+@dataclass
 class VatVerifier:
-    def __init__(
-        self,
-        mode: Literal["offline", "vies"] = "offline",
-        *,
-        vies_url: str = "",
-        attempts: int = 3,
-        backoff_seconds: float = 1.0,
-        timeout_seconds: float = 10.0,
-    ) -> None:
-        self.mode = mode
-        self.vies_url = vies_url
-        self.attempts = attempts
-        self.backoff_seconds = backoff_seconds
-        self.timeout_seconds = timeout_seconds
+    mode: Literal["offline", "vies"] = "offline"
+    _: KW_ONLY
+    vies_url: str = ""
+    attempts: int = 3
+    backoff_seconds: float = 1.0
+    timeout_seconds: float = 10.0
 
     async def verify(self, vat_id: str, country: str) -> VatCheck:
         """The compact VAT ID and whether it is valid or unverified; raises InvalidVatId."""

@@ -7,6 +7,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -410,6 +411,19 @@ _BY_HELP = (
 )
 
 
+def _on_order(
+    commands: Any,
+    name: str,
+    handler: Callable[[argparse.Namespace, Settings], Awaitable[int]],
+    help_: str,
+) -> Any:
+    """A command on one checkout, named by its ORDER_ID."""
+    command = commands.add_parser(name, help=help_)
+    command.add_argument("order_id", metavar="ORDER_ID")
+    command.set_defaults(handler=handler)
+    return command
+
+
 def add_commands(commands: Any) -> None:
     submit = commands.add_parser(
         "submit", help="place an order file and print its decision (update-with-start)"
@@ -428,10 +442,8 @@ def add_commands(commands: Any) -> None:
     quote_.add_argument("--json", action="store_true", help="print the invoice as JSON")
     quote_.set_defaults(handler=cmd_quote)
 
-    status = commands.add_parser("status", help="where a checkout is (the status query)")
-    status.add_argument("order_id", metavar="ORDER_ID")
+    status = _on_order(commands, "status", cmd_status, "where a checkout is (the status query)")
     status.add_argument("--json", action="store_true", help="print the CheckoutState as JSON")
-    status.set_defaults(handler=cmd_status)
 
     listing = commands.add_parser("list", help="checkouts, newest first")
     statuses = [s.value for s in CheckoutStatus]
@@ -443,22 +455,16 @@ def add_commands(commands: Any) -> None:
     listing.add_argument("--json", action="store_true", help="print the checkouts as JSON")
     listing.set_defaults(handler=cmd_list)
 
-    retry = commands.add_parser("retry", help="run provisioning again (NeedsAttention only)")
-    retry.add_argument("order_id", metavar="ORDER_ID")
-    retry.set_defaults(handler=cmd_retry)
+    _on_order(commands, "retry", cmd_retry, "run provisioning again (NeedsAttention only)")
 
-    compensate = commands.add_parser("compensate", help="undo everything and end Compensated")
-    compensate.add_argument("order_id", metavar="ORDER_ID")
+    compensate = _on_order(
+        commands, "compensate", cmd_compensate, "undo everything and end Compensated"
+    )
     compensate.add_argument("--reason", required=True, metavar="R")
-    compensate.set_defaults(handler=cmd_compensate)
 
-    approve = commands.add_parser("approve", help="approve a corporate order")
-    approve.add_argument("order_id", metavar="ORDER_ID")
+    approve = _on_order(commands, "approve", cmd_approve, "approve a corporate order")
     approve.add_argument("--by", metavar="NAME", help=_BY_HELP)
-    approve.set_defaults(handler=cmd_approve)
 
-    reject = commands.add_parser("reject", help="reject a corporate order")
-    reject.add_argument("order_id", metavar="ORDER_ID")
+    reject = _on_order(commands, "reject", cmd_reject, "reject a corporate order")
     reject.add_argument("--by", metavar="NAME", help=_BY_HELP)
     reject.add_argument("--reason", required=True, metavar="R")
-    reject.set_defaults(handler=cmd_reject)

@@ -8,14 +8,15 @@ there before.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from alembic import command
 from alembic.config import Config
@@ -46,6 +47,7 @@ from checkout.models import (
 )
 from checkout.store.schema import (
     AccountRow,
+    Base,
     InvoiceNumberRow,
     InvoiceSequenceRow,
     OrderLockRow,
@@ -56,6 +58,9 @@ from checkout.store.schema import (
     ProductFlagRow,
     SubscriptionRow,
 )
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -183,6 +188,8 @@ def _check_priced_on(target: SubscriptionTarget, row: SubscriptionRow | None) ->
 
 
 _Query = TypeVar("_Query", bound=Select[Any])
+_Row = TypeVar("_Row")
+_T = TypeVar("_T")
 
 
 def _where_given(query: _Query, *given: tuple[QueryableAttribute[Any], object]) -> _Query:
@@ -227,6 +234,22 @@ class OutboxEntry:
     last_error: str | None = None
 
 
+_Record = TypeVar("_Record", bound="DataclassInstance")
+
+
+def _from_row(record: type[_Record], row: Base) -> _Record:
+    """The record with each field's value taken from the row's column of the same name."""
+    return record(**{f.name: getattr(row, f.name) for f in dataclasses.fields(record)})
+
+
+def _order_record(row: OrderRow) -> OrderRecord:
+    return _from_row(OrderRecord, row)
+
+
+def _outbox(row: OutboxRow) -> OutboxEntry:
+    return _from_row(OutboxEntry, row)
+
+
 class Store:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -269,6 +292,16 @@ class Store:
                 raise StoreUnavailable(f"database unavailable: {type(exc).__name__}") from exc
             raise
 
+    async def _all(self, query: Select[_Row], convert: Callable[[_Row], _T]) -> list[_T]:
+        """Each row the query selects, converted."""
+        async with self._tx() as session:
+            return [convert(r) for r in await session.scalars(query)]
+
+    async def _triples(self, query: Select[str, str, str]) -> list[tuple[str, str, str]]:
+        """The rows the query selects, as plain tuples."""
+        async with self._tx() as session:
+            return [(a, b, c) for a, b, c in await session.execute(query)]
+
     # --- accounts -------------------------------------------------------------------------------
 
     async def import_accounts(self, accounts: Sequence[Account]) -> None:
@@ -301,18 +334,8 @@ class Store:
             if row is None:
                 return None
             subs = await self._subscription_rows(session, account_id)
-            return Account(
-                account_id=row.account_id,
-                name=row.name,
-                billing_email=row.billing_email,
-                country=row.country,
-                locale=row.locale,
-                currency=row.currency,
-                timezone=row.timezone,
-                corporate=row.corporate,
-                payment_customer_id=row.payment_customer_id,
-                subscriptions=[_sub_from_row(s) for s in subs],
-            )
+            account = Account.model_validate(row, from_attributes=True)
+            return account.model_copy(update={"subscriptions": [_sub_from_row(s) for s in subs]})
 
     async def account_view(self, account_id: str) -> AccountView | None:
         account = await self.get_account(account_id)
@@ -431,31 +454,21 @@ class Store:
             (PaymentRow.account_id, account_id),
             (PaymentRow.order_id, order_id),
         )
-        async with self._tx() as session:
-            return [self._payment(r) for r in await session.scalars(query)]
+        return await self._all(query, self._payment)
 
     @staticmethod
     def _payment(row: PaymentRow) -> PaymentRecord:
-        return PaymentRecord(
-            id=row.id,
-            kind=row.kind,  # pydantic checks it against the Literal
-            amount=row.amount,
-            currency=row.currency,
-            order_id=row.order_id,
-            status=row.status,
-            failure_code=row.failure_code,
-            due_date=row.due_date,
-            created_at=row.created_at,
-            account_id=row.account_id,
-            card=CardDetails(
-                brand=row.card_brand,
-                last4=row.card_last4,
-                exp_month=row.card_exp_month,
-                exp_year=row.card_exp_year,
-            )
-            if row.card_brand and row.card_last4
-            else None,
+        # pydantic checks ``kind`` and ``status`` against their Literals.
+        payment = PaymentRecord.model_validate(row, from_attributes=True)
+        if not (row.card_brand and row.card_last4):
+            return payment
+        card = CardDetails(
+            brand=row.card_brand,
+            last4=row.card_last4,
+            exp_month=row.card_exp_month,
+            exp_year=row.card_exp_year,
         )
+        return payment.model_copy(update={"card": card})
 
     # --- order steps: provisioning and the billing anchor ---------------------------------------
 
@@ -767,35 +780,21 @@ class Store:
     async def order(self, order_id: str) -> OrderRecord | None:
         async with self._tx() as session:
             row = await session.get(OrderRow, order_id)
-            return None if row is None else self._order_record(row)
+            return None if row is None else _order_record(row)
 
     async def unfinished_orders(self) -> list[OrderRecord]:
         async with self._tx() as session:
             rows = await session.scalars(
                 select(OrderRow).where(OrderRow.result.is_(None)).order_by(OrderRow.created_at)
             )
-            return [self._order_record(r) for r in rows]
+            return [_order_record(r) for r in rows]
 
     async def held_locks(self) -> list[tuple[str, str, str]]:
         """(order_id, account_id, product) of every place in line not yet released."""
-        async with self._tx() as session:
-            rows = await session.execute(
-                select(OrderLockRow.order_id, OrderLockRow.account_id, OrderLockRow.product)
-                .where(OrderLockRow.released_at.is_(None))
-                .order_by(OrderLockRow.id)
-            )
-            return [(o, a, p) for o, a, p in rows]
-
-    @staticmethod
-    def _order_record(row: OrderRow) -> OrderRecord:
-        return OrderRecord(
-            order_id=row.order_id,
-            account_id=row.account_id,
-            run_id=row.run_id,
-            status=row.status,
-            result=row.result,
-            plan=row.plan,
-            created_at=row.created_at,
+        return await self._triples(
+            select(OrderLockRow.order_id, OrderLockRow.account_id, OrderLockRow.product)
+            .where(OrderLockRow.released_at.is_(None))
+            .order_by(OrderLockRow.id)
         )
 
     # --- invoice numbers ------------------------------------------------------------------------
@@ -845,20 +844,18 @@ class Store:
     async def invoice_numbers(self, prefix: str, year: int) -> list[tuple[str, str, str]]:
         """(number, order_id, kind) of a prefix and year, in the order they were given."""
         start = f"{prefix}-{year:04d}-"
-        async with self._tx() as session:
-            rows = await session.execute(
-                select(InvoiceNumberRow.number, InvoiceNumberRow.order_id, InvoiceNumberRow.kind)
-                .where(InvoiceNumberRow.number.startswith(start))
-                .order_by(InvoiceNumberRow.number)
-            )
-            return [(n, o, k) for n, o, k in rows]
+        return await self._triples(
+            select(InvoiceNumberRow.number, InvoiceNumberRow.order_id, InvoiceNumberRow.kind)
+            .where(InvoiceNumberRow.number.startswith(start))
+            .order_by(InvoiceNumberRow.number)
+        )
 
     # --- e-mail outbox --------------------------------------------------------------------------
 
     async def outbox_entry(self, order_id: str, purpose: str) -> OutboxEntry | None:
         async with self._tx() as session:
             row = await session.get(OutboxRow, (order_id, purpose))
-            return None if row is None else self._outbox(row)
+            return None if row is None else _outbox(row)
 
     async def outbox_begin(
         self, *, order_id: str, purpose: str, message_id: str, recipient: str, subject: str
@@ -881,7 +878,7 @@ class Store:
                 session.add(row)
             if row.status != "sent":
                 row.attempts += 1
-            return self._outbox(row)
+            return _outbox(row)
 
     async def outbox_finish(
         self,
@@ -925,8 +922,7 @@ class Store:
             (OutboxRow.order_id, order_id),
             (OutboxRow.status, status),
         )
-        async with self._tx() as session:
-            return [self._outbox(r) for r in await session.scalars(query)]
+        return await self._all(query, _outbox)
 
     async def outbox_message(self, order_id: str, purpose: str) -> str | None:
         """The e-mail as it was last handed to the SMTP server (None before any try)."""
@@ -954,17 +950,4 @@ class Store:
                 row.last_error = None
             else:
                 row.last_error = (error or "")[:2000]
-            return self._outbox(row)
-
-    @staticmethod
-    def _outbox(row: OutboxRow) -> OutboxEntry:
-        return OutboxEntry(
-            order_id=row.order_id,
-            purpose=row.purpose,
-            message_id=row.message_id,
-            recipient=row.recipient,
-            status=row.status,
-            attempts=row.attempts,
-            sent_at=row.sent_at,
-            last_error=row.last_error,
-        )
+            return _outbox(row)

@@ -1,51 +1,54 @@
-"""accounts, subscriptions, payments, order steps, e-mail outbox, product flags
-
-Revision ID: 0001
-Revises:
-Create Date: 2026-11-26
-"""
+"""accounts, subscriptions, payments, order steps, e-mail outbox, product flags"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from checkout.migrations.columns import (
+    CURRENCY,
+    EMAIL,
+    ID,
+    MONEY,
+    TEXT,
+    TS,
+    WORD,
+    optional,
+    required,
+    serial,
+)
+
 revision = "0001"
 down_revision = None
-branch_labels = None
-depends_on = None
-
-MONEY = sa.String(40)
-TS = sa.DateTime(timezone=False)
 
 
 def upgrade() -> None:
     op.create_table(
         "accounts",
-        sa.Column("account_id", sa.String(64), nullable=False),
-        sa.Column("name", sa.String(200), nullable=False),
-        sa.Column("billing_email", sa.String(254), nullable=False),
-        sa.Column("country", sa.String(2), nullable=False),
-        sa.Column("locale", sa.String(16), nullable=False),
-        sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("timezone", sa.String(64), nullable=False),
-        sa.Column("corporate", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", TS, nullable=False),
+        required("account_id", ID),
+        required("name", sa.String(200)),
+        required("billing_email", EMAIL),
+        required("country", sa.String(2)),
+        required("locale", sa.String(16)),
+        required("currency", CURRENCY),
+        required("timezone", sa.String(64)),
+        required("corporate", sa.Boolean()),
+        required("updated_at", TS),
         sa.PrimaryKeyConstraint("account_id", name="pk_accounts"),
     )
     op.create_table(
         "subscriptions",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
-        sa.Column("account_id", sa.String(64), nullable=False),
-        sa.Column("product", sa.String(64), nullable=False),
-        sa.Column("plan", sa.String(64), nullable=False),
-        sa.Column("seats", sa.Integer(), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("billing_cycle", sa.String(16), nullable=True),
-        sa.Column("current_period_start", TS, nullable=False),
-        sa.Column("current_period_end", TS, nullable=False),
-        sa.Column("trial_end", TS, nullable=True),
-        sa.Column("period_amount", MONEY, nullable=False),
+        serial("id"),
+        required("account_id", ID),
+        required("product", ID),
+        required("plan", sa.String(64)),
+        required("seats", sa.Integer()),
+        required("status", WORD),
+        optional("billing_cycle", WORD),
+        required("current_period_start", TS),
+        required("current_period_end", TS),
+        optional("trial_end", TS),
+        required("period_amount", MONEY),
         sa.ForeignKeyConstraint(
             ["account_id"],
             ["accounts.account_id"],
@@ -57,19 +60,19 @@ def upgrade() -> None:
     )
     op.create_table(
         "payments",
-        sa.Column("id", sa.String(64), nullable=False),
-        sa.Column("idempotency_key", sa.String(200), nullable=False),
-        sa.Column("account_id", sa.String(64), nullable=False),
-        sa.Column("order_id", sa.String(64), nullable=True),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("amount", MONEY, nullable=False),
-        sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("failure_code", sa.String(64), nullable=True),
-        sa.Column("payment_method", sa.String(128), nullable=True),
-        sa.Column("refunded_payment_id", sa.String(64), nullable=True),
-        sa.Column("due_date", TS, nullable=True),
-        sa.Column("created_at", TS, nullable=False),
+        required("id", ID),
+        required("idempotency_key", sa.String(200)),
+        required("account_id", ID),
+        optional("order_id", ID),
+        required("kind", WORD),
+        required("amount", MONEY),
+        required("currency", CURRENCY),
+        required("status", WORD),
+        optional("failure_code", sa.String(64)),
+        optional("payment_method", sa.String(128)),
+        optional("refunded_payment_id", ID),
+        optional("due_date", TS),
+        required("created_at", TS),
         sa.PrimaryKeyConstraint("id", name="pk_payments"),
         sa.UniqueConstraint("idempotency_key", name="uq_payments_idempotency_key"),
     )
@@ -77,37 +80,37 @@ def upgrade() -> None:
     op.create_index("ix_payments_order_id", "payments", ["order_id"])
     op.create_table(
         "order_steps",
-        sa.Column("order_id", sa.String(64), nullable=False),
-        sa.Column("step", sa.String(32), nullable=False),
-        sa.Column("account_id", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("before", sa.Text(), nullable=False),
-        sa.Column("after", sa.Text(), nullable=False),
-        sa.Column("applied_at", TS, nullable=False),
-        sa.Column("undone_at", TS, nullable=True),
+        required("order_id", ID),
+        required("step", sa.String(32)),
+        required("account_id", ID),
+        required("status", WORD),
+        required("before", TEXT),
+        required("after", TEXT),
+        required("applied_at", TS),
+        optional("undone_at", TS),
         sa.PrimaryKeyConstraint("order_id", "step", name="pk_order_steps"),
     )
     op.create_index("ix_order_steps_account_id", "order_steps", ["account_id"])
     op.create_table(
         "email_outbox",
-        sa.Column("order_id", sa.String(64), nullable=False),
-        sa.Column("purpose", sa.String(32), nullable=False),
-        sa.Column("message_id", sa.String(255), nullable=False),
-        sa.Column("recipient", sa.String(254), nullable=False),
-        sa.Column("subject", sa.String(255), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("last_error", sa.Text(), nullable=True),
-        sa.Column("created_at", TS, nullable=False),
-        sa.Column("sent_at", TS, nullable=True),
+        required("order_id", ID),
+        required("purpose", sa.String(32)),
+        required("message_id", sa.String(255)),
+        required("recipient", EMAIL),
+        required("subject", sa.String(255)),
+        required("status", WORD),
+        required("attempts", sa.Integer()),
+        optional("last_error", TEXT),
+        required("created_at", TS),
+        optional("sent_at", TS),
         sa.PrimaryKeyConstraint("order_id", "purpose", name="pk_email_outbox"),
         sa.UniqueConstraint("message_id", name="uq_email_outbox_message_id"),
     )
     op.create_table(
         "product_flags",
-        sa.Column("product", sa.String(64), nullable=False),
-        sa.Column("paused", sa.Boolean(), nullable=False),
-        sa.Column("updated_at", TS, nullable=False),
+        required("product", ID),
+        required("paused", sa.Boolean()),
+        required("updated_at", TS),
         sa.PrimaryKeyConstraint("product", name="pk_product_flags"),
     )
 

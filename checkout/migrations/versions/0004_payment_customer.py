@@ -1,30 +1,25 @@
 """payment customers and card details: an account's customer at the payment provider (Stripe),
-and the card each charge used as the gateway reported it (brand, last 4 digits, expiry)
-
-Revision ID: 0004
-Revises: 0003
-Create Date: 2026-11-27
-"""
+and the card each charge used as the gateway reported it (brand, last 4 digits, expiry)"""
 
 from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
 
+from checkout.migrations.columns import optional
+
 revision = "0004"
 down_revision = "0003"
-branch_labels = None
-depends_on = None
 
 
 def upgrade() -> None:
     # Nullable columns: SQLite adds them without rebuilding the table, and existing rows need
     # no value (sandbox accounts have no customer; earlier charges reported no card).
-    op.add_column("accounts", sa.Column("payment_customer_id", sa.String(255), nullable=True))
-    op.add_column("payments", sa.Column("card_brand", sa.String(32), nullable=True))
-    op.add_column("payments", sa.Column("card_last4", sa.String(4), nullable=True))
-    op.add_column("payments", sa.Column("card_exp_month", sa.Integer(), nullable=True))
-    op.add_column("payments", sa.Column("card_exp_year", sa.Integer(), nullable=True))
+    op.add_column("accounts", optional("payment_customer_id", sa.String(255)))
+    op.add_column("payments", optional("card_brand", sa.String(32)))
+    op.add_column("payments", optional("card_last4", sa.String(4)))
+    op.add_column("payments", optional("card_exp_month", sa.Integer()))
+    op.add_column("payments", optional("card_exp_year", sa.Integer()))
 
 
 def downgrade() -> None:
