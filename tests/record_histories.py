@@ -9,7 +9,8 @@ histories are those of the code before the ``checkout-v2`` patch):
 
 ``FOLDER`` (under tests/histories/, default ``v2``) keeps a new patch's recordings beside the
 older ones: ``v2-parked-email`` holds the paths that park, recorded with the ``parked-email``
-patch. It starts its own dev server, SQLite store and SMTP sink; nothing else needs to run.
+patch; ``v2-trial-attributes`` the trial paths since the checkout sets a trial's AccountId with
+its start. It starts its own dev server, SQLite store and SMTP sink; nothing else needs to run.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from temporalio import workflow
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.common import RawValue
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -88,6 +89,27 @@ def test_parked_email_histories_took_the_parked_email_path() -> None:
         json.dumps({"id": PARKED_EMAIL, "deprecated": False}, separators=(",", ":")).encode()
     ).decode()
     assert all(marker in p.read_text(encoding="utf-8") for p in folder)
+
+
+def test_trial_attributes_histories_start_trials_with_their_account() -> None:
+    """Trials recorded since the checkout sets AccountId with the trial's start carry it in their
+    start event and upsert nothing, while the v2 recordings keep testing trials that upserted it
+    themselves."""
+
+    def trial_events(folder: str) -> list[list[str]]:
+        histories = [load(p) for p in HISTORIES if p.parent.name == folder]
+        return [
+            [EventType.Name(e.event_type) for e in h.events]
+            for h in histories
+            if h.events[0].workflow_execution_started_event_attributes.workflow_type.name
+            == "TrialWorkflow"
+        ]
+
+    upsert = "EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES"
+    new, old = trial_events("v2-trial-attributes"), trial_events("v2")
+    assert len(new) == len(old) == 2
+    assert all(upsert not in events for events in new)
+    assert all(upsert in events for events in old)
 
 
 def workflow_type(path: Path) -> str:

@@ -8,6 +8,7 @@ import asyncio
 from datetime import timedelta
 
 import pytest
+from temporalio.api.enums.v1 import EventType
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.contract import trial_workflow_id
@@ -38,7 +39,8 @@ async def test_short_trial_reminds_at_once_and_expires_on_time(
     dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings, smtp_sink: SmtpSink
 ) -> None:
     """An 8-second trial: trialing at once, reminder straight away, expired with 0 seats and an
-    e-mail when the 8 s are up; its workflow shows AccountId only and a summary naming Meetings."""
+    e-mail when the 8 s are up; its workflow shows AccountId only (set with its start, no upsert)
+    and a summary naming Meetings."""
     acc = await seeded_account(store, name="Muster GmbH", billing_email="trial@kunde.example")
     settings = make_settings()
     catalog = catalog_with("meetings", trial_length="PT8S")
@@ -82,6 +84,10 @@ async def test_short_trial_reminds_at_once_and_expires_on_time(
                 assert personal not in str(value)
         summary = await described.static_summary()
         assert summary is not None and "Meetings" in summary, summary
+        # AccountId came with the start (the checkout sets it): the trial upserts nothing.
+        history = await handle.fetch_history()
+        kinds = {event.event_type for event in history.events}
+        assert EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES not in kinds
 
         state = await asyncio.wait_for(handle.result(), timeout=30)
         closed = (await handle.describe()).close_time

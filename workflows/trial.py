@@ -13,6 +13,7 @@ import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
@@ -77,6 +78,10 @@ async def start_trials(order: Order, plan: CheckoutPlan, steps_done: list[str]) 
                 id=trial_id,
                 task_queue=workflow.info().task_queue,
                 parent_close_policy=ParentClosePolicy.ABANDON,
+                # Set with the start, so the trial needs no upsert of its own (see run).
+                search_attributes=TypedSearchAttributes(
+                    [SearchAttributePair(ACCOUNT_ID, order.account_id)]
+                ),
                 static_summary=f"Trial of {line.product_name or line.product}:"
                 f" {line.seats} seats until {line.period_end.date().isoformat()}",
             )
@@ -114,7 +119,10 @@ class TrialWorkflow:
     async def run(self, trial: TrialInput) -> TrialState:
         self._input = trial
         # AccountId only: CheckoutStatus holds the checkout's states, which a trial has none of.
-        workflow.upsert_search_attributes([ACCOUNT_ID.value_set(trial.account_id)])
+        # A checkout sets it with the start; only trials started without it (before it did,
+        # or by hand) upsert it. Decided by the start event alone, so replay takes the same way.
+        if workflow.info().typed_search_attributes.get(ACCOUNT_ID) != trial.account_id:
+            workflow.upsert_search_attributes([ACCOUNT_ID.value_set(trial.account_id)])
         self._details()
         await self._email(trial, EmailPurpose.TRIAL_WELCOME)
 
