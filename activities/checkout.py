@@ -83,7 +83,14 @@ from checkout.models import (
 )
 from checkout.quoting import check_account_vat_id, price
 from checkout.steps import CheckoutSteps
-from checkout.store import OutboxEntry, StepUndone, Store, StoreUnavailable, SubscriptionChanged
+from checkout.store import (
+    OutboxEntry,
+    ProductPaused,
+    StepUndone,
+    Store,
+    StoreUnavailable,
+    SubscriptionChanged,
+)
 from checkout.vies import VatVerifier
 
 log = activity.logger
@@ -196,14 +203,13 @@ class CheckoutActivities(CheckoutSteps):
         """Record how the order ended (only its own run may, and only once) and release its
         places in line; return the orders now first in line. The outcome is counted in the
         metrics when this call is the one that records it, so a retry does not count again."""
-        before = await self._store.order(order_id)
-        first = before is not None and before.run_id == run_id and before.result is None
-        wake = await self._store.finish_order(
-            order_id, run_id, result.status.value, result.model_dump_json()
+        return await self._store.finish_order(
+            order_id,
+            run_id,
+            result.status.value,
+            result.model_dump_json(),
+            on_recorded=lambda: self.metrics.order_finished(result),
         )
-        if first:
-            self.metrics.order_finished(result)
-        return wake
 
     @activity.defn
     async def validate_vat_id(self, request: VatCheckInput) -> VatCheck:
@@ -370,14 +376,11 @@ class CheckoutActivities(CheckoutSteps):
 
     @activity.defn
     async def provision_subscriptions(self, request: TargetsInput) -> SubscriptionsResult:
-        paused = await self._store.paused_products() & {t.product for t in request.targets}
-        if paused:
+        try:
+            result = await _step(self._store.apply_provisioning, request)
+        except ProductPaused as exc:
             # An outage as the provisioning backend would have one: retryable.
-            raise ApplicationError(
-                f"provisioning of {', '.join(sorted(paused))} is paused",
-                type=PROVISIONING_UNAVAILABLE,
-            )
-        result = await _step(self._store.apply_provisioning, request)
+            raise ApplicationError(str(exc), type=PROVISIONING_UNAVAILABLE) from None
         log.info(
             "order %s: provisioned %s", request.order_id, [s.product for s in result.subscriptions]
         )

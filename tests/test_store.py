@@ -30,6 +30,7 @@ from checkout.models import (
 )
 from checkout.store import (
     OrderClaimRecord,
+    ProductPaused,
     StepUndone,
     Store,
     StoreUnavailable,
@@ -330,6 +331,27 @@ async def test_apply_provisioning_creates_a_new_subscription(store: Store) -> No
     assert [v.product for v in views] == ["meetings"]
     assert views[0].seats == 3
     assert views[0].current_period_start == T
+
+
+async def test_apply_provisioning_refuses_paused_products_until_resumed(store: Store) -> None:
+    """A paused product is refused in the step's own transaction, with nothing changed; once
+    resumed the step applies, and a repeat returns what was applied even if paused again."""
+    account_id = await seeded(store)
+    await store.set_paused("meetings", True)
+    await store.set_paused("backup", True)
+    new = target("meetings", plan="business", seats=3)
+
+    with pytest.raises(ProductPaused) as refused:
+        await store.apply_provisioning("ord-1", account_id, [new, target("remote-support")])
+    assert refused.value.products == ["meetings"]
+    assert set(await by_product(store, account_id)) == {"remote-support"}
+    assert await store.step_status("ord-1", "provision") is None
+
+    await store.set_paused("meetings", False)
+    views = await store.apply_provisioning("ord-1", account_id, [new])
+    await store.set_paused("meetings", True)
+    assert await store.apply_provisioning("ord-1", account_id, [new]) == views
+    assert (await by_product(store, account_id))["meetings"].seats == 3
 
 
 async def test_apply_provisioning_changes_existing_but_not_its_period(store: Store) -> None:

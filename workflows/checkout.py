@@ -269,8 +269,14 @@ class CheckoutWorkflow:
             return await self._v1.run(raw_order)
         try:
             result = await self._run(raw_order)
-        finally:
+        except GeneratorExit:
+            # The run is evicted from the worker's cache and its coroutine closed: no workflow
+            # call may run now (details included), and the next worker replays it anyway.
+            raise
+        except BaseException:
             self._refresh_details()
+            raise
+        self._refresh_details()
         # A decision asked for in the last moment still gets its answer.
         await workflow.wait_condition(workflow.all_handlers_finished)
         return result

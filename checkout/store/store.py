@@ -76,6 +76,15 @@ class SubscriptionChanged(Exception):
     would charge for seats twice or lose another order's change."""
 
 
+class ProductPaused(Exception):
+    """Provisioning of these products is paused (``checkout products pause``): an outage as the
+    product's own backend would have one, which heals once it is resumed."""
+
+    def __init__(self, products: Sequence[str]) -> None:
+        super().__init__(f"provisioning of {', '.join(products)} is paused")
+        self.products = list(products)
+
+
 class StoreUnavailable(Exception):
     """The database cannot be reached or dropped the connection: an outage that heals."""
 
@@ -492,7 +501,9 @@ class Store:
                 row.billing_cycle = target.billing_cycle.value if target.billing_cycle else None
                 row.trial_end = target.trial_end
 
-        return await self._apply_step(order_id, account_id, "provision", targets, mutate)
+        return await self._apply_step(
+            order_id, account_id, "provision", targets, mutate, refuse_paused=True
+        )
 
     async def apply_anchor(
         self, order_id: str, account_id: str, targets: Sequence[SubscriptionTarget]
@@ -520,6 +531,8 @@ class Store:
         step: Step,
         targets: Sequence[SubscriptionTarget],
         mutate: Any,
+        *,
+        refuse_paused: bool = False,
     ) -> list[SubscriptionView]:
         products = [t.product for t in targets]
         async with self._tx() as session:
@@ -531,6 +544,15 @@ class Store:
                     raise StepUndone(f"order {order_id}: step {step} was undone already")
                 after = json.loads(done.after)
                 return [SubscriptionView.model_validate(s) for s in after]
+            if refuse_paused:
+                # In the step's own transaction: no round trip of its own for the check.
+                paused = await session.scalars(
+                    select(ProductFlagRow.product)
+                    .where(ProductFlagRow.paused, ProductFlagRow.product.in_(products))
+                    .order_by(ProductFlagRow.product)
+                )
+                if found := list(paused):
+                    raise ProductPaused(found)
             rows = {
                 r.product: r
                 for r in await self._subscription_rows(session, account_id, lock=True)
@@ -749,19 +771,31 @@ class Store:
                 wake.append(first)
         return wake
 
-    async def finish_order(self, order_id: str, run_id: str, status: str, result: str) -> list[str]:
-        """Record how the order ended (only its own run may) and release its places in line, in
-        one transaction; return the orders that are now first in line, to be woken."""
+    async def finish_order(
+        self,
+        order_id: str,
+        run_id: str,
+        status: str,
+        result: str,
+        on_recorded: Callable[[], None] | None = None,
+    ) -> list[str]:
+        """Record how the order ended (only its own run may, and only once) and release its
+        places in line, in one transaction; return the orders that are now first in line, to be
+        woken. ``on_recorded`` is called when this call is the one that records the outcome."""
         async with self._tx() as session:
             row = await session.get(OrderRow, order_id, with_for_update=True)
             if row is None or row.run_id != run_id:
                 return []
             await _lock_queue(session, row.account_id)
-            if row.result is None:
+            recorded = row.result is None
+            if recorded:
                 row.status = status
                 row.result = result
                 row.finished_at = _now()
-            return await self._release(session, order_id)
+            wake = await self._release(session, order_id)
+        if recorded and on_recorded is not None:
+            on_recorded()
+        return wake
 
     async def release_order(self, order_id: str) -> list[str]:
         """Release what an order holds in line (reconcile, after its repair)."""
