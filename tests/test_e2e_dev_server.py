@@ -29,6 +29,7 @@ from tests.helpers import (
     MakeSettings,
     account,
     address_of,
+    assert_rejected,
     checkout_handle,
     checkout_worker,
     eventually,
@@ -189,19 +190,8 @@ async def test_json_orders_started_with_the_temporal_cli(
     # A cart: 12 x 4.00 monthly bought, a free trial beside it.
     assert totals("cart") == (Decimal("48.00"), Decimal("9.12"), Decimal("57.12"))
     # Declined card, bad VAT ID, malformed JSON.
-    assert (results["declined"].status, results["declined"].reason) == (
-        ResultStatus.REJECTED,
-        "card_declined",
-    )
-    assert (results["bad_vat"].status, results["bad_vat"].reason) == (
-        ResultStatus.REJECTED,
-        "invalid_vat_id",
-    )
-    for name in ("malformed", "broken"):
-        assert (results[name].status, results[name].reason) == (
-            ResultStatus.REJECTED,
-            "invalid_order",
-        )
+    rejected = {"declined": "card_declined", "bad_vat": "invalid_vat_id"}
+    assert_rejected(results, rejected | dict.fromkeys(("malformed", "broken"), "invalid_order"))
     assert results["malformed"].message is not None
     assert "items" in results["malformed"].message
 

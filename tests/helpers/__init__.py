@@ -43,6 +43,7 @@ from tests.helpers.temporal import dev_server, temporal_cli, time_skipping_serve
 from tests.helpers.workers import (
     MakeSettings,
     activities_with,
+    assert_rejected,
     checkout_handle,
     checkout_worker,
     end_trial,
@@ -64,6 +65,7 @@ __all__ = [
     "account",
     "activities_with",
     "address_of",
+    "assert_rejected",
     "buy",
     "catalog_with",
     "checkout_env",

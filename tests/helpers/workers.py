@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -17,7 +17,7 @@ from temporalio.worker import Worker
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id, trial_workflow_id
-from checkout.models import CheckoutResult
+from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
 from devtools import LOOPBACK, SmtpSink, free_port
 from tests.helpers.stores import store_url
@@ -127,6 +127,12 @@ async def result_of(handle: WorkflowHandle[Any, Any], within: float = 90) -> Che
         raise AssertionError(f"order did not end in time; status: {state}") from None
     assert isinstance(result, CheckoutResult)
     return result
+
+
+def assert_rejected(results: Mapping[str, CheckoutResult], reasons: Mapping[str, str]) -> None:
+    """Each of the named ``results`` was rejected, for the reason ``reasons`` gives it."""
+    got = {name: (results[name].status, results[name].reason) for name in reasons}
+    assert got == {name: (ResultStatus.REJECTED, reason) for name, reason in reasons.items()}
 
 
 async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutResult:
