@@ -134,34 +134,31 @@ def trial_line() -> InvoiceLine:
     )
 
 
-def standard_invoice(lines: list[InvoiceLine] | None = None) -> Invoice:
-    return Invoice(
-        currency="EUR",
-        lines=lines or [new_line()],
-        net=Decimal("1450.00"),
-        tax_treatment=TaxTreatment.STANDARD,
-        vat_country="DE",
-        vat_rate=Decimal("0.19"),
-        vat=Decimal("275.50"),
-        total=Decimal("1725.50"),
-        seller_vat_id="IE9731845N",
-        seller_name="Kestrel Cloud Ltd",
-    )
+def standard_invoice(lines: list[InvoiceLine] | None = None, **overrides: Any) -> Invoice:
+    """A German customer's invoice at 19 % VAT, 1450.00 net, unless ``overrides`` say otherwise."""
+    values: dict[str, Any] = {
+        "currency": "EUR",
+        "lines": lines or [new_line()],
+        "net": Decimal("1450.00"),
+        "tax_treatment": TaxTreatment.STANDARD,
+        "vat_country": "DE",
+        "vat_rate": Decimal("0.19"),
+        "vat": Decimal("275.50"),
+        "total": Decimal("1725.50"),
+        "seller_vat_id": "IE9731845N",
+        "seller_name": "Kestrel Cloud Ltd",
+    }
+    return Invoice(**(values | overrides))
 
 
 def reverse_charge_invoice() -> Invoice:
-    return Invoice(
-        currency="EUR",
-        lines=[new_line()],
-        net=Decimal("1450.00"),
+    return standard_invoice(
         tax_treatment=TaxTreatment.REVERSE_CHARGE,
         vat_country="AT",
         vat_rate=Decimal(0),
         vat=Decimal("0.00"),
         total=Decimal("1450.00"),
         customer_vat_id="ATU13585627",
-        seller_vat_id="IE9731845N",
-        seller_name="Kestrel Cloud Ltd",
     )
 
 
@@ -435,15 +432,14 @@ def test_confirmation_paid_by_invoice_shows_due_date_not_card() -> None:
 
 def test_confirmation_nothing_due_says_so() -> None:
     """An order with nothing due (trials only) speaks of the trial and says nothing is charged."""
-    invoice = Invoice(
-        currency="EUR",
-        lines=[trial_line()],
-        net=Decimal("0.00"),
-        tax_treatment=TaxTreatment.STANDARD,
-        vat_country="DE",
-        vat_rate=Decimal("0.19"),
-        vat=Decimal("0.00"),
-        total=Decimal("0.00"),
+    nothing = Decimal("0.00")
+    invoice = standard_invoice(
+        [trial_line()],
+        net=nothing,
+        vat=nothing,
+        total=nothing,
+        seller_vat_id=None,
+        seller_name=None,
     )
     rendered = render_email(context(invoice=invoice, payment_method=None, card=None))
     assert rendered.subject == (
