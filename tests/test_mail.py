@@ -51,6 +51,7 @@ from checkout.models import (
     TaxTreatment,
 )
 from tests.helpers import account
+from tests.helpers.invoices import new_line, standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -59,8 +60,6 @@ if TYPE_CHECKING:
 DASH = "\N{EN DASH}"
 #: Between seats and unit price in an amount's explanation.
 TIMES = "\N{MULTIPLICATION SIGN}"
-T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
-YEAR_LATER = datetime(2027, 11, 26, 10, 15, tzinfo=UTC)
 MONTH_LATER = datetime(2026, 12, 26, 10, 15, tzinfo=UTC)
 TRIAL_END = datetime(2026, 12, 10, 10, 15, tzinfo=UTC)
 SENDER = "Kestrel Cloud Billing <no-reply@billing.kestrel.example>"
@@ -68,26 +67,6 @@ RECIPIENT = "billing@muster.example"
 
 
 # --- builders -----------------------------------------------------------------------------------
-
-
-def new_line(**overrides: Any) -> InvoiceLine:
-    values: dict[str, Any] = {
-        "product": "remote-support",
-        "plan": "premium",
-        "seats": 5,
-        "billing_cycle": BillingCycle.ANNUAL,
-        "kind": LineKind.NEW,
-        "unit_price": Decimal("290.00"),
-        "amount": Decimal("1450.00"),
-        "credit": Decimal("0.00"),
-        "period_start": T0,
-        "period_end": YEAR_LATER,
-        "new_seats": 5,
-        "product_name": "Remote Support",
-        "plan_name": "Premium",
-    }
-    values.update(overrides)
-    return InvoiceLine(**values)
 
 
 def change_line() -> InvoiceLine:
@@ -132,23 +111,6 @@ def trial_line() -> InvoiceLine:
         product_name="Password Vault",
         plan_name="Teams",
     )
-
-
-def standard_invoice(lines: list[InvoiceLine] | None = None, **overrides: Any) -> Invoice:
-    """A German customer's invoice at 19 % VAT, 1450.00 net, unless ``overrides`` say otherwise."""
-    values: dict[str, Any] = {
-        "currency": "EUR",
-        "lines": lines or [new_line()],
-        "net": Decimal("1450.00"),
-        "tax_treatment": TaxTreatment.STANDARD,
-        "vat_country": "DE",
-        "vat_rate": Decimal("0.19"),
-        "vat": Decimal("275.50"),
-        "total": Decimal("1725.50"),
-        "seller_vat_id": "IE9731845N",
-        "seller_name": "Kestrel Cloud Ltd",
-    }
-    return Invoice(**(values | overrides))
 
 
 def reverse_charge_invoice() -> Invoice:
