@@ -136,6 +136,11 @@ def subscription(**fields: Any) -> dict[str, Any]:
     return values
 
 
+def subscriber(**fields: Any) -> Account:
+    """``make_account`` holding one subscription, ``subscription(**fields)``."""
+    return make_account(subscriptions=[subscription(**fields)])
+
+
 def price(
     order: Order,
     account: Account | None = None,
@@ -539,7 +544,7 @@ def test_several_items_are_priced_together() -> None:
 
 def test_adding_seats_is_a_change_with_prorated_credit() -> None:
     """2 → 5 seats mid-period: full new period, credit = unused share of what was paid."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     # Unused: 2026-11-26T10:15Z → 2026-12-01: 4 d 13 h 45 min = 395 100 s of 2 592 000 s.
     # 20.00 x 395 100 / 2 592 000 = 3.0486 → 3.05
     plan = price(make_order(item(seats=5)), account)
@@ -560,7 +565,7 @@ def test_adding_seats_is_a_change_with_prorated_credit() -> None:
 def test_a_second_change_credits_the_whole_value_of_the_first() -> None:
     """Two changes in one period: the second credits the full 50.00 the first period was
     worth, not only the 46.95 charged for it."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     first = price(make_order(item(seats=5)), account)
     (target,) = first.targets
     changed = make_account(
@@ -581,14 +586,10 @@ def test_a_second_change_credits_the_whole_value_of_the_first() -> None:
 
 def test_change_credit_is_based_on_what_was_paid_not_todays_price() -> None:
     """The credit comes from period_amount (a discounted 12.00), not 2 seats x today's 10.00."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                period_amount="12.00",
-                current_period_start="2026-11-11T10:15:00Z",
-                current_period_end="2026-12-11T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        period_amount="12.00",
+        current_period_start="2026-11-11T10:15:00Z",
+        current_period_end="2026-12-11T10:15:00Z",
     )
     # 15 of 30 days unused: 12.00 / 2 = 6.00 (today's price would give 10.00)
     (line,) = price(make_order(item(seats=3)), account).invoice.lines
@@ -597,14 +598,10 @@ def test_change_credit_is_based_on_what_was_paid_not_todays_price() -> None:
 
 def test_change_credit_rounds_half_up() -> None:
     """A credit of exactly 5.005 is 5.01 on the invoice line."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                period_amount="10.01",
-                current_period_start="2026-04-01T00:00:00Z",
-                current_period_end="2026-05-01T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        period_amount="10.01",
+        current_period_start="2026-04-01T00:00:00Z",
+        current_period_end="2026-05-01T00:00:00Z",
     )
     plan = price(make_order(item(seats=3)), account, at=dt("2026-04-16T00:00:00Z"))
     assert plan.invoice.lines[0].credit == Decimal("5.01")
@@ -620,7 +617,7 @@ def test_change_credit_rounds_half_up() -> None:
 )
 def test_another_plan_or_cycle_is_a_change(change: dict[str, Any], amount: Decimal) -> None:
     """Switching plan or billing cycle of a paid subscription is a change line with credit."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     (line,) = price(make_order(item(**change)), account).invoice.lines
     assert line.kind is LineKind.CHANGE
     assert line.amount == amount
@@ -630,13 +627,9 @@ def test_another_plan_or_cycle_is_a_change(change: dict[str, Any], amount: Decim
 
 def test_change_after_the_period_ended_gets_no_credit() -> None:
     """When t is at or after the current period end the credit is 0."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                current_period_start="2026-10-26T10:15:00Z",
-                current_period_end="2026-11-26T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        current_period_start="2026-10-26T10:15:00Z",
+        current_period_end="2026-11-26T10:15:00Z",
     )
     (line,) = price(make_order(item(seats=3)), account).invoice.lines
     assert line.kind is LineKind.CHANGE
@@ -645,7 +638,7 @@ def test_change_after_the_period_ended_gets_no_credit() -> None:
 
 def test_seat_decrease_is_downgrade_not_supported() -> None:
     """Fewer seats than the current subscription is downgrade_not_supported."""
-    account = make_account(subscriptions=[subscription(seats=5, period_amount="50.00")])
+    account = subscriber(seats=5, period_amount="50.00")
     error = rejected(make_order(item(seats=4, plan="pro")), account)
     assert error.reason is Reason.DOWNGRADE_NOT_SUPPORTED
     assert "items[0].seats" in error.message
@@ -653,16 +646,12 @@ def test_seat_decrease_is_downgrade_not_supported() -> None:
 
 def test_change_that_costs_less_than_the_credit_is_downgrade_not_supported() -> None:
     """annual → monthly right after paying: amount - credit < 0 is downgrade_not_supported."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                seats=5,
-                billing_cycle="annual",
-                period_amount="500.00",
-                current_period_start="2026-11-25T10:15:00Z",
-                current_period_end="2027-11-25T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        seats=5,
+        billing_cycle="annual",
+        period_amount="500.00",
+        current_period_start="2026-11-25T10:15:00Z",
+        current_period_end="2027-11-25T10:15:00Z",
     )
     error = rejected(make_order(item(seats=5)), account)
     assert error.reason is Reason.DOWNGRADE_NOT_SUPPORTED
@@ -670,15 +659,11 @@ def test_change_that_costs_less_than_the_credit_is_downgrade_not_supported() -> 
 
 def test_change_whose_credit_equals_the_amount_is_allowed_and_free() -> None:
     """amount - credit = 0 is not negative: allowed, nothing due, no payment method needed."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                seats=4,
-                period_amount="100.00",
-                current_period_start="2026-11-11T10:15:00Z",
-                current_period_end="2026-12-11T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        seats=4,
+        period_amount="100.00",
+        current_period_start="2026-11-11T10:15:00Z",
+        current_period_end="2026-12-11T10:15:00Z",
     )
     plan = price(make_order(item(seats=5), payment_method=None), account)
     (line,) = plan.invoice.lines
@@ -739,25 +724,21 @@ def test_one_trial_per_product_ever(existing: dict[str, Any]) -> None:
 
 def test_trial_of_another_product_is_still_available() -> None:
     """Having one product does not use up the trial of another."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     plan = price(make_order(item("gamma", mode="trial")), account)
     assert plan.invoice.lines[0].kind is LineKind.TRIAL
 
 
 def test_buying_a_product_in_trial_starts_a_paid_period_without_credit() -> None:
     """Buying during the trial: kind new, credit 0, full period from t, trial converted."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                status="trialing",
-                billing_cycle=None,
-                seats=3,
-                period_amount="0.00",
-                current_period_start="2026-11-20T00:00:00Z",
-                current_period_end="2026-12-04T00:00:00Z",
-                trial_end="2026-12-04T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        status="trialing",
+        billing_cycle=None,
+        seats=3,
+        period_amount="0.00",
+        current_period_start="2026-11-20T00:00:00Z",
+        current_period_end="2026-12-04T00:00:00Z",
+        trial_end="2026-12-04T00:00:00Z",
     )
     plan = price(make_order(item(seats=3, billing_cycle="annual")), account)
     (line,) = plan.invoice.lines
@@ -770,15 +751,11 @@ def test_buying_a_product_in_trial_starts_a_paid_period_without_credit() -> None
 
 def test_buying_a_product_in_trial_gets_no_credit_even_if_period_amount_is_set() -> None:
     """A trial is never credited, whatever period_amount the record carries."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                status="trialing",
-                billing_cycle=None,
-                period_amount="99.00",
-                trial_end="2026-12-01T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        status="trialing",
+        billing_cycle=None,
+        period_amount="99.00",
+        trial_end="2026-12-01T00:00:00Z",
     )
     (line,) = price(make_order(item(seats=2)), account).invoice.lines
     assert (line.kind, line.credit) == (LineKind.NEW, Decimal("0.00"))
@@ -831,7 +808,7 @@ def test_vat_is_computed_once_on_the_net_not_per_line() -> None:
 
 def test_net_subtracts_credits_before_vat() -> None:
     """net = Σ(amount - credit) across new and change lines, VAT on that net."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     invoice = price(make_order(item(seats=5), item("beta", seats=2)), account).invoice
     # alpha: 50.00 - 3.05; beta: 3.00 → net 49.95; VAT 9.4905 → 9.49
     assert invoice.net == Decimal("49.95")
