@@ -816,69 +816,61 @@ def test_net_subtracts_credits_before_vat() -> None:
     assert invoice.total == Decimal("59.44")
 
 
-def test_seller_country_customer_pays_seller_rate_even_with_a_vat_id() -> None:
-    """A customer in the seller's country pays standard VAT at the seller's rate, VAT ID or not."""
-    vat = VatCheck(vat_id="DE136695976", status="valid")
-    invoice = price(make_order(item(seats=3)), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "DE",
-        Decimal("0.19"),
-        Decimal("5.70"),
-    )
-
-
-def test_other_eu_business_with_valid_vat_id_is_reverse_charged() -> None:
-    """Another EU state + valid VAT ID: reverse charge, 0 VAT, both VAT IDs on the invoice."""
-    vat = VatCheck(vat_id="ATU13585627", status="valid")
-    invoice = price(make_order(item(seats=3)), make_account(country="AT"), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.REVERSE_CHARGE
-    assert (invoice.vat_rate, invoice.vat, invoice.total) == (
-        Decimal(0),
-        Decimal("0.00"),
-        Decimal("30.00"),
-    )
-    assert (invoice.customer_vat_id, invoice.seller_vat_id) == ("ATU13585627", "DE136695976")
-
-
-def test_unverified_vat_id_is_charged_like_a_consumer() -> None:
-    """An unverified VAT ID (VIES down) is treated as a consumer: standard VAT of the customer."""
-    vat = VatCheck(vat_id="ATU13585627", status="unverified")
-    invoice = price(make_order(item(seats=3)), make_account(country="AT"), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "AT",
-        Decimal("0.20"),
-        Decimal("6.00"),
-    )
-
-
-def test_other_eu_consumer_pays_their_own_countrys_rate() -> None:
-    """A consumer in another EU state pays that state's standard rate (FI 25.5 %)."""
-    invoice = price(make_order(item(seats=3)), make_account(country="FI")).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    # 30.00 x 0.255 = 7.65
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "FI",
-        Decimal("0.255"),
-        Decimal("7.65"),
-    )
-
-
-def test_vat_rate_follows_the_anchor_date() -> None:
-    """The rate in force on the anchor's day applies (FI 24 % before 2024-09-01)."""
+@pytest.mark.parametrize(
+    ("country", "vat", "at", "treatment", "vat_country", "rate", "vat_due"),
+    [
+        pytest.param(
+            "DE", VatCheck(vat_id="DE136695976", status="valid"), T,
+            TaxTreatment.STANDARD, "DE", "0.19", "5.70", id="seller_country_with_a_vat_id",
+        ),
+        pytest.param(
+            "AT", VatCheck(vat_id="ATU13585627", status="valid"), T,
+            TaxTreatment.REVERSE_CHARGE, "AT", "0", "0.00", id="other_eu_business_valid_vat_id",
+        ),
+        pytest.param(
+            "AT", VatCheck(vat_id="ATU13585627", status="unverified"), T,
+            TaxTreatment.STANDARD, "AT", "0.20", "6.00", id="unverified_vat_id_vies_down",
+        ),
+        pytest.param(
+            "FI", None, T,
+            TaxTreatment.STANDARD, "FI", "0.255", "7.65", id="other_eu_consumer",
+        ),
+        pytest.param(
+            "FI", None, dt("2024-08-31T12:00:00Z"),
+            TaxTreatment.STANDARD, "FI", "0.24", "7.20", id="rate_in_force_on_the_anchor_day",
+        ),
+        pytest.param(
+            "US", None, T,
+            TaxTreatment.OUTSIDE_SCOPE, None, "0", "0.00", id="outside_the_eu",
+        ),
+    ],
+)  # fmt: skip
+def test_vat_follows_the_customers_country_vat_id_and_the_anchor_day(
+    country: str,
+    vat: VatCheck | None,
+    at: datetime,
+    treatment: TaxTreatment,
+    vat_country: str | None,
+    rate: str,
+    vat_due: str,
+) -> None:
+    """VAT on 30.00 net: a customer in the seller's country pays the seller's rate, VAT ID or
+    not; another EU state with a valid VAT ID is reverse charged (0 VAT, both VAT IDs on the
+    invoice); an unverified VAT ID (VIES down) is charged like a consumer, who pays the
+    standard rate of their own state in force on the anchor's day (FI 25.5 %, 24 % before
+    2024-09-01); outside the EU no VAT and no VAT country."""
     invoice = price(
-        make_order(item(seats=3)), make_account(country="FI"), at=dt("2024-08-31T12:00:00Z")
+        make_order(item(seats=3)), make_account(country=country), at=at, vat=vat
     ).invoice
-    assert (invoice.vat_rate, invoice.vat) == (Decimal("0.24"), Decimal("7.20"))
-
-
-def test_customer_outside_the_eu_is_outside_scope() -> None:
-    """A customer outside the EU pays no VAT and the invoice names no VAT country."""
-    invoice = price(make_order(item(seats=3)), make_account(country="US")).invoice
-    assert invoice.tax_treatment is TaxTreatment.OUTSIDE_SCOPE
-    assert invoice.vat_country is None
-    assert (invoice.vat, invoice.total) == (Decimal("0.00"), Decimal("30.00"))
+    assert invoice.tax_treatment is treatment
+    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
+        vat_country,
+        Decimal(rate),
+        Decimal(vat_due),
+    )
+    assert invoice.total == Decimal("30.00") + Decimal(vat_due)
+    customer_vat_id = vat.vat_id if vat else None
+    assert (invoice.customer_vat_id, invoice.seller_vat_id) == (customer_vat_id, "DE136695976")
 
 
 # --- the shipped catalog -------------------------------------------------------------------------
