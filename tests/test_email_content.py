@@ -39,7 +39,6 @@ from checkout.models import (
     Invoice,
     InvoiceLine,
     LineKind,
-    PreviousSubscription,
     SendEmailInput,
     TaxTreatment,
 )
@@ -549,7 +548,6 @@ def _compose(preview: Preview, catalog: Catalog) -> EmailMessage:
 
 def _change_invoice(credit: str = "739.89") -> Invoice:
     # Five annual seats of Remote Support Standard paid from 1 June 2026.
-    paid = PreviousSubscription.model_validate(paid_subscription(datetime(2026, 6, 1, tzinfo=UTC)))
     line = new_line(
         plan="standard",
         seats=8,
@@ -558,7 +556,7 @@ def _change_invoice(credit: str = "739.89") -> Invoice:
         credit=Decimal(credit),
         new_seats=3,
         plan_name="Standard",
-        previous=paid,
+        previous=paid_subscription(datetime(2026, 6, 1, tzinfo=UTC)),
     )
     net = line.amount - line.credit
     vat = (net * Decimal("0.19")).quantize(Decimal("0.01"))

@@ -42,16 +42,12 @@ from checkout.models import (
     CardDetails,
     ChargeInfo,
     EmailPurpose,
-    Invoice,
     InvoiceLine,
     LineKind,
-    PreviousSubscription,
     SendEmailInput,
-    SubscriptionStatus,
-    TaxTreatment,
 )
-from tests.helpers import account
-from tests.helpers.invoices import new_line, standard_invoice
+from tests.helpers import account, paid_subscription
+from tests.helpers.invoices import new_line, reverse_charge_invoice, standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,57 +67,29 @@ RECIPIENT = "billing@muster.example"
 
 def change_line() -> InvoiceLine:
     """Meetings Business, 5 -> 8 seats, monthly, with credit for the unused month."""
-    previous = PreviousSubscription(
-        plan="business",
-        seats=5,
-        billing_cycle=BillingCycle.MONTHLY,
-        status=SubscriptionStatus.ACTIVE,
-        current_period_start=datetime(2026, 11, 10, 10, 15, tzinfo=UTC),
-        current_period_end=datetime(2026, 12, 10, 10, 15, tzinfo=UTC),
-        period_amount=Decimal("70.00"),
-    )
-    return new_line(
-        previous=previous,
+    previous = paid_subscription(
+        datetime(2026, 11, 10, 10, 15, tzinfo=UTC),
+        datetime(2026, 12, 10, 10, 15, tzinfo=UTC),
         product="meetings",
         plan="business",
-        seats=8,
-        billing_cycle=BillingCycle.MONTHLY,
-        kind=LineKind.CHANGE,
-        unit_price=Decimal("14.00"),
-        amount=Decimal("112.00"),
-        credit=Decimal("33.87"),
-        period_end=MONTH_LATER,
-        new_seats=3,
-        product_name="Meetings",
-        plan_name="Business",
+        billing_cycle="monthly",
+        period_amount="70.00",
     )
+    return new_line(
+        product="meetings", product_name="Meetings", plan="business", plan_name="Business",
+        seats=8, new_seats=3, billing_cycle=BillingCycle.MONTHLY, kind=LineKind.CHANGE,
+        unit_price=Decimal("14.00"), amount=Decimal("112.00"), credit=Decimal("33.87"),
+        period_end=MONTH_LATER, previous=previous,
+    )  # fmt: skip
 
 
 def trial_line() -> InvoiceLine:
+    free = Decimal("0.00")
     return new_line(
-        product="password-vault",
-        plan="teams",
-        seats=4,
-        billing_cycle=None,
-        kind=LineKind.TRIAL,
-        unit_price=Decimal("0.00"),
-        amount=Decimal("0.00"),
-        period_end=TRIAL_END,
-        new_seats=4,
-        product_name="Password Vault",
-        plan_name="Teams",
-    )
-
-
-def reverse_charge_invoice() -> Invoice:
-    return standard_invoice(
-        tax_treatment=TaxTreatment.REVERSE_CHARGE,
-        vat_country="AT",
-        vat_rate=Decimal(0),
-        vat=Decimal("0.00"),
-        total=Decimal("1450.00"),
-        customer_vat_id="ATU13585627",
-    )
+        product="password-vault", product_name="Password Vault", plan="teams", plan_name="Teams",
+        seats=4, new_seats=4, billing_cycle=None, kind=LineKind.TRIAL,
+        unit_price=free, amount=free, period_end=TRIAL_END,
+    )  # fmt: skip
 
 
 def context(**overrides: Any) -> EmailContext:

@@ -50,3 +50,15 @@ def standard_invoice(lines: list[InvoiceLine] | None = None, **overrides: Any) -
         "seller_name": "Kestrel Cloud Ltd",
     }
     return Invoice(**(values | overrides))
+
+
+def reverse_charge_invoice() -> Invoice:
+    """An Austrian business's invoice under reverse charge: no VAT, both VAT IDs."""
+    return standard_invoice(
+        tax_treatment=TaxTreatment.REVERSE_CHARGE,
+        vat_country="AT",
+        vat_rate=Decimal(0),
+        vat=Decimal("0.00"),
+        total=Decimal("1450.00"),
+        customer_vat_id="ATU13585627",
+    )
