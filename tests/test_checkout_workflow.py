@@ -40,13 +40,12 @@ from tests.helpers import (
     eventually,
     order,
     paid_subscription,
+    park_order,
     place_order,
     purposes,
-    reaches,
     run_order,
     seeded_account,
     settings_for,
-    start_order,
     state_of,
     unique_queue,
 )
@@ -470,12 +469,9 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
 ) -> None:
     """`temporal workflow cancel` on a parked order refunds, restores, then ends cancelled."""
     acc = await seeded_account(store)
-    await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=1)
-    raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store):
-        handle = await start_order(env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+        handle, _ = await park_order(env.client, store, settings, order(acc.account_id))
         # Cancel once the order waits for an operator, its parked e-mail sent and that activity
         # done: a cancel racing the activity hit the time-skipping test server's
         # "ACTIVITY_UNKNOWN" and hung the shared server (seen once in CI).
