@@ -193,27 +193,28 @@ class ExperimentResult:
 
     def failures(self) -> list[str]:
         """Each invariant that does not hold, in words (empty: all hold)."""
-        failed = list(self.errors)
-        if self.unfinished:
-            failed.append(f"{len(self.unfinished)} orders without a result: {self.unfinished}")
-        if self.compensated:
-            failed.append(f"orders compensated: {dict(self.compensated)}")
-        if not self.money_balances:
-            failed.append(f"charges - refunds != completed totals: {self.money}")
-        if self.subscription_mismatches:
-            failed.append(f"not as in sequence: {self.subscription_mismatches}")
-        if self.repeat_mismatches:
-            failed.append(f"repeated orders answered otherwise: {self.repeat_mismatches}")
-        if self.left_running:
-            failed.append(f"workflows still running: {self.left_running}")
-        if self.held_places:
-            failed.append(f"{self.held_places} places in line still held")
         unexcused = sum(n - 1 for n in self.duplicate_emails.values()) - self.excused_duplicates
-        if unexcused > 0:
-            failed.append(f"duplicate e-mails outside the acceptance window: {unexcused}")
-        if self.missing_emails:
-            failed.append(f"confirmations never arrived: {self.missing_emails}")
-        return failed
+        invariants = (
+            (
+                not self.unfinished,
+                f"{len(self.unfinished)} orders without a result: {self.unfinished}",
+            ),
+            (not self.compensated, f"orders compensated: {dict(self.compensated)}"),
+            (self.money_balances, f"charges - refunds != completed totals: {self.money}"),
+            (
+                not self.subscription_mismatches,
+                f"not as in sequence: {self.subscription_mismatches}",
+            ),
+            (
+                not self.repeat_mismatches,
+                f"repeated orders answered otherwise: {self.repeat_mismatches}",
+            ),
+            (not self.left_running, f"workflows still running: {self.left_running}"),
+            (not self.held_places, f"{self.held_places} places in line still held"),
+            (unexcused <= 0, f"duplicate e-mails outside the acceptance window: {unexcused}"),
+            (not self.missing_emails, f"confirmations never arrived: {self.missing_emails}"),
+        )
+        return [*self.errors, *(broken for holds, broken in invariants if not holds)]
 
 
 # --- orders -----------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
 
 from checkout.contract import SEARCH_ATTRIBUTES
-from devtools import tool_path
+from devtools import OnLoopback, tool_path
 from devtools.process import spawn_logged, stop_process
 from devtools.temporal import dev_server_command, start_dev_server
 
@@ -249,7 +249,7 @@ class PostgresServer:
 
 
 @dataclass
-class TemporalServer:
+class TemporalServer(OnLoopback):
     """``temporal server start-dev`` with its state in a SQLite file, so it can be stopped and
     started again on the same ports without losing a workflow."""
 
@@ -257,10 +257,6 @@ class TemporalServer:
     port: int = field(default_factory=free_port)
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
 
     @property
     def log_path(self) -> Path:

@@ -56,6 +56,7 @@ from checkout.store import Store
 from checkout.summary import order_summary
 from cli import render
 from demo.codec import KEYS_VAR, TOKEN_VAR, DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
+from devtools import OnLoopback
 from devtools.process import stop_process
 from devtools.temporal import dev_server_command, start_dev_server
 from worker import run_worker
@@ -81,7 +82,7 @@ class Stopped(Exception):
 
 
 @dataclass(frozen=True)
-class Options:
+class Options(OnLoopback):
     port: int
     ui_port: int
     smtp_port: int
@@ -94,10 +95,6 @@ class Options:
     codec_port: int
     ui_codec_port: int
     plain: bool
-
-    @property
-    def address(self) -> str:
-        return f"{HOST}:{self.port}"
 
     @property
     def mail_dir(self) -> Path:

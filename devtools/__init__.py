@@ -8,7 +8,7 @@ checkout, and nothing here imports it, so any layer may import this one.
 """
 
 from devtools.binaries import tool_path
-from devtools.net import LOOPBACK, free_port
+from devtools.net import LOOPBACK, OnLoopback, free_port
 from devtools.smtp import SmtpSink
 
-__all__ = ["LOOPBACK", "SmtpSink", "free_port", "tool_path"]
+__all__ = ["LOOPBACK", "OnLoopback", "SmtpSink", "free_port", "tool_path"]

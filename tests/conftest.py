@@ -1,7 +1,7 @@
 """The fixtures: real databases (SQLite and PostgreSQL), a real SMTP server on loopback, worker
-settings bound to both, the time-skipping test server, the Temporal dev server and the
-``checkout`` command on a store alone. Helpers are in tests/helpers/, the local-stack tools in
-devtools/."""
+settings bound to both, the time-skipping test server, the Temporal dev server, the
+``checkout`` command on a store alone and an HTTP client session. Helpers are in tests/helpers/,
+the local-stack tools in devtools/."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import functools
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -25,6 +26,12 @@ from tests.helpers import (
     time_skipping_server,
     unique_queue,
 )
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

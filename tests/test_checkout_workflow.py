@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError, CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
+from checkout.config import Settings
 from checkout.gateway import ChargeRequest, SandboxGateway
 from checkout.models import (
     CheckoutResult,
@@ -39,13 +40,12 @@ from tests.helpers import (
     eventually,
     order,
     paid_subscription,
+    park_order,
     place_order,
     purposes,
-    reaches,
     run_order,
     seeded_account,
     settings_for,
-    start_order,
     state_of,
     unique_queue,
 )
@@ -380,17 +380,35 @@ async def test_failing_anchor_reset_parks_and_only_the_park_timeout_undoes_it(
     assert state.compensations_run == ["undo_billing_anchor", "undo_provisioning", "refund_payment"]
 
 
-class StoreOutageWhileProvisioning(CheckoutActivities):
-    """The real activities; the store is unreachable for the first provisioning attempts."""
+class StoreOutage(CheckoutActivities):
+    """The real activities; our own store is unreachable for the first ``outage_attempts``
+    calls of the activity method ``down_in`` (provisioning, or sending an e-mail through the outbox,
+    as ``send_email`` and ``notify`` do)."""
 
-    outage_attempts = 7
+    down_in = ""
+    outage_attempts = 0
+
+    def _fail_while_down(self, method: str, error: str) -> None:
+        if method == self.down_in and self.outage_attempts > 0:
+            self.outage_attempts -= 1
+            raise StoreUnavailable(f"database unavailable: {error}")
 
     @activity.defn(name="provision_subscriptions")
     async def provision_subscriptions(self, request: TargetsInput) -> SubscriptionsResult:
-        if self.outage_attempts > 0:
-            self.outage_attempts -= 1
-            raise StoreUnavailable("database unavailable: OperationalError")
+        self._fail_while_down("provision_subscriptions", "OperationalError")
         return await super().provision_subscriptions(request)
+
+    @activity.defn(name="send_email")
+    async def send_email(self, request: SendEmailInput) -> EmailInfo:
+        self._fail_while_down("send_email", "ConnectionRefusedError")
+        return await super().send_email(request)
+
+
+def store_outage(settings: Settings, store: Store, down_in: str, attempts: int) -> StoreOutage:
+    """The activities of :class:`StoreOutage`, the store down for ``attempts`` of ``down_in``."""
+    flaky = activities_with(settings, store, StoreOutage)
+    flaky.down_in, flaky.outage_attempts = down_in, attempts
+    return flaky
 
 
 async def test_a_store_outage_during_provisioning_heals_without_parking(
@@ -403,7 +421,7 @@ async def test_a_store_outage_during_provisioning_heals_without_parking(
     env = own_time_skipping_env
     acc = await seeded_account(store)
     settings = make_settings()
-    flaky = activities_with(settings, store, StoreOutageWhileProvisioning)
+    flaky = store_outage(settings, store, "provision_subscriptions", attempts=7)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=flaky):
         result = await run_order(env.client, settings, raw)
@@ -421,20 +439,6 @@ async def test_a_store_outage_during_provisioning_heals_without_parking(
     assert [s.seats for s in await store.subscriptions(acc.account_id)] == [5]
 
 
-class StoreOutageWhileEmailing(CheckoutActivities):
-    """The real activities; the outbox (the store) is unreachable for the first e-mail
-    attempts: more of them than one round of EMAIL's retries."""
-
-    outage_attempts = 8
-
-    @activity.defn(name="send_email")
-    async def send_email(self, request: SendEmailInput) -> EmailInfo:
-        if self.outage_attempts > 0:
-            self.outage_attempts -= 1
-            raise StoreUnavailable("database unavailable: ConnectionRefusedError")
-        return await super().send_email(request)
-
-
 async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_loses_it(
     own_time_skipping_env: WorkflowEnvironment, store: Store, smtp_sink: SmtpSink
 ) -> None:
@@ -445,7 +449,8 @@ async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_l
     env = own_time_skipping_env
     acc = await seeded_account(store)
     settings = settings_for(store, smtp_sink)
-    flaky = activities_with(settings, store, StoreOutageWhileEmailing)
+    # More attempts than one round of EMAIL's retries.
+    flaky = store_outage(settings, store, "send_email", attempts=8)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=flaky):
         result = await run_order(env.client, settings, raw)
@@ -464,12 +469,9 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
 ) -> None:
     """`temporal workflow cancel` on a parked order refunds, restores, then ends cancelled."""
     acc = await seeded_account(store)
-    await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=1)
-    raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store):
-        handle = await start_order(env.client, settings, raw)
-        await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+        handle, _ = await park_order(env.client, store, settings, order(acc.account_id))
         # Cancel once the order waits for an operator, its parked e-mail sent and that activity
         # done: a cancel racing the activity hit the time-skipping test server's
         # "ACTIVITY_UNKNOWN" and hung the shared server (seen once in CI).

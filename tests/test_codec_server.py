@@ -26,6 +26,7 @@ import starter
 from checkout.codec import EncryptionCodec, PayloadKey, format_payload_keys, generate_key
 from checkout.codec_server import RunningCodecServer, start_codec_server
 from devtools import free_port
+from tests.helpers.http import preflight
 
 PROJECT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-0123456789abcdef"
@@ -47,12 +48,6 @@ async def server(keys: tuple[PayloadKey, ...]) -> AsyncIterator[RunningCodecServ
         yield running
     finally:
         await running.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def body(*payloads: Payload) -> str:
@@ -115,10 +110,9 @@ async def test_only_the_last_path_segment_counts(
         ) as resp:
             assert resp.status == 200
             assert payloads_of(await resp.text()) == [original]
-        preflight = {"Origin": UI, "Access-Control-Request-Method": "POST"}
-        async with http.options(f"{server.url}{prefix}/decode", headers=preflight) as resp:
-            assert resp.status == 204
-            assert resp.headers["Access-Control-Allow-Origin"] == UI
+        resp = await preflight(http, f"{server.url}{prefix}/decode", UI)
+        assert resp.status == 204
+        assert resp.headers["Access-Control-Allow-Origin"] == UI
 
 
 async def test_decode_failure_names_the_key_id(
@@ -192,21 +186,15 @@ async def test_preflight_from_an_allowed_origin_gets_cors_headers(
 ) -> None:
     """The Web UI's preflight needs no token and is answered with its origin, credentials,
     POST and the headers the UI sends; the real request carries the origin too."""
-    preflight = {
-        "Origin": UI,
-        "Access-Control-Request-Method": "POST",
-        "Access-Control-Request-Headers": "authorization,content-type,x-namespace",
-    }
-    async with http.options(f"{server.url}/decode", headers=preflight) as resp:
-        assert resp.status == 204
-        assert resp.headers["Access-Control-Allow-Origin"] == UI
-        assert resp.headers["Access-Control-Allow-Credentials"] == "true"
-        assert "POST" in resp.headers["Access-Control-Allow-Methods"]
-        allowed = {
-            h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")
-        }
-        assert allowed == {"authorization", "content-type", "x-namespace"}
-        assert "Origin" in resp.headers["Vary"]
+    sends = ("authorization", "content-type", "x-namespace")
+    resp = await preflight(http, f"{server.url}/decode", UI, *sends)
+    assert resp.status == 204
+    assert resp.headers["Access-Control-Allow-Origin"] == UI
+    assert resp.headers["Access-Control-Allow-Credentials"] == "true"
+    assert "POST" in resp.headers["Access-Control-Allow-Methods"]
+    allowed = {h.strip().lower() for h in resp.headers["Access-Control-Allow-Headers"].split(",")}
+    assert allowed == set(sends)
+    assert "Origin" in resp.headers["Vary"]
     sent = headers(Origin=UI)
     async with http.post(f"{server.url}/decode", data=body(await plain()), headers=sent) as resp:
         assert resp.status == 200
@@ -224,9 +212,8 @@ async def test_other_origins_get_no_cors_headers(
 ) -> None:
     """A page from any other origin gets no Access-Control-* header, so its browser blocks it."""
     for origin in ("https://evil.example", "http://localhost:8234", "null"):
-        preflight = {"Origin": origin, "Access-Control-Request-Method": "POST"}
-        async with http.options(f"{server.url}/decode", headers=preflight) as resp:
-            assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
+        resp = await preflight(http, f"{server.url}/decode", origin)
+        assert not [h for h in resp.headers if h.lower().startswith("access-control-")]
         sent = headers(Origin=origin)
         async with http.post(f"{server.url}/decode", data=body(), headers=sent) as resp:
             assert resp.status == 200

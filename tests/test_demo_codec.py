@@ -17,6 +17,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from checkout.codec import ENCODING, EncryptionCodec, format_payload_keys, generate_key
 from demo.codec import DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
 from devtools import free_port
+from tests.helpers.http import preflight
 
 UI_PORT = 18233
 UI = f"http://127.0.0.1:{UI_PORT}"
@@ -37,7 +38,9 @@ async def codec(secrets: DemoSecrets) -> AsyncIterator[DemoCodec]:
         await running.close()
 
 
-async def encrypted_body(secrets: DemoSecrets) -> str:
+@pytest.fixture
+async def body(secrets: DemoSecrets) -> str:
+    """SECRET_VALUE encrypted as the worker writes it, in the JSON the Web UI posts to /decode."""
     plain = await pydantic_data_converter.encode([SECRET_VALUE])
     payloads = await EncryptionCodec(secrets.keys).encode(plain)
     assert payloads[0].metadata["encoding"] == ENCODING
@@ -49,48 +52,39 @@ def ui_headers(origin: str = UI) -> dict[str, str]:
 
 
 async def test_the_ui_proxy_decodes_for_the_demo_ui_and_the_codec_server_wants_the_token(
-    codec: DemoCodec, secrets: DemoSecrets
+    codec: DemoCodec, body: str, http: aiohttp.ClientSession
 ) -> None:
     """/decode through the proxy from the UI's origin decodes; straight to the server, 401."""
     assert codec.proxy_url is not None
-    body = await encrypted_body(secrets)
-    async with aiohttp.ClientSession() as http:
-        async with http.post(f"{codec.proxy_url}/decode", data=body, headers=ui_headers()) as got:
-            assert got.status == 200
-            assert got.headers["Access-Control-Allow-Origin"] == UI
-            decoded = json_format.Parse(await got.text(), Payloads()).payloads
-        assert await pydantic_data_converter.decode(decoded) == [SECRET_VALUE]
+    async with http.post(f"{codec.proxy_url}/decode", data=body, headers=ui_headers()) as got:
+        assert got.status == 200
+        assert got.headers["Access-Control-Allow-Origin"] == UI
+        decoded = json_format.Parse(await got.text(), Payloads()).payloads
+    assert await pydantic_data_converter.decode(decoded) == [SECRET_VALUE]
 
-        # The same request, the UI's origin and all, to the codec server itself: no token, 401.
-        async with http.post(f"{codec.url}/decode", data=body, headers=ui_headers()) as direct:
-            assert direct.status == 401
-            assert "geheim" not in await direct.text()
+    # The same request, the UI's origin and all, to the codec server itself: no token, 401.
+    async with http.post(f"{codec.url}/decode", data=body, headers=ui_headers()) as direct:
+        assert direct.status == 401
+        assert "geheim" not in await direct.text()
 
 
 async def test_the_ui_proxy_refuses_other_origins_and_hosts_and_passes_preflights(
-    codec: DemoCodec, secrets: DemoSecrets
+    codec: DemoCodec, body: str, http: aiohttp.ClientSession
 ) -> None:
     """Another page's origin or a rebound host name get 403; a CORS preflight gets 204."""
     assert codec.proxy_url is not None
-    body = await encrypted_body(secrets)
-    async with aiohttp.ClientSession() as http:
-        for headers in (
-            ui_headers("http://evil.example"),
-            {"Content-Type": "application/json"},  # no Origin: curl, a script
-            {**ui_headers(), "Host": "rebound.evil.example"},
-        ):
-            async with http.post(f"{codec.proxy_url}/decode", data=body, headers=headers) as got:
-                assert got.status == 403, headers
-                assert "geheim" not in await got.text()
-        preflight = {
-            "Origin": UI,
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type,x-namespace",
-        }
-        async with http.options(f"{codec.proxy_url}/decode", headers=preflight) as got:
-            assert got.status == 204
-            assert got.headers["Access-Control-Allow-Origin"] == UI
-            assert "X-Namespace" in got.headers["Access-Control-Allow-Headers"]
+    for headers in (
+        ui_headers("http://evil.example"),
+        {"Content-Type": "application/json"},  # no Origin: curl, a script
+        {**ui_headers(), "Host": "rebound.evil.example"},
+    ):
+        async with http.post(f"{codec.proxy_url}/decode", data=body, headers=headers) as got:
+            assert got.status == 403, headers
+            assert "geheim" not in await got.text()
+    got = await preflight(http, f"{codec.proxy_url}/decode", UI, "content-type", "x-namespace")
+    assert got.status == 204
+    assert got.headers["Access-Control-Allow-Origin"] == UI
+    assert "X-Namespace" in got.headers["Access-Control-Allow-Headers"]
 
 
 def test_demo_secrets_are_made_once_private_and_the_environment_wins(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import logging
 import unicodedata
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,11 +74,23 @@ ACCOUNT_FIELDS = [
     "subscriptions.status", "subscriptions.current_period_start", "extra.key",
 ]  # fmt: skip
 
-FUZZ = settings(
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+
+def fuzz_fields(fields: list[str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Run the test on 40 hostile values, each put in one of ``fields`` (the test's ``field`` and
+    ``value``); its function-scoped fixtures serve every example, so it starts each with
+    :func:`debug_log`."""
+    fuzz = settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    return lambda test: fuzz(given(field=st.sampled_from(fields), value=hostile)(test))
+
+
+def debug_log(caplog: pytest.LogCaptureFixture) -> None:
+    """Start an example of a fuzzed test with an empty log that keeps DEBUG records."""
+    caplog.clear()
+    caplog.set_level(logging.DEBUG)
 
 
 def hidden(text: str, *, allow_newline: bool = False) -> str | None:
@@ -168,8 +181,7 @@ async def offline(offline_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> Cli:
     return offline_cli
 
 
-@FUZZ
-@given(field=st.sampled_from(ORDER_FIELDS), value=hostile)
+@fuzz_fields(ORDER_FIELDS)
 async def test_hostile_order_fields_are_echoed_carefully(
     offline: Cli, caplog: pytest.LogCaptureFixture, field: str, value: str
 ) -> None:
@@ -177,8 +189,7 @@ async def test_hostile_order_fields_are_echoed_carefully(
     the rejection message of the order parser (dict and raw JSON) and of the validate-and-price
     path the workflow and `checkout quote` share, the summary and details line, the log, and
     `checkout quote`'s one-line error."""
-    caplog.clear()
-    caplog.set_level(logging.DEBUG)
+    debug_log(caplog)
     raw = _set(order("acc-de", buy()), field, value)
     texts = [order_summary(raw)]
     for sent in (raw, json.dumps(raw).encode()):
@@ -266,16 +277,14 @@ def _account_raw(account_id: str, field: str, value: str) -> dict[str, Any]:
     return raw
 
 
-@FUZZ
-@given(field=st.sampled_from(ACCOUNT_FIELDS), value=hostile)
+@fuzz_fields(ACCOUNT_FIELDS)
 async def test_hostile_account_fields_are_refused_carefully(
     offline: Cli, caplog: pytest.LogCaptureFixture, field: str, value: str
 ) -> None:
     """`accounts import` of a file with a hostile value in any field: when the value holds a
     control or bidi character the import is refused with one careful line and nothing is stored;
     whatever the outcome, the output and the log repeat the value only carefully."""
-    caplog.clear()
-    caplog.set_level(logging.DEBUG)
+    debug_log(caplog)
     account_id = f"acc-{uuid.uuid4().hex[:8]}"
     raw = _account_raw(account_id, field, value)
     code, out, err = await offline("accounts", "import", offline.file(json.dumps([raw])))

@@ -35,14 +35,11 @@ from checkout.mail import (
 )
 from checkout.models import (
     Account,
-    BillingCycle,
     EmailPurpose,
     Invoice,
     InvoiceLine,
     LineKind,
-    PreviousSubscription,
     SendEmailInput,
-    SubscriptionStatus,
     TaxTreatment,
 )
 from demo.previews import (
@@ -53,7 +50,8 @@ from demo.previews import (
     previews,
     template_purposes,
 )
-from tests.helpers import account
+from tests.helpers import account, paid_subscription
+from tests.helpers.invoices import new_line, standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -549,46 +547,20 @@ def _compose(preview: Preview, catalog: Catalog) -> EmailMessage:
 
 
 def _change_invoice(credit: str = "739.89") -> Invoice:
-    t = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
-    line = InvoiceLine(
-        product="remote-support",
+    # Five annual seats of Remote Support Standard paid from 1 June 2026.
+    line = new_line(
         plan="standard",
         seats=8,
-        billing_cycle=BillingCycle.ANNUAL,
         kind=LineKind.CHANGE,
-        unit_price=Decimal("290.00"),
         amount=Decimal("2320.00"),
         credit=Decimal(credit),
-        period_start=t,
-        period_end=datetime(2027, 11, 26, 10, 15, tzinfo=UTC),
         new_seats=3,
-        product_name="Remote Support",
         plan_name="Standard",
-        previous=PreviousSubscription(
-            plan="standard",
-            seats=5,
-            billing_cycle=BillingCycle.ANNUAL,
-            status=SubscriptionStatus.ACTIVE,
-            current_period_start=datetime(2026, 6, 1, tzinfo=UTC),
-            current_period_end=datetime(2027, 6, 1, tzinfo=UTC),
-            period_amount=Decimal("1450.00"),
-        ),
+        previous=paid_subscription(datetime(2026, 6, 1, tzinfo=UTC)),
     )
     net = line.amount - line.credit
     vat = (net * Decimal("0.19")).quantize(Decimal("0.01"))
-    return Invoice(
-        number="KC-2026-000042",
-        currency="EUR",
-        lines=[line],
-        net=net,
-        tax_treatment=TaxTreatment.STANDARD,
-        vat_country="DE",
-        vat_rate=Decimal("0.19"),
-        vat=vat,
-        total=net + vat,
-        seller_vat_id="IE9731845N",
-        seller_name="Kestrel Cloud Ltd",
-    )
+    return standard_invoice([line], number="KC-2026-000042", net=net, vat=vat, total=net + vat)
 
 
 def test_a_seat_increase_reads_previous_to_new_with_a_signed_dated_credit() -> None:

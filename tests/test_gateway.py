@@ -47,17 +47,20 @@ async def refund(store: Store, charge_id: str, key: str = "order-ord-1/refund") 
     )
 
 
+def assert_succeeded(record: PaymentRecord, kind: str, amount: str, currency: str) -> None:
+    """``record`` is a succeeded ``kind`` of order ord-1 for exactly ``amount`` in ``currency``."""
+    assert (record.kind, record.status) == (kind, "succeeded")
+    assert record.amount == Decimal(amount)
+    assert str(record.amount) == amount
+    assert (record.currency, record.order_id) == (currency, "ord-1")
+
+
 @pytest.mark.parametrize("token", ["pm_card_visa", "pm_card_mastercard"])
 async def test_succeeding_tokens_record_a_succeeded_charge(store: Store, token: str) -> None:
     """The succeeding test tokens charge the exact amount and record a succeeded charge."""
     paid = await charge(store, charge_request(token))
 
-    assert paid.kind == "charge"
-    assert paid.status == "succeeded"
-    assert paid.amount == Decimal("1725.50")
-    assert str(paid.amount) == "1725.50"
-    assert paid.currency == "EUR"
-    assert paid.order_id == "ord-1"
+    assert_succeeded(paid, "charge", "1725.50", "EUR")
     assert paid.failure_code is None
     assert await store.payments(account_id="acc-42") == [paid]
 
@@ -155,12 +158,7 @@ async def test_refund_refunds_exactly_the_charged_amount_once_per_key(store: Sto
     refunded = await refund(store, paid.id)
     again = await refund(store, paid.id)
 
-    assert refunded.kind == "refund"
-    assert refunded.status == "succeeded"
-    assert refunded.amount == Decimal("1234.56")
-    assert str(refunded.amount) == "1234.56"
-    assert refunded.currency == "USD"
-    assert refunded.order_id == "ord-1"
+    assert_succeeded(refunded, "refund", "1234.56", "USD")
     assert refunded.id == payment_id("re", "order-ord-1/refund")
     assert refunded.id != paid.id
     assert again == refunded

@@ -42,15 +42,12 @@ from checkout.models import (
     CardDetails,
     ChargeInfo,
     EmailPurpose,
-    Invoice,
     InvoiceLine,
     LineKind,
-    PreviousSubscription,
     SendEmailInput,
-    SubscriptionStatus,
-    TaxTreatment,
 )
-from tests.helpers import account
+from tests.helpers import account, paid_subscription
+from tests.helpers.invoices import new_line, reverse_charge_invoice, standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -59,8 +56,6 @@ if TYPE_CHECKING:
 DASH = "\N{EN DASH}"
 #: Between seats and unit price in an amount's explanation.
 TIMES = "\N{MULTIPLICATION SIGN}"
-T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)
-YEAR_LATER = datetime(2027, 11, 26, 10, 15, tzinfo=UTC)
 MONTH_LATER = datetime(2026, 12, 26, 10, 15, tzinfo=UTC)
 TRIAL_END = datetime(2026, 12, 10, 10, 15, tzinfo=UTC)
 SENDER = "Kestrel Cloud Billing <no-reply@billing.kestrel.example>"
@@ -70,99 +65,31 @@ RECIPIENT = "billing@muster.example"
 # --- builders -----------------------------------------------------------------------------------
 
 
-def new_line(**overrides: Any) -> InvoiceLine:
-    values: dict[str, Any] = {
-        "product": "remote-support",
-        "plan": "premium",
-        "seats": 5,
-        "billing_cycle": BillingCycle.ANNUAL,
-        "kind": LineKind.NEW,
-        "unit_price": Decimal("290.00"),
-        "amount": Decimal("1450.00"),
-        "credit": Decimal("0.00"),
-        "period_start": T0,
-        "period_end": YEAR_LATER,
-        "new_seats": 5,
-        "product_name": "Remote Support",
-        "plan_name": "Premium",
-    }
-    values.update(overrides)
-    return InvoiceLine(**values)
-
-
 def change_line() -> InvoiceLine:
     """Meetings Business, 5 -> 8 seats, monthly, with credit for the unused month."""
-    previous = PreviousSubscription(
-        plan="business",
-        seats=5,
-        billing_cycle=BillingCycle.MONTHLY,
-        status=SubscriptionStatus.ACTIVE,
-        current_period_start=datetime(2026, 11, 10, 10, 15, tzinfo=UTC),
-        current_period_end=datetime(2026, 12, 10, 10, 15, tzinfo=UTC),
-        period_amount=Decimal("70.00"),
-    )
-    return new_line(
-        previous=previous,
+    previous = paid_subscription(
+        datetime(2026, 11, 10, 10, 15, tzinfo=UTC),
+        datetime(2026, 12, 10, 10, 15, tzinfo=UTC),
         product="meetings",
         plan="business",
-        seats=8,
-        billing_cycle=BillingCycle.MONTHLY,
-        kind=LineKind.CHANGE,
-        unit_price=Decimal("14.00"),
-        amount=Decimal("112.00"),
-        credit=Decimal("33.87"),
-        period_end=MONTH_LATER,
-        new_seats=3,
-        product_name="Meetings",
-        plan_name="Business",
+        billing_cycle="monthly",
+        period_amount="70.00",
     )
+    return new_line(
+        product="meetings", product_name="Meetings", plan="business", plan_name="Business",
+        seats=8, new_seats=3, billing_cycle=BillingCycle.MONTHLY, kind=LineKind.CHANGE,
+        unit_price=Decimal("14.00"), amount=Decimal("112.00"), credit=Decimal("33.87"),
+        period_end=MONTH_LATER, previous=previous,
+    )  # fmt: skip
 
 
 def trial_line() -> InvoiceLine:
+    free = Decimal("0.00")
     return new_line(
-        product="password-vault",
-        plan="teams",
-        seats=4,
-        billing_cycle=None,
-        kind=LineKind.TRIAL,
-        unit_price=Decimal("0.00"),
-        amount=Decimal("0.00"),
-        period_end=TRIAL_END,
-        new_seats=4,
-        product_name="Password Vault",
-        plan_name="Teams",
-    )
-
-
-def standard_invoice(lines: list[InvoiceLine] | None = None) -> Invoice:
-    return Invoice(
-        currency="EUR",
-        lines=lines or [new_line()],
-        net=Decimal("1450.00"),
-        tax_treatment=TaxTreatment.STANDARD,
-        vat_country="DE",
-        vat_rate=Decimal("0.19"),
-        vat=Decimal("275.50"),
-        total=Decimal("1725.50"),
-        seller_vat_id="IE9731845N",
-        seller_name="Kestrel Cloud Ltd",
-    )
-
-
-def reverse_charge_invoice() -> Invoice:
-    return Invoice(
-        currency="EUR",
-        lines=[new_line()],
-        net=Decimal("1450.00"),
-        tax_treatment=TaxTreatment.REVERSE_CHARGE,
-        vat_country="AT",
-        vat_rate=Decimal(0),
-        vat=Decimal("0.00"),
-        total=Decimal("1450.00"),
-        customer_vat_id="ATU13585627",
-        seller_vat_id="IE9731845N",
-        seller_name="Kestrel Cloud Ltd",
-    )
+        product="password-vault", product_name="Password Vault", plan="teams", plan_name="Teams",
+        seats=4, new_seats=4, billing_cycle=None, kind=LineKind.TRIAL,
+        unit_price=free, amount=free, period_end=TRIAL_END,
+    )  # fmt: skip
 
 
 def context(**overrides: Any) -> EmailContext:
@@ -435,15 +362,14 @@ def test_confirmation_paid_by_invoice_shows_due_date_not_card() -> None:
 
 def test_confirmation_nothing_due_says_so() -> None:
     """An order with nothing due (trials only) speaks of the trial and says nothing is charged."""
-    invoice = Invoice(
-        currency="EUR",
-        lines=[trial_line()],
-        net=Decimal("0.00"),
-        tax_treatment=TaxTreatment.STANDARD,
-        vat_country="DE",
-        vat_rate=Decimal("0.19"),
-        vat=Decimal("0.00"),
-        total=Decimal("0.00"),
+    nothing = Decimal("0.00")
+    invoice = standard_invoice(
+        [trial_line()],
+        net=nothing,
+        vat=nothing,
+        total=nothing,
+        seller_vat_id=None,
+        seller_name=None,
     )
     rendered = render_email(context(invoice=invoice, payment_method=None, card=None))
     assert rendered.subject == (
@@ -748,6 +674,8 @@ class Sink:
 class SmtpServer:
     port: int
     sink: Sink
+    #: The tls setting a mailer needs for this server.
+    tls: str = "none"
 
 
 def _free_port() -> int:
@@ -782,47 +710,39 @@ def client_tls(ca: trustme.CA) -> ssl.SSLContext:
     return ctx
 
 
-def _serve(**kwargs: Any) -> Iterator[SmtpServer]:
+def _serve(tls: str = "none", **kwargs: Any) -> Iterator[SmtpServer]:
     sink = Sink()
     port = _free_port()
     controller = Controller(sink, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
     try:
-        yield SmtpServer(port=port, sink=sink)
+        yield SmtpServer(port=port, sink=sink, tls=tls)
     finally:
         controller.stop()
 
 
-@pytest.fixture
-def plain_server() -> Iterator[SmtpServer]:
-    yield from _serve()
+def _server_options(tls: str, server_tls: ssl.SSLContext) -> dict[str, Any]:
+    """aiosmtpd's options for a server that speaks ``tls`` as the mailer's setting names it
+    ("none", "starttls" or "tls"); a server with TLS wants a login."""
+    login = {"authenticator": _authenticator, "auth_required": True}
+    if tls == "starttls":
+        return {"tls_context": server_tls, "require_starttls": True, **login}
+    if tls == "tls":
+        # aiosmtpd only counts STARTTLS as encryption for AUTH; this connection is TLS throughout.
+        return {"ssl_context": server_tls, "auth_require_tls": False, **login}
+    return {}
 
 
 @pytest.fixture
-def starttls_server(server_tls: ssl.SSLContext) -> Iterator[SmtpServer]:
-    yield from _serve(
-        tls_context=server_tls,
-        require_starttls=True,
-        authenticator=_authenticator,
-        auth_required=True,
-    )
+def smtp_server(request: pytest.FixtureRequest, server_tls: ssl.SSLContext) -> Iterator[SmtpServer]:
+    """A server speaking the TLS mode the test's parameter names (see :func:`_server_options`)."""
+    yield from _serve(request.param, **_server_options(request.param, server_tls))
 
 
 #: aiosmtpd warns about AUTH without STARTTLS even on an implicit-TLS listener.
 implicit_tls_auth = pytest.mark.filterwarnings(
     "ignore:Requiring AUTH while not requiring TLS:UserWarning"
 )
-
-
-@pytest.fixture
-def tls_server(server_tls: ssl.SSLContext) -> Iterator[SmtpServer]:
-    # aiosmtpd only counts STARTTLS as encryption for AUTH; this connection is TLS throughout.
-    yield from _serve(
-        ssl_context=server_tls,
-        authenticator=_authenticator,
-        auth_required=True,
-        auth_require_tls=False,
-    )
 
 
 def _settings(port: int, tls: str, *, auth: bool = False) -> Settings:
@@ -866,31 +786,21 @@ def _assert_delivered(server: SmtpServer, *, encrypted: bool) -> None:
     assert "10. Dezember 2026, 11:15 MEZ" in html.get_content()
 
 
-async def test_smtp_delivery_plain(plain_server: SmtpServer) -> None:
-    """tls "none" delivers a multipart/alternative UTF-8 message to a real SMTP server."""
-    await SmtpMailer(_settings(plain_server.port, "none")).send(_umlaut_message())
-    _assert_delivered(plain_server, encrypted=False)
-
-
-async def test_smtp_delivery_starttls(
-    starttls_server: SmtpServer, client_tls: ssl.SSLContext
+@pytest.mark.parametrize(
+    ("smtp_server", "encrypted"),
+    [("none", False), ("starttls", True), pytest.param("tls", True, marks=implicit_tls_auth)],
+    indirect=["smtp_server"],
+)
+async def test_smtp_delivery(
+    smtp_server: SmtpServer, client_tls: ssl.SSLContext, encrypted: bool
 ) -> None:
-    """tls "starttls" upgrades the connection, logs in and delivers."""
-    mailer = SmtpMailer(
-        _settings(starttls_server.port, "starttls", auth=True), tls_context=client_tls
-    )
+    """Each tls setting delivers a multipart/alternative UTF-8 message to a real SMTP server:
+    "none" in clear, "starttls" upgrading the connection and "tls" speaking TLS from the first
+    byte, both of these logging in."""
+    settings = _settings(smtp_server.port, smtp_server.tls, auth=encrypted)
+    mailer = SmtpMailer(settings, tls_context=client_tls if encrypted else None)
     await mailer.send(_umlaut_message())
-    _assert_delivered(starttls_server, encrypted=True)
-
-
-@implicit_tls_auth
-async def test_smtp_delivery_implicit_tls(
-    tls_server: SmtpServer, client_tls: ssl.SSLContext
-) -> None:
-    """tls "tls" speaks TLS from the first byte, logs in and delivers."""
-    mailer = SmtpMailer(_settings(tls_server.port, "tls", auth=True), tls_context=client_tls)
-    await mailer.send(_umlaut_message())
-    _assert_delivered(tls_server, encrypted=True)
+    _assert_delivered(smtp_server, encrypted=encrypted)
 
 
 async def test_smtp_none_does_not_upgrade_when_starttls_is_offered(
@@ -902,30 +812,31 @@ async def test_smtp_none_does_not_upgrade_when_starttls_is_offered(
         _assert_delivered(server, encrypted=False)
 
 
-@implicit_tls_auth
-async def test_smtp_tls_verifies_certificates(tls_server: SmtpServer) -> None:
-    """Without the test CA the certificate is refused and the error reaches the caller."""
-    mailer = SmtpMailer(_settings(tls_server.port, "tls", auth=True), timeout=5)
+@pytest.mark.parametrize(
+    ("smtp_server", "tls", "auth"),
+    [pytest.param("tls", "tls", True, marks=implicit_tls_auth), ("none", "starttls", False)],
+    indirect=["smtp_server"],
+    ids=["tls_without_the_test_ca", "starttls_not_offered"],
+)
+async def test_smtp_tls_that_cannot_be_set_up_fails(
+    smtp_server: SmtpServer, tls: str, auth: bool
+) -> None:
+    """Without the test CA the certificate is refused, and tls "starttls" against a server
+    without STARTTLS fails instead of sending in clear: the error reaches the caller."""
+    mailer = SmtpMailer(_settings(smtp_server.port, tls, auth=auth), timeout=5)
     with pytest.raises(aiosmtplib.SMTPException):
         await mailer.send(_umlaut_message())
-    assert tls_server.sink.envelopes == []
+    assert smtp_server.sink.envelopes == []
 
 
-async def test_smtp_starttls_required_but_not_offered_fails(plain_server: SmtpServer) -> None:
-    """tls "starttls" against a server without STARTTLS fails instead of sending in clear."""
-    mailer = SmtpMailer(_settings(plain_server.port, "starttls"), timeout=5)
-    with pytest.raises(aiosmtplib.SMTPException):
-        await mailer.send(_umlaut_message())
-    assert plain_server.sink.envelopes == []
-
-
+@pytest.mark.parametrize("smtp_server", ["starttls"], indirect=True)
 async def test_smtp_wrong_password_fails(
-    starttls_server: SmtpServer, client_tls: ssl.SSLContext
+    smtp_server: SmtpServer, client_tls: ssl.SSLContext
 ) -> None:
     """A refused login raises to the caller."""
     settings = Settings(
         smtp_host="127.0.0.1",
-        smtp_port=starttls_server.port,
+        smtp_port=smtp_server.port,
         smtp_tls="starttls",
         smtp_username="mailer",
         smtp_password="wrong",
@@ -933,4 +844,4 @@ async def test_smtp_wrong_password_fails(
     )
     with pytest.raises(aiosmtplib.SMTPAuthenticationError):
         await SmtpMailer(settings, tls_context=client_tls, timeout=5).send(_umlaut_message())
-    assert starttls_server.sink.envelopes == []
+    assert smtp_server.sink.envelopes == []

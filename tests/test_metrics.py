@@ -37,9 +37,12 @@ from tests.helpers import (
     address_of,
     eventually,
     make_store,
+    new_order,
     order,
+    park_order,
     reaches,
     result_of,
+    run_order,
     run_worker_to_exit,
     seeded_account,
     settings_for,
@@ -101,15 +104,11 @@ async def test_metrics_move_with_real_orders(
             before = await eventually(gauges_counted)
             assert before.value("checkout_orders_total") == 0
 
-            paid = await result_of(
-                await start_order(dev_env.client, settings, await an_order(store))
-            )
-            declined = await result_of(
-                await start_order(
-                    dev_env.client,
-                    settings,
-                    await an_order(store, payment_method="pm_card_chargeDeclined"),
-                )
+            paid = await run_order(dev_env.client, settings, await new_order(store))
+            declined = await run_order(
+                dev_env.client,
+                settings,
+                await new_order(store, payment_method="pm_card_chargeDeclined"),
             )
             compensated, waited, parked = await park_queue_and_compensate(
                 dev_env, store, settings, port
@@ -119,21 +118,13 @@ async def test_metrics_move_with_real_orders(
         assert code == 0
 
 
-async def an_order(store: Store, **fields: str) -> dict[str, object]:
-    """An order of the default item for a new account of its own."""
-    acc = await seeded_account(store)
-    return order(acc.account_id, **fields)
-
-
 async def park_queue_and_compensate(
     dev_env: WorkflowEnvironment, store: Store, settings: Settings, port: int
 ) -> tuple[CheckoutResult, CheckoutResult, Samples]:
     """Pause provisioning, let an order park and a second order of the account queue behind it,
     see both gauges at 1; resume, compensate the first, and the second completes."""
-    await store.set_paused("remote-support", True)
-    first = await an_order(store)
-    handle = await start_order(dev_env.client, settings, first)
-    await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+    first = await new_order(store)
+    handle, _ = await park_order(dev_env.client, store, settings, first)
     behind = await start_order(dev_env.client, settings, order(str(first["account_id"])))
     await reaches(behind, CheckoutStatus.QUEUED)
 

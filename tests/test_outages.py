@@ -23,19 +23,14 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import (
-    ActivityInboundInterceptor,
-    ExecuteActivityInput,
-    Interceptor,
-    Worker,
-)
+from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
 
 from chaos.harness import Experiment, Fault, run_experiment
 from chaos.parts import PartError, PostgresServer, scratch_directory
 from checkout.models import CheckoutResult, ResultStatus
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.helpers import account, order, start_order
+from devtools import SmtpSink
+from tests.helpers import account, order, settings_for, start_order, unique_queue
 from worker import WORKFLOWS, build_activities
 from workflows.interceptors import CheckoutInterceptor
 

@@ -16,17 +16,17 @@ from checkout.store import Store
 from devtools import SmtpSink
 from tests.helpers import (
     MakeSettings,
-    checkout_handle,
     checkout_worker,
     eventually,
     mail_of,
+    new_order,
     order,
+    park_order,
     purposes,
     reaches,
     result_of,
     seeded_account,
     settings_for,
-    start_order,
     text_of,
     unique_queue,
 )
@@ -53,13 +53,10 @@ async def test_a_parked_order_sends_one_notice_then_its_confirmation(
     without the operator's view of the failure; parking again after a failed retry sends no
     second one; the completion after the product is back sends the confirmation."""
     acc = await seeded_account(store, locale=locale)
-    await store.set_paused("remote-support", True)
     settings = make_settings(provisioning_max_attempts=1)
     raw = order(acc.account_id)
-    handle = checkout_handle(dev_env.client, raw)
     async with checkout_worker(dev_env.client, settings, store):
-        await start_order(dev_env.client, settings, raw)
-        parked = await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+        handle, parked = await park_order(dev_env.client, store, settings, raw)
         notice = await mail_of(smtp_sink, "parked", raw["order_id"])
         # The operator retries while the product is still paused: it parks again.
         await handle.execute_update("retry_provisioning")
@@ -91,16 +88,12 @@ async def test_the_notice_waits_out_an_smtp_outage_without_holding_up_the_park(
     """SMTP down when the order parks: it parks all the same, its notice is pending and goes to
     the delivery workflow, which sends it once the server is back; an operator's compensation
     meanwhile sends its own e-mail."""
-    acc = await seeded_account(store)
-    await store.set_paused("remote-support", True)
     sink = SmtpSink()  # not started yet: nothing listens on its port
     settings = settings_for(store, sink, unique_queue(), provisioning_max_attempts=1)
-    raw = order(acc.account_id)
-    handle = checkout_handle(dev_env.client, raw)
+    raw = await new_order(store)
     try:
         async with checkout_worker(dev_env.client, settings, store):
-            await start_order(dev_env.client, settings, raw)
-            await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+            handle, _ = await park_order(dev_env.client, store, settings, raw)
 
             async def notice_pending() -> None:
                 entry = await store.outbox_entry(raw["order_id"], "parked")

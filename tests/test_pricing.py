@@ -20,6 +20,7 @@ from checkout.models import (
     Account,
     BillingCycle,
     CheckoutPlan,
+    Invoice,
     LineKind,
     Order,
     SubscriptionStatus,
@@ -121,7 +122,11 @@ def make_order(*items: dict[str, Any], **fields: Any) -> Order:
     return Order.model_validate(values)
 
 
-def subscription(**fields: Any) -> dict[str, Any]:
+def subscription(period: tuple[str, str] | None = None, **fields: Any) -> dict[str, Any]:
+    """2 monthly seats of alpha basic, paid 20.00 for November 2026, unless ``fields`` (and
+    ``period``, its start and end) say otherwise."""
+    if period is not None:
+        fields["current_period_start"], fields["current_period_end"] = period
     values: dict[str, Any] = {
         "product": "alpha",
         "plan": "basic",
@@ -134,6 +139,16 @@ def subscription(**fields: Any) -> dict[str, Any]:
     }
     values.update(fields)
     return values
+
+
+def subscriber(period: tuple[str, str] | None = None, **fields: Any) -> Account:
+    """``make_account`` holding one subscription, ``subscription(period, **fields)``."""
+    return make_account(subscriptions=[subscription(period, **fields)])
+
+
+def totals(invoice: Invoice) -> tuple[str, str, str]:
+    """The invoice's net, VAT and total, to the cent as written."""
+    return str(invoice.net), str(invoice.vat), str(invoice.total)
 
 
 def price(
@@ -539,7 +554,7 @@ def test_several_items_are_priced_together() -> None:
 
 def test_adding_seats_is_a_change_with_prorated_credit() -> None:
     """2 → 5 seats mid-period: full new period, credit = unused share of what was paid."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     # Unused: 2026-11-26T10:15Z → 2026-12-01: 4 d 13 h 45 min = 395 100 s of 2 592 000 s.
     # 20.00 x 395 100 / 2 592 000 = 3.0486 → 3.05
     plan = price(make_order(item(seats=5)), account)
@@ -560,7 +575,7 @@ def test_adding_seats_is_a_change_with_prorated_credit() -> None:
 def test_a_second_change_credits_the_whole_value_of_the_first() -> None:
     """Two changes in one period: the second credits the full 50.00 the first period was
     worth, not only the 46.95 charged for it."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     first = price(make_order(item(seats=5)), account)
     (target,) = first.targets
     changed = make_account(
@@ -581,14 +596,9 @@ def test_a_second_change_credits_the_whole_value_of_the_first() -> None:
 
 def test_change_credit_is_based_on_what_was_paid_not_todays_price() -> None:
     """The credit comes from period_amount (a discounted 12.00), not 2 seats x today's 10.00."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                period_amount="12.00",
-                current_period_start="2026-11-11T10:15:00Z",
-                current_period_end="2026-12-11T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        period_amount="12.00",
+        period=("2026-11-11T10:15:00Z", "2026-12-11T10:15:00Z"),
     )
     # 15 of 30 days unused: 12.00 / 2 = 6.00 (today's price would give 10.00)
     (line,) = price(make_order(item(seats=3)), account).invoice.lines
@@ -597,14 +607,9 @@ def test_change_credit_is_based_on_what_was_paid_not_todays_price() -> None:
 
 def test_change_credit_rounds_half_up() -> None:
     """A credit of exactly 5.005 is 5.01 on the invoice line."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                period_amount="10.01",
-                current_period_start="2026-04-01T00:00:00Z",
-                current_period_end="2026-05-01T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        period_amount="10.01",
+        period=("2026-04-01T00:00:00Z", "2026-05-01T00:00:00Z"),
     )
     plan = price(make_order(item(seats=3)), account, at=dt("2026-04-16T00:00:00Z"))
     assert plan.invoice.lines[0].credit == Decimal("5.01")
@@ -620,7 +625,7 @@ def test_change_credit_rounds_half_up() -> None:
 )
 def test_another_plan_or_cycle_is_a_change(change: dict[str, Any], amount: Decimal) -> None:
     """Switching plan or billing cycle of a paid subscription is a change line with credit."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     (line,) = price(make_order(item(**change)), account).invoice.lines
     assert line.kind is LineKind.CHANGE
     assert line.amount == amount
@@ -630,13 +635,8 @@ def test_another_plan_or_cycle_is_a_change(change: dict[str, Any], amount: Decim
 
 def test_change_after_the_period_ended_gets_no_credit() -> None:
     """When t is at or after the current period end the credit is 0."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                current_period_start="2026-10-26T10:15:00Z",
-                current_period_end="2026-11-26T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        period=("2026-10-26T10:15:00Z", "2026-11-26T10:15:00Z"),
     )
     (line,) = price(make_order(item(seats=3)), account).invoice.lines
     assert line.kind is LineKind.CHANGE
@@ -645,7 +645,7 @@ def test_change_after_the_period_ended_gets_no_credit() -> None:
 
 def test_seat_decrease_is_downgrade_not_supported() -> None:
     """Fewer seats than the current subscription is downgrade_not_supported."""
-    account = make_account(subscriptions=[subscription(seats=5, period_amount="50.00")])
+    account = subscriber(seats=5, period_amount="50.00")
     error = rejected(make_order(item(seats=4, plan="pro")), account)
     assert error.reason is Reason.DOWNGRADE_NOT_SUPPORTED
     assert "items[0].seats" in error.message
@@ -653,16 +653,11 @@ def test_seat_decrease_is_downgrade_not_supported() -> None:
 
 def test_change_that_costs_less_than_the_credit_is_downgrade_not_supported() -> None:
     """annual → monthly right after paying: amount - credit < 0 is downgrade_not_supported."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                seats=5,
-                billing_cycle="annual",
-                period_amount="500.00",
-                current_period_start="2026-11-25T10:15:00Z",
-                current_period_end="2027-11-25T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        seats=5,
+        billing_cycle="annual",
+        period_amount="500.00",
+        period=("2026-11-25T10:15:00Z", "2027-11-25T10:15:00Z"),
     )
     error = rejected(make_order(item(seats=5)), account)
     assert error.reason is Reason.DOWNGRADE_NOT_SUPPORTED
@@ -670,15 +665,10 @@ def test_change_that_costs_less_than_the_credit_is_downgrade_not_supported() -> 
 
 def test_change_whose_credit_equals_the_amount_is_allowed_and_free() -> None:
     """amount - credit = 0 is not negative: allowed, nothing due, no payment method needed."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                seats=4,
-                period_amount="100.00",
-                current_period_start="2026-11-11T10:15:00Z",
-                current_period_end="2026-12-11T10:15:00Z",
-            )
-        ]
+    account = subscriber(
+        seats=4,
+        period_amount="100.00",
+        period=("2026-11-11T10:15:00Z", "2026-12-11T10:15:00Z"),
     )
     plan = price(make_order(item(seats=5), payment_method=None), account)
     (line,) = plan.invoice.lines
@@ -739,25 +729,20 @@ def test_one_trial_per_product_ever(existing: dict[str, Any]) -> None:
 
 def test_trial_of_another_product_is_still_available() -> None:
     """Having one product does not use up the trial of another."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     plan = price(make_order(item("gamma", mode="trial")), account)
     assert plan.invoice.lines[0].kind is LineKind.TRIAL
 
 
 def test_buying_a_product_in_trial_starts_a_paid_period_without_credit() -> None:
     """Buying during the trial: kind new, credit 0, full period from t, trial converted."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                status="trialing",
-                billing_cycle=None,
-                seats=3,
-                period_amount="0.00",
-                current_period_start="2026-11-20T00:00:00Z",
-                current_period_end="2026-12-04T00:00:00Z",
-                trial_end="2026-12-04T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        status="trialing",
+        billing_cycle=None,
+        seats=3,
+        period_amount="0.00",
+        period=("2026-11-20T00:00:00Z", "2026-12-04T00:00:00Z"),
+        trial_end="2026-12-04T00:00:00Z",
     )
     plan = price(make_order(item(seats=3, billing_cycle="annual")), account)
     (line,) = plan.invoice.lines
@@ -770,15 +755,11 @@ def test_buying_a_product_in_trial_starts_a_paid_period_without_credit() -> None
 
 def test_buying_a_product_in_trial_gets_no_credit_even_if_period_amount_is_set() -> None:
     """A trial is never credited, whatever period_amount the record carries."""
-    account = make_account(
-        subscriptions=[
-            subscription(
-                status="trialing",
-                billing_cycle=None,
-                period_amount="99.00",
-                trial_end="2026-12-01T00:00:00Z",
-            )
-        ]
+    account = subscriber(
+        status="trialing",
+        billing_cycle=None,
+        period_amount="99.00",
+        trial_end="2026-12-01T00:00:00Z",
     )
     (line,) = price(make_order(item(seats=2)), account).invoice.lines
     assert (line.kind, line.credit) == (LineKind.NEW, Decimal("0.00"))
@@ -813,95 +794,79 @@ def test_nothing_due_needs_no_payment_method() -> None:
 def test_vat_is_rounded_half_up_on_the_net() -> None:
     """1.50 x 19 % = 0.285 → 0.29 (half up; banker's rounding would give 0.28)."""
     invoice = price(make_order(item("beta"))).invoice
-    assert (invoice.net, invoice.vat_rate, invoice.vat, invoice.total) == (
-        Decimal("1.50"),
-        Decimal("0.19"),
-        Decimal("0.29"),
-        Decimal("1.79"),
-    )
+    assert invoice.vat_rate == Decimal("0.19")
+    assert totals(invoice) == ("1.50", "0.29", "1.79")
 
 
 def test_vat_is_computed_once_on_the_net_not_per_line() -> None:
     """Two 1.50 lines: VAT on 3.00 is 0.57 (per line it would be 0.29 + 0.29 = 0.58)."""
     invoice = price(make_order(item("beta"), item("gamma"))).invoice
-    assert invoice.net == Decimal("3.00")
-    assert invoice.vat == Decimal("0.57")
-    assert invoice.total == Decimal("3.57")
+    assert totals(invoice) == ("3.00", "0.57", "3.57")
 
 
 def test_net_subtracts_credits_before_vat() -> None:
     """net = Σ(amount - credit) across new and change lines, VAT on that net."""
-    account = make_account(subscriptions=[subscription()])
+    account = subscriber()
     invoice = price(make_order(item(seats=5), item("beta", seats=2)), account).invoice
     # alpha: 50.00 - 3.05; beta: 3.00 → net 49.95; VAT 9.4905 → 9.49
-    assert invoice.net == Decimal("49.95")
-    assert invoice.vat == Decimal("9.49")
-    assert invoice.total == Decimal("59.44")
+    assert totals(invoice) == ("49.95", "9.49", "59.44")
 
 
-def test_seller_country_customer_pays_seller_rate_even_with_a_vat_id() -> None:
-    """A customer in the seller's country pays standard VAT at the seller's rate, VAT ID or not."""
-    vat = VatCheck(vat_id="DE136695976", status="valid")
-    invoice = price(make_order(item(seats=3)), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "DE",
-        Decimal("0.19"),
-        Decimal("5.70"),
-    )
-
-
-def test_other_eu_business_with_valid_vat_id_is_reverse_charged() -> None:
-    """Another EU state + valid VAT ID: reverse charge, 0 VAT, both VAT IDs on the invoice."""
-    vat = VatCheck(vat_id="ATU13585627", status="valid")
-    invoice = price(make_order(item(seats=3)), make_account(country="AT"), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.REVERSE_CHARGE
-    assert (invoice.vat_rate, invoice.vat, invoice.total) == (
-        Decimal(0),
-        Decimal("0.00"),
-        Decimal("30.00"),
-    )
-    assert (invoice.customer_vat_id, invoice.seller_vat_id) == ("ATU13585627", "DE136695976")
-
-
-def test_unverified_vat_id_is_charged_like_a_consumer() -> None:
-    """An unverified VAT ID (VIES down) is treated as a consumer: standard VAT of the customer."""
-    vat = VatCheck(vat_id="ATU13585627", status="unverified")
-    invoice = price(make_order(item(seats=3)), make_account(country="AT"), vat=vat).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "AT",
-        Decimal("0.20"),
-        Decimal("6.00"),
-    )
-
-
-def test_other_eu_consumer_pays_their_own_countrys_rate() -> None:
-    """A consumer in another EU state pays that state's standard rate (FI 25.5 %)."""
-    invoice = price(make_order(item(seats=3)), make_account(country="FI")).invoice
-    assert invoice.tax_treatment is TaxTreatment.STANDARD
-    # 30.00 x 0.255 = 7.65
-    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
-        "FI",
-        Decimal("0.255"),
-        Decimal("7.65"),
-    )
-
-
-def test_vat_rate_follows_the_anchor_date() -> None:
-    """The rate in force on the anchor's day applies (FI 24 % before 2024-09-01)."""
+@pytest.mark.parametrize(
+    ("country", "vat", "at", "treatment", "vat_country", "rate", "vat_due"),
+    [
+        pytest.param(
+            "DE", VatCheck(vat_id="DE136695976", status="valid"), T,
+            TaxTreatment.STANDARD, "DE", "0.19", "5.70", id="seller_country_with_a_vat_id",
+        ),
+        pytest.param(
+            "AT", VatCheck(vat_id="ATU13585627", status="valid"), T,
+            TaxTreatment.REVERSE_CHARGE, "AT", "0", "0.00", id="other_eu_business_valid_vat_id",
+        ),
+        pytest.param(
+            "AT", VatCheck(vat_id="ATU13585627", status="unverified"), T,
+            TaxTreatment.STANDARD, "AT", "0.20", "6.00", id="unverified_vat_id_vies_down",
+        ),
+        pytest.param(
+            "FI", None, T,
+            TaxTreatment.STANDARD, "FI", "0.255", "7.65", id="other_eu_consumer",
+        ),
+        pytest.param(
+            "FI", None, dt("2024-08-31T12:00:00Z"),
+            TaxTreatment.STANDARD, "FI", "0.24", "7.20", id="rate_in_force_on_the_anchor_day",
+        ),
+        pytest.param(
+            "US", None, T,
+            TaxTreatment.OUTSIDE_SCOPE, None, "0", "0.00", id="outside_the_eu",
+        ),
+    ],
+)  # fmt: skip
+def test_vat_follows_the_customers_country_vat_id_and_the_anchor_day(
+    country: str,
+    vat: VatCheck | None,
+    at: datetime,
+    treatment: TaxTreatment,
+    vat_country: str | None,
+    rate: str,
+    vat_due: str,
+) -> None:
+    """VAT on 30.00 net: a customer in the seller's country pays the seller's rate, VAT ID or
+    not; another EU state with a valid VAT ID is reverse charged (0 VAT, both VAT IDs on the
+    invoice); an unverified VAT ID (VIES down) is charged like a consumer, who pays the
+    standard rate of their own state in force on the anchor's day (FI 25.5 %, 24 % before
+    2024-09-01); outside the EU no VAT and no VAT country."""
     invoice = price(
-        make_order(item(seats=3)), make_account(country="FI"), at=dt("2024-08-31T12:00:00Z")
+        make_order(item(seats=3)), make_account(country=country), at=at, vat=vat
     ).invoice
-    assert (invoice.vat_rate, invoice.vat) == (Decimal("0.24"), Decimal("7.20"))
-
-
-def test_customer_outside_the_eu_is_outside_scope() -> None:
-    """A customer outside the EU pays no VAT and the invoice names no VAT country."""
-    invoice = price(make_order(item(seats=3)), make_account(country="US")).invoice
-    assert invoice.tax_treatment is TaxTreatment.OUTSIDE_SCOPE
-    assert invoice.vat_country is None
-    assert (invoice.vat, invoice.total) == (Decimal("0.00"), Decimal("30.00"))
+    assert invoice.tax_treatment is treatment
+    assert (invoice.vat_country, invoice.vat_rate, invoice.vat) == (
+        vat_country,
+        Decimal(rate),
+        Decimal(vat_due),
+    )
+    assert invoice.total == Decimal("30.00") + Decimal(vat_due)
+    customer_vat_id = vat.vat_id if vat else None
+    assert (invoice.customer_vat_id, invoice.seller_vat_id) == (customer_vat_id, "DE136695976")
 
 
 # --- the shipped catalog -------------------------------------------------------------------------
@@ -914,12 +879,8 @@ def test_shipped_catalog_prices_the_contract_example() -> None:
     (line,) = invoice.lines
     assert (line.unit_price, line.amount) == (Decimal("290.00"), Decimal("1450.00"))
     assert (line.period_start, line.period_end) == (T, dt("2027-11-26T10:15:00Z"))
-    assert (invoice.net, invoice.vat_rate, invoice.vat, invoice.total) == (
-        Decimal("1450.00"),
-        Decimal("0.19"),
-        Decimal("275.50"),
-        Decimal("1725.50"),
-    )
+    assert invoice.vat_rate == Decimal("0.19")
+    assert totals(invoice) == ("1450.00", "275.50", "1725.50")
 
 
 def test_shipped_catalog_seller_is_irish() -> None:

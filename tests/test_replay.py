@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from temporalio import workflow
@@ -137,39 +139,37 @@ async def test_recorded_history_replays(path: Path) -> None:
 
 
 @workflow.defn(name="CheckoutWorkflow", sandboxed=False)
-class ReorderedCheckout:
-    """An incompatible change: the price is asked for before the worker's settings are read."""
+class ChangedCheckout:
+    """A changed CheckoutWorkflow: it only runs ``steps`` (an activity's name and its arguments
+    each), one after the other."""
+
+    steps: ClassVar[Sequence[tuple[str, *tuple[object, ...]]]] = ()
 
     @workflow.run
     async def run(self, raw_order: RawValue) -> None:
-        await workflow.execute_activity(
-            "price_order", {}, start_to_close_timeout=timedelta(seconds=5)
-        )
-        await workflow.execute_activity(
-            "load_checkout_policy", start_to_close_timeout=timedelta(seconds=5)
-        )
-
-
-@workflow.defn(name="CheckoutWorkflow", sandboxed=False)
-class WithoutPolicy:
-    """An incompatible change: the worker's settings are no longer read first."""
-
-    @workflow.run
-    async def run(self, raw_order: RawValue) -> None:
-        await workflow.execute_activity(
-            "claim_order", {}, start_to_close_timeout=timedelta(seconds=5)
-        )
+        for activity, *args in self.steps:
+            await workflow.execute_activity(
+                activity, args=args, start_to_close_timeout=timedelta(seconds=5)
+            )
 
 
 @pytest.mark.parametrize(
-    "changed",
-    [ReorderedCheckout, WithoutPolicy],
+    "steps",
+    [
+        # The price is asked for before the worker's settings are read.
+        [("price_order", {}), ("load_checkout_policy",)],
+        # The worker's settings are no longer read first.
+        [("claim_order", {})],
+    ],
     ids=["reordered_first_activities", "unversioned_removal_of_a_step"],
 )
-async def test_incompatible_change_fails_replay(changed: type) -> None:
+async def test_incompatible_change_fails_replay(
+    steps: Sequence[tuple[str, *tuple[object, ...]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Scheduling a different first activity than the history recorded is caught, and so is
     dropping a step that recorded orders took (here: the policy read)."""
-    replayer = Replayer(workflows=[changed], data_converter=pydantic_data_converter)
+    monkeypatch.setattr(ChangedCheckout, "steps", steps)
+    replayer = Replayer(workflows=[ChangedCheckout], data_converter=pydantic_data_converter)
     completed = next(p for p in HISTORIES if name(p) == "v1/completed")
     with pytest.raises(NondeterminismError):
         await replayer.replay_workflow(load(completed))

@@ -15,11 +15,12 @@ import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.models import Account, BillingCycle, Subscription, SubscriptionStatus
+from checkout.models import Account, Subscription
 from checkout.order_input import parse_order
 from cli.accounts import parse_accounts
 from demo.stack import DEFAULT_DEMO_DIR, load_orders, mid_term
 from tests.conftest import free_port
+from tests.helpers import paid_subscription
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -56,15 +57,9 @@ def test_demo_order_ids_never_look_like_card_numbers() -> None:
 
 def test_mid_term_moves_a_stale_period_around_now() -> None:
     """A demo subscription period that ended moves by whole cycles to contain now."""
-    stale = Subscription(
-        product="remote-support",
-        plan="standard",
-        seats=5,
-        status=SubscriptionStatus.ACTIVE,
-        billing_cycle=BillingCycle.ANNUAL,
-        current_period_start=datetime(2026, 6, 1, tzinfo=UTC),
-        current_period_end=datetime(2027, 6, 1, tzinfo=UTC),
-    )
+    # Five annual seats of Remote Support Standard, from 1 June 2026 to 1 June 2027.
+    raw = paid_subscription(datetime(2026, 6, 1, tzinfo=UTC), period_amount="0.00")
+    stale = Subscription.model_validate(raw)
     acc = Account(
         account_id="acc-1", name="A", billing_email="a@b.example", country="DE",
         subscriptions=[stale],

@@ -22,10 +22,9 @@ from tests.helpers import (
     EXIT_WITHIN,
     address_of,
     make_store,
-    order,
+    new_order,
     result_of,
     run_worker_to_exit,
-    seeded_account,
     settings_for,
     start_order,
     worker_env,
@@ -40,9 +39,8 @@ async def ordering(
 ) -> tuple[Settings, dict[str, str], dict[str, Any]]:
     """For a new account in ``store``: worker settings on the store and ``smtp``, the environment
     of a worker process on them and the Temporal server at ``address``, and an order."""
-    acc = await seeded_account(store)
     settings = settings_for(store, smtp)
-    return settings, worker_env(address, settings), order(acc.account_id)
+    return settings, worker_env(address, settings), await new_order(store)
 
 
 async def test_worker_process_runs_an_order_and_stops_on_sigterm(

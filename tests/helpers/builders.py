@@ -69,6 +69,12 @@ def order(account_id: str, *items: dict[str, Any], **fields: Any) -> dict[str, A
     return values
 
 
+async def new_order(store: Store, *items: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    """``order(...)`` for a new account of its own, imported into ``store``."""
+    acc = await seeded_account(store)
+    return order(acc.account_id, *items, **fields)
+
+
 def catalog_with(product: str, **fields: Any) -> Catalog:
     """The shipped catalog with some fields of one product changed."""
     data = load_catalog().model_dump()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Protocol, TypeVar
 
@@ -17,9 +17,10 @@ from temporalio.worker import Worker
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id, trial_workflow_id
-from checkout.models import CheckoutResult
+from checkout.models import CheckoutResult, CheckoutState, CheckoutStatus, ResultStatus
 from checkout.store import Store
 from devtools import LOOPBACK, SmtpSink, free_port
+from tests.helpers.polling import reaches
 from tests.helpers.stores import store_url
 from worker import build_activities, build_worker
 
@@ -127,6 +128,21 @@ async def result_of(handle: WorkflowHandle[Any, Any], within: float = 90) -> Che
         raise AssertionError(f"order did not end in time; status: {state}") from None
     assert isinstance(result, CheckoutResult)
     return result
+
+
+async def park_order(
+    client: Client, store: Store, settings: Settings, raw: Any, **options: Any
+) -> tuple[WorkflowHandle[Any, Any], CheckoutState]:
+    """Pause Remote Support, so that provisioning fails, start ``raw`` (an order of it) with a
+    worker running, and wait until it parks in NeedsAttention: its handle and that state."""
+    await store.set_paused("remote-support", True)
+    handle = await start_order(client, settings, raw, **options)
+    return handle, await reaches(handle, CheckoutStatus.NEEDS_ATTENTION)
+
+
+def rejections(results: Mapping[str, CheckoutResult]) -> dict[str, str | None]:
+    """The reason of each of ``results`` that ended rejected, by its name."""
+    return {name: r.reason for name, r in results.items() if r.status is ResultStatus.REJECTED}
 
 
 async def run_order(client: Client, settings: Settings, raw: Any) -> CheckoutResult:
