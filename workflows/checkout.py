@@ -1060,9 +1060,20 @@ class CheckoutWorkflow:
 
     # --- operator updates -----------------------------------------------------------------------
 
-    def _claim_operator_action(self, action: _OperatorAction) -> None:
+    async def _act(
+        self, action: _OperatorAction, done: Callable[[], bool], approver: str | None = None
+    ) -> CheckoutState:
+        """An operator's update: the first one taken acts (a second is refused), and it answers
+        with the status once ``done``."""
         refuse_second_action(self._operator.kind if self._operator else None)
         self._operator = action
+        if approver is not None:
+            self._progress.approved_by = approver
+        await workflow.wait_condition(done)
+        return self.status()
+
+    def _has_result(self) -> bool:
+        return self._progress.result is not None
 
     def _require(self, update: str, *states: CheckoutStatus) -> None:
         """The validator of each operator update (a v1 run knows its own states)."""
@@ -1077,10 +1088,8 @@ class CheckoutWorkflow:
         """Run the parked step again with a fresh retry budget; answers when that round is over."""
         if self._v1 is not None:
             return await self._v1.retry_provisioning()
-        self._claim_operator_action(_OperatorAction("retry"))
         rounds = self._rounds
-        await workflow.wait_condition(lambda: self._rounds > rounds)
-        return self.status()
+        return await self._act(_OperatorAction("retry"), lambda: self._rounds > rounds)
 
     @retry_provisioning.validator
     def _validate_retry(self) -> None:
@@ -1091,12 +1100,11 @@ class CheckoutWorkflow:
         """An account manager approves a corporate order: it is invoiced and provisioned."""
         if self._v1 is not None:
             return await self._v1.approve(request.approver)
-        self._claim_operator_action(_OperatorAction("approve"))
-        self._progress.approved_by = request.approver
-        await workflow.wait_condition(
-            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL
+        return await self._act(
+            _OperatorAction("approve"),
+            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL,
+            approver=request.approver,
         )
-        return self.status()
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:  # noqa: ARG002
@@ -1107,10 +1115,8 @@ class CheckoutWorkflow:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
         if self._v1 is not None:
             return await self._v1.reject(request.approver, request.reason)
-        self._claim_operator_action(_OperatorAction("reject", request.reason))
-        self._progress.approved_by = request.approver
-        await workflow.wait_condition(lambda: self._progress.result is not None)
-        return self.status()
+        action = _OperatorAction("reject", request.reason)
+        return await self._act(action, self._has_result, approver=request.approver)
 
     @reject.validator
     def _validate_reject(self, request: RejectRequest) -> None:  # noqa: ARG002
@@ -1121,9 +1127,7 @@ class CheckoutWorkflow:
         """Undo everything done so far and end Compensated."""
         if self._v1 is not None:
             return await self._v1.compensate(request.reason)
-        self._claim_operator_action(_OperatorAction("compensate", request.reason))
-        await workflow.wait_condition(lambda: self._progress.result is not None)
-        return self.status()
+        return await self._act(_OperatorAction("compensate", request.reason), self._has_result)
 
     @compensate.validator
     def _validate_compensate(self, request: CompensateRequest) -> None:  # noqa: ARG002
