@@ -26,7 +26,6 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, Unpack
 
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import (
     ActivityError,
@@ -53,14 +52,8 @@ with workflow.unsafe.imports_passed_through():
         email_workflow_id,
         idempotency_key,
     )
-    from checkout.echo import escape, quote
-    from checkout.errors import (
-        OUTAGE_TYPES,
-        REJECTION_REASONS,
-        SUBSCRIPTION_CHANGED,
-        CheckoutRejected,
-        Reason,
-    )
+    from checkout.echo import quote
+    from checkout.errors import OUTAGE_TYPES, SUBSCRIPTION_CHANGED, CheckoutRejected, Reason
     from checkout.models import (
         ApproveRequest,
         BeginOrderInput,
@@ -100,6 +93,18 @@ with workflow.unsafe.imports_passed_through():
     from checkout.steps import CheckoutSteps
     from checkout.summary import invoice_summary, order_summary
     from workflows.checkout_v1 import CheckoutV1
+    from workflows.common import (
+        ENDING_STATE,
+        NO_ORDER,
+        MustCompensateError,
+        decode_order,
+        describe,
+        ending_email,
+        refuse_second_action,
+        rejection_of,
+        require_state,
+        targets_input,
+    )
     from workflows.options import (
         CHARGE,
         LOCAL,
@@ -124,7 +129,6 @@ PARKED_EMAIL = "parked-email"
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
 WRONG_ARGUMENT_COUNT = b"binary/x-checkout-argument-count"
-NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
 
 #: States an operator filters on: the search attribute follows the order into and out of them.
 _FILTERED = frozenset(
@@ -138,11 +142,6 @@ _FILTERED = frozenset(
         CheckoutStatus.CANCELLED,
     }
 )
-_ENDING_STATE = {
-    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
-    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
-    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
-}
 _PARKED_ACTION = (
     f"`{RETRY_PROVISIONING_UPDATE}` (checkout retry ORDER) once the product works again,"
     f" or `{COMPENSATE_UPDATE}` (checkout compensate ORDER --reason R) to undo it"
@@ -151,32 +150,6 @@ _APPROVAL_ACTION = (
     f"`{APPROVE_UPDATE}` (checkout approve ORDER --by NAME) or `{REJECT_UPDATE}`"
     " (checkout reject ORDER --by NAME --reason R)"
 )
-
-
-class _MustCompensateError(Exception):
-    """Undo what was done and end ``compensated`` with this reason."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-def _rejection_of(error: BaseException) -> CheckoutRejected | None:
-    """The business rejection an activity raised, recognised by its error type (a failed local
-    activity raises its ApplicationError as it is, a remote one wrapped in ActivityError)."""
-    cause = error.cause if isinstance(error, ActivityError) else error
-    if isinstance(cause, ApplicationError) and cause.type in REJECTION_REASONS:
-        return CheckoutRejected(Reason(cause.type), cause.message)
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    cause = error.cause if isinstance(error, ActivityError) else error
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    # An error's text can quote anything (a service's answer, a value it refused): one line.
-    return escape(str(cause), 500) or type(cause).__name__
 
 
 def _anchor_year(plan: CheckoutPlan) -> int:
@@ -191,21 +164,17 @@ def _error_type(error: ActivityError) -> str | None:
 
 
 def _decode(raw: RawValue) -> Any:
-    """The order as JSON, whatever was sent: malformed JSON becomes bytes for parse_order."""
+    """The order for parse_order, whatever was sent; a start with more than one argument (see
+    interceptors.py) is rejected."""
     payload = raw.payload
-    encoding = payload.metadata.get("encoding", b"")
-    if encoding == b"binary/null":
-        return None
-    if encoding == WRONG_ARGUMENT_COUNT:
+    if payload.metadata.get("encoding", b"") == WRONG_ARGUMENT_COUNT:
         raise CheckoutRejected(
             Reason.INVALID_ORDER,
             "CheckoutWorkflow takes exactly one argument, the order; it was started with"
             f" {payload.data.decode()}",
         )
-    if encoding != b"json/plain":
-        return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
     # The bytes as sent: parse_order reads them strictly (a key named twice is refused).
-    return bytes(payload.data)
+    return decode_order(raw, bytes)
 
 
 @dataclass
@@ -326,7 +295,7 @@ class CheckoutWorkflow:
                 # the first run did instead of running the order twice.
                 self._progress.result = claim.earlier_result
                 self._progress.decision = self._decision_of(claim.earlier_result)
-                self._set_state(_ENDING_STATE[claim.earlier_result.status])
+                self._set_state(ENDING_STATE[claim.earlier_result.status])
                 return claim.earlier_result
             # Another run of this order has not ended (terminated, or replaced by a start that
             # terminated it): running it here too could charge twice.
@@ -377,10 +346,10 @@ class CheckoutWorkflow:
             self._decide(DecisionStatus.ACCEPTED)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan, policy) or subscriptions
-        except _MustCompensateError as undo:
+        except MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
         except (ActivityError, ApplicationError, CheckoutRejected) as error:
-            rejection = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
+            rejection = error if isinstance(error, CheckoutRejected) else rejection_of(error)
             if rejection is None:
                 raise
             # Rejections come before anything took effect (a declined charge took nothing), so
@@ -508,7 +477,7 @@ class CheckoutWorkflow:
                 f" {quote(self._operator.reason, 200)}",
             )
         if self._operator.kind == "compensate":
-            raise _MustCompensateError(
+            raise MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
@@ -616,9 +585,7 @@ class CheckoutWorkflow:
         return await self._until_done_or_parked(
             CheckoutSteps.provision_subscriptions,
             CheckoutStatus.PROVISIONING,
-            TargetsInput(
-                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-            ),
+            targets_input(order, plan),
             policy,
         )
 
@@ -631,9 +598,7 @@ class CheckoutWorkflow:
         return await self._until_done_or_parked(
             CheckoutSteps.reset_billing_anchor,
             CheckoutStatus.RESETTING_ANCHOR,
-            TargetsInput(
-                order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-            ),
+            targets_input(order, plan),
             policy,
         )
 
@@ -667,9 +632,9 @@ class CheckoutWorkflow:
                     raise
                 self._progress.count(name, policy.provisioning_max_attempts)
                 if _error_type(error) == SUBSCRIPTION_CHANGED:
-                    raise _MustCompensateError(
+                    raise MustCompensateError(
                         Reason.PROVISIONING_FAILED,
-                        f"the subscription changed after the order was priced: {_describe(error)}",
+                        f"the subscription changed after the order was priced: {describe(error)}",
                     ) from None
                 if _error_type(error) in OUTAGE_TYPES:
                     workflow.logger.info("%s waits for an outage to pass: %s", name, error)
@@ -684,9 +649,9 @@ class CheckoutWorkflow:
 
     async def _park(self, step: str, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
-        timeout raise _MustCompensateError."""
+        timeout raise MustCompensateError."""
         timeout = timedelta(seconds=policy.park_timeout_seconds)
-        self._progress.last_error = f"{step}: {_describe(error)}"
+        self._progress.last_error = f"{step}: {describe(error)}"
         self._operator = None
         self._progress.wait(
             "an operator: the product's side keeps refusing this step",
@@ -702,7 +667,7 @@ class CheckoutWorkflow:
         try:
             await workflow.wait_condition(lambda: self._operator is not None, timeout=timeout)
         except TimeoutError:
-            raise _MustCompensateError(
+            raise MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"{step.replace('_', ' ')} failed and nobody resolved it within {timeout}:"
                 f" {self._progress.last_error}",
@@ -711,7 +676,7 @@ class CheckoutWorkflow:
             self._progress.wait(None)
         assert self._operator is not None
         if self._operator.kind == "compensate":
-            raise _MustCompensateError(
+            raise MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator.reason, 200)}",
             )
@@ -787,7 +752,7 @@ class CheckoutWorkflow:
                 **options,
             )
         except ActivityError as error:
-            self._progress.last_error = f"{name}: {_describe(error)}"
+            self._progress.last_error = f"{name}: {describe(error)}"
             raise
         finally:
             if count_attempts:
@@ -842,18 +807,14 @@ class CheckoutWorkflow:
         self._progress.last_error = f"{rejected.reason.value}: {rejected.message}"
         self._decide(DecisionStatus.REJECTED, rejected.reason.value, rejected.message)
         self._set_state(CheckoutStatus.NOTIFYING)
-        plan = self._progress.plan
-        return await self._notify(
-            SendEmailInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                purpose=EmailPurpose.REJECTION,
-                invoice=plan.invoice if plan else None,
-                reason=rejected.reason.value,
-                message=rejected.message,
-            ),
-            result,
+        email = ending_email(
+            self._order,
+            self._progress.plan,
+            EmailPurpose.REJECTION,
+            rejected.reason,
+            rejected.message,
         )
+        return await self._notify(email, result)
 
     async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
         assert self._order is not None
@@ -873,19 +834,16 @@ class CheckoutWorkflow:
             invoice_payment=p.invoice_payment,
             approved_by=p.approved_by,
         )
-        return await self._notify(
-            SendEmailInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                purpose=EmailPurpose.COMPENSATION,
-                invoice=plan.invoice if plan else None,
-                reason=reason.value,
-                message=message,
-                refund=p.refund,
-                paid_by_invoice=p.invoice_payment is not None,
-            ),
-            result,
+        email = ending_email(
+            self._order,
+            plan,
+            EmailPurpose.COMPENSATION,
+            reason,
+            message,
+            refund=p.refund,
+            paid_by_invoice=p.invoice_payment is not None,
         )
+        return await self._notify(email, result)
 
     async def _end_cancelled(self) -> None:
         """``temporal workflow cancel`` before Notifying: undo, record, end cancelled."""
@@ -930,7 +888,7 @@ class CheckoutWorkflow:
             await self._deliver_later(email)
         await self._wake(notified.wake)
         self._progress.result = result
-        self._set_state(_ENDING_STATE[result.status])
+        self._set_state(ENDING_STATE[result.status])
         return result
 
     async def _deliver_later(self, email: SendEmailInput) -> None:
@@ -1108,38 +1066,39 @@ class CheckoutWorkflow:
 
     # --- operator updates -----------------------------------------------------------------------
 
-    def _claim_operator_action(self, action: _OperatorAction) -> None:
-        # Two updates accepted in the same workflow task both pass their validators; only the
-        # first handler to run acts, so two operators clicking retry provision once.
-        if self._operator is not None:
-            raise ApplicationError(
-                f"another operator action ({self._operator.kind}) is already under way",
-                type="OperatorActionInProgress",
-            )
+    async def _act(
+        self, action: _OperatorAction, done: Callable[[], bool], approver: str | None = None
+    ) -> CheckoutState:
+        """An operator's update: the first one taken acts (a second is refused), and it answers
+        with the status once ``done``."""
+        refuse_second_action(self._operator.kind if self._operator else None)
         self._operator = action
+        if approver is not None:
+            self._progress.approved_by = approver
+        await workflow.wait_condition(done)
+        return self.status()
+
+    def _has_result(self) -> bool:
+        return self._progress.result is not None
 
     def _require(self, update: str, *states: CheckoutStatus) -> None:
-        if self._progress.state not in states or self._operator is not None:
-            names = " or ".join(s.value for s in states)
-            raise ValueError(
-                f"{update} is only possible in {names}; the order is {self._progress.state.value}"
-            )
+        """The validator of each operator update (a v1 run knows its own states)."""
+        if self._v1 is not None:
+            self._v1.validate(update)
+            return
+        busy = self._operator is not None
+        require_state(update, self._progress.state, *states, busy=busy)
 
     @workflow.update(name=RETRY_PROVISIONING_UPDATE)
     async def retry_provisioning(self) -> CheckoutState:
         """Run the parked step again with a fresh retry budget; answers when that round is over."""
         if self._v1 is not None:
             return await self._v1.retry_provisioning()
-        self._claim_operator_action(_OperatorAction("retry"))
         rounds = self._rounds
-        await workflow.wait_condition(lambda: self._rounds > rounds)
-        return self.status()
+        return await self._act(_OperatorAction("retry"), lambda: self._rounds > rounds)
 
     @retry_provisioning.validator
     def _validate_retry(self) -> None:
-        if self._v1 is not None:
-            self._v1.validate_retry()
-            return
         self._require(RETRY_PROVISIONING_UPDATE, CheckoutStatus.NEEDS_ATTENTION)
 
     @workflow.update(name=APPROVE_UPDATE)
@@ -1147,18 +1106,14 @@ class CheckoutWorkflow:
         """An account manager approves a corporate order: it is invoiced and provisioned."""
         if self._v1 is not None:
             return await self._v1.approve(request.approver)
-        self._claim_operator_action(_OperatorAction("approve"))
-        self._progress.approved_by = request.approver
-        await workflow.wait_condition(
-            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL
+        return await self._act(
+            _OperatorAction("approve"),
+            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL,
+            approver=request.approver,
         )
-        return self.status()
 
     @approve.validator
     def _validate_approve(self, request: ApproveRequest) -> None:  # noqa: ARG002
-        if self._v1 is not None:
-            self._v1.validate_approve()
-            return
         self._require(APPROVE_UPDATE, CheckoutStatus.AWAITING_APPROVAL)
 
     @workflow.update(name=REJECT_UPDATE)
@@ -1166,16 +1121,11 @@ class CheckoutWorkflow:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
         if self._v1 is not None:
             return await self._v1.reject(request.approver, request.reason)
-        self._claim_operator_action(_OperatorAction("reject", request.reason))
-        self._progress.approved_by = request.approver
-        await workflow.wait_condition(lambda: self._progress.result is not None)
-        return self.status()
+        action = _OperatorAction("reject", request.reason)
+        return await self._act(action, self._has_result, approver=request.approver)
 
     @reject.validator
     def _validate_reject(self, request: RejectRequest) -> None:  # noqa: ARG002
-        if self._v1 is not None:
-            self._v1.validate_reject()
-            return
         self._require(REJECT_UPDATE, CheckoutStatus.AWAITING_APPROVAL)
 
     @workflow.update(name=COMPENSATE_UPDATE)
@@ -1183,15 +1133,10 @@ class CheckoutWorkflow:
         """Undo everything done so far and end Compensated."""
         if self._v1 is not None:
             return await self._v1.compensate(request.reason)
-        self._claim_operator_action(_OperatorAction("compensate", request.reason))
-        await workflow.wait_condition(lambda: self._progress.result is not None)
-        return self.status()
+        return await self._act(_OperatorAction("compensate", request.reason), self._has_result)
 
     @compensate.validator
     def _validate_compensate(self, request: CompensateRequest) -> None:  # noqa: ARG002
-        if self._v1 is not None:
-            self._v1.validate_compensate()
-            return
         self._require(
             COMPENSATE_UPDATE, CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL
         )

@@ -16,18 +16,13 @@ from datetime import datetime, timedelta
 from typing import Any, Literal, TypeVar, Unpack
 
 from temporalio import workflow
-from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    is_cancelled_exception,
-)
+from temporalio.exceptions import ActivityError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS
-    from checkout.echo import escape, quote
-    from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
+    from checkout.echo import quote
+    from checkout.errors import CheckoutRejected, Reason
     from checkout.models import (
         ChargeInfo,
         ChargeInput,
@@ -50,7 +45,6 @@ with workflow.unsafe.imports_passed_through():
         SendEmailInput,
         SubscriptionsResult,
         SubscriptionView,
-        TargetsInput,
         UndoInput,
         VatCheck,
         VatCheckInput,
@@ -58,6 +52,9 @@ with workflow.unsafe.imports_passed_through():
     )
     from checkout.order_input import parse_order
     from checkout.summary import invoice_summary, order_summary
+
+    # Module-qualified: what v1 borrows from the shared helpers shows where it is used.
+    from workflows import common
     from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
     from workflows.trial import convert_trials, start_trials
 
@@ -69,53 +66,21 @@ def idempotency_key(workflow_id: str, step: str) -> str:
 
 T = TypeVar("T")
 
-
-class _MustCompensateError(Exception):
-    """Undo what was done and end ``compensated`` with this reason."""
-
-    def __init__(self, reason: Reason, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-        self.message = message
-
-
-_ENDING_STATE = {
-    ResultStatus.COMPLETED: CheckoutStatus.COMPLETED,
-    ResultStatus.REJECTED: CheckoutStatus.REJECTED,
-    ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
+#: The states in which each operator update is taken.
+_UPDATE_STATES = {
+    "retry_provisioning": (CheckoutStatus.NEEDS_ATTENTION,),
+    "approve": (CheckoutStatus.AWAITING_APPROVAL,),
+    "reject": (CheckoutStatus.AWAITING_APPROVAL,),
+    "compensate": (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL),
 }
 
 
-def _rejection_of(error: BaseException) -> CheckoutRejected | None:
-    """The business rejection an activity raised, recognised by its error type."""
-    cause = error.cause if isinstance(error, ActivityError) else None
-    if isinstance(cause, ApplicationError) and cause.type in REJECTION_REASONS:
-        return CheckoutRejected(Reason(cause.type), cause.message)
-    return None
-
-
-def _describe(error: BaseException) -> str:
-    cause = error.cause if isinstance(error, ActivityError) else error
-    while isinstance(cause, ActivityError) and cause.cause is not None:
-        cause = cause.cause
-    return escape(str(cause), 500) or type(cause).__name__
-
-
-NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
-
-
-def _decode(raw: RawValue) -> Any:
-    """The order as JSON, whatever was sent: malformed JSON becomes bytes for parse_order."""
-    payload = raw.payload
-    encoding = payload.metadata.get("encoding", b"")
-    if encoding == b"binary/null":
-        return None
-    if encoding != b"json/plain":
-        return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
+def _json_or_bytes(data: bytes) -> Any:
+    """v1 read the JSON here: malformed JSON becomes bytes for parse_order."""
     try:
-        return json.loads(payload.data)
+        return json.loads(data)
     except (ValueError, RecursionError):
-        return bytes(payload.data)
+        return bytes(data)
 
 
 class CheckoutV1:
@@ -144,11 +109,11 @@ class CheckoutV1:
 
     # --- the happy path -------------------------------------------------------------------------
 
-    async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
+    async def run(self, raw_order: RawValue = common.NO_ORDER) -> CheckoutResult:
         # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
         # at it: a malformed order ends rejected instead of failing workflow tasks forever.
         try:
-            order = parse_order(_decode(raw_order))
+            order = parse_order(common.decode_order(raw_order, _json_or_bytes))
         except CheckoutRejected as rejected:
             return self._end_rejected(rejected)
         self._order = order
@@ -171,7 +136,7 @@ class CheckoutV1:
             # The workflow id is free again once a run ended: a repeated start returns what the
             # first run did instead of running the order twice.
             self._result = claim.earlier_result
-            self._set_state(_ENDING_STATE[claim.earlier_result.status])
+            self._set_state(common.ENDING_STATE[claim.earlier_result.status])
             return claim.earlier_result
         try:
             result = await self._checkout(order, policy)
@@ -224,10 +189,10 @@ class CheckoutV1:
                 await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan) or subscriptions
-        except _MustCompensateError as undo:
+        except common.MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
         except (ActivityError, CheckoutRejected) as error:
-            rejected = error if isinstance(error, CheckoutRejected) else _rejection_of(error)
+            rejected = error if isinstance(error, CheckoutRejected) else common.rejection_of(error)
             if rejected is None:
                 raise
             # Rejections come before anything took effect (a declined charge took nothing), so
@@ -304,7 +269,7 @@ class CheckoutV1:
                 f"rejected by {quote(self._approved_by)}: {quote(self._operator_reason, 200)}",
             )
         if self._operator_action == "compensate":
-            raise _MustCompensateError(
+            raise common.MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
@@ -389,14 +354,11 @@ class CheckoutV1:
         while True:
             self._set_state(CheckoutStatus.PROVISIONING)
             try:
-                result = await self._step(
+                result = await self._product_side(
                     "provision_subscriptions",
-                    TargetsInput(
-                        order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-                    ),
-                    SubscriptionsResult,
-                    start_to_close_timeout=timedelta(seconds=30),
-                    retry_policy=RetryPolicy(
+                    order,
+                    plan,
+                    RetryPolicy(
                         initial_interval=timedelta(seconds=1),
                         maximum_interval=timedelta(seconds=30),
                         maximum_attempts=policy.provisioning_max_attempts,
@@ -416,8 +378,8 @@ class CheckoutV1:
 
     async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
-        timeout raise _MustCompensateError."""
-        self._last_error = f"provision_subscriptions: {_describe(error)}"
+        timeout raise MustCompensateError."""
+        self._last_error = f"provision_subscriptions: {common.describe(error)}"
         self._operator_action = None
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
         workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
@@ -427,13 +389,13 @@ class CheckoutV1:
                 timeout=timedelta(seconds=policy.park_timeout_seconds),
             )
         except TimeoutError:
-            raise _MustCompensateError(
+            raise common.MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"provisioning failed and nobody resolved it within"
                 f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
             ) from None
         if self._operator_action == "compensate":
-            raise _MustCompensateError(
+            raise common.MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
@@ -442,23 +404,37 @@ class CheckoutV1:
         self._set_state(CheckoutStatus.RESETTING_ANCHOR)
         self._push_undo("undo_billing_anchor", self._undo("undo_billing_anchor", "anchor"))
         try:
-            result = await self._step(
+            result = await self._product_side(
                 "reset_billing_anchor",
-                TargetsInput(
-                    order_id=order.order_id, account_id=order.account_id, targets=plan.targets
-                ),
-                SubscriptionsResult,
-                start_to_close_timeout=timedelta(seconds=30),
-                retry_policy=RetryPolicy(
-                    maximum_interval=timedelta(seconds=30), maximum_attempts=5
-                ),
+                order,
+                plan,
+                RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=5),
             )
         except ActivityError as error:
-            raise _MustCompensateError(
+            raise common.MustCompensateError(
                 Reason.PROVISIONING_FAILED,
-                f"the billing anchor could not be reset: {_describe(error)}",
+                f"the billing anchor could not be reset: {common.describe(error)}",
             ) from None
         return result.subscriptions
+
+    async def _product_side(
+        self,
+        name: Literal["provision_subscriptions", "reset_billing_anchor"],
+        order: Order,
+        plan: CheckoutPlan,
+        retry_policy: RetryPolicy,
+        *,
+        count_attempts: bool = True,
+    ) -> SubscriptionsResult:
+        """A step of the product's side: 30 s an attempt, retried as ``retry_policy`` says."""
+        return await self._step(
+            name,
+            common.targets_input(order, plan),
+            SubscriptionsResult,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=retry_policy,
+            count_attempts=count_attempts,
+        )
 
     def _undo(
         self, activity: str, step: Literal["provision", "anchor"]
@@ -483,7 +459,7 @@ class CheckoutV1:
         try:
             return await self._step("send_email", request, EmailInfo, **EMAIL)
         except ActivityError as error:
-            self._last_error = f"send_email: {_describe(error)}"
+            self._last_error = f"send_email: {common.describe(error)}"
             workflow.logger.warning("e-mail not sent: %s", self._last_error)
             return EmailInfo(status=EmailStatus.FAILED)
 
@@ -508,7 +484,7 @@ class CheckoutV1:
                 **options,
             )
         except ActivityError as error:
-            self._last_error = f"{name}: {_describe(error)}"
+            self._last_error = f"{name}: {common.describe(error)}"
             raise
         finally:
             if count_attempts:
@@ -545,13 +521,8 @@ class CheckoutV1:
         assert self._order is not None
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
-            SendEmailInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                purpose=EmailPurpose.REJECTION,
-                invoice=self._plan.invoice if self._plan else None,
-                reason=rejected.reason.value,
-                message=rejected.message,
+            common.ending_email(
+                self._order, self._plan, EmailPurpose.REJECTION, rejected.reason, rejected.message
             )
         )
         result = self._end_rejected(rejected)
@@ -575,13 +546,12 @@ class CheckoutV1:
         await self._compensate()
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
-            SendEmailInput(
-                order_id=self._order.order_id,
-                account_id=self._order.account_id,
-                purpose=EmailPurpose.COMPENSATION,
-                invoice=plan.invoice if plan else None,
-                reason=reason.value,
-                message=message,
+            common.ending_email(
+                self._order,
+                plan,
+                EmailPurpose.COMPENSATION,
+                reason,
+                message,
                 refund=self._refund,
                 paid_by_invoice=self._invoice_payment is not None,
             )
@@ -654,21 +624,13 @@ class CheckoutV1:
         return self.status()
 
     def _claim_operator_action(self, action: str) -> None:
-        # Two updates accepted in the same workflow task both pass their validators; only the
-        # first handler to run acts, so two operators clicking retry provision once.
-        if self._operator_action is not None:
-            raise ApplicationError(
-                f"another operator action ({self._operator_action}) is already under way",
-                type="OperatorActionInProgress",
-            )
+        common.refuse_second_action(self._operator_action)
         self._operator_action = action
 
-    def validate_retry(self) -> None:
-        if self._state != CheckoutStatus.NEEDS_ATTENTION or self._operator_action is not None:
-            raise ValueError(
-                f"retry_provisioning is only possible in NeedsAttention; the order is"
-                f" {self._state.value}"
-            )
+    def validate(self, update: str) -> None:
+        """The validator of each operator update."""
+        allowed = _UPDATE_STATES[update]
+        common.require_state(update, self._state, *allowed, busy=self._operator_action is not None)
 
     async def approve(self, approver: str) -> CheckoutState:
         """An account manager approves a corporate order: it is invoiced and provisioned."""
@@ -676,9 +638,6 @@ class CheckoutV1:
         self._approved_by = approver
         await workflow.wait_condition(lambda: self._state != CheckoutStatus.AWAITING_APPROVAL)
         return self.status()
-
-    def validate_approve(self) -> None:
-        self._require_awaiting_approval("approve")
 
     async def reject(self, approver: str, reason: str) -> CheckoutState:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
@@ -688,27 +647,8 @@ class CheckoutV1:
         await workflow.wait_condition(lambda: self._result is not None)
         return self.status()
 
-    def validate_reject(self) -> None:
-        self._require_awaiting_approval("reject")
-
-    def _require_awaiting_approval(self, update: str) -> None:
-        if self._state != CheckoutStatus.AWAITING_APPROVAL or self._operator_action is not None:
-            raise ValueError(
-                f"{update} is only possible in AwaitingApproval; the order is {self._state.value}"
-            )
-
     async def compensate(self, reason: str) -> CheckoutState:
         self._claim_operator_action("compensate")
         self._operator_reason = reason
         await workflow.wait_condition(lambda: self._result is not None)
         return self.status()
-
-    def validate_compensate(self) -> None:
-        if (
-            self._state not in (CheckoutStatus.NEEDS_ATTENTION, CheckoutStatus.AWAITING_APPROVAL)
-            or self._operator_action is not None
-        ):
-            raise ValueError(
-                f"compensate is only possible in NeedsAttention or AwaitingApproval; the order"
-                f" is {self._state.value}"
-            )
