@@ -7,7 +7,10 @@ layout promises it. The names below are the ones callers of ``starter`` have use
 from __future__ import annotations
 
 from cli.accounts import parse_accounts
-from cli.main import EXIT_ORDER_NOT_COMPLETED, build_parser, main, run
+from cli.main import EXIT_ORDER_NOT_COMPLETED
+from cli.main import build_parser
+from cli.main import main
+from cli.main import run
 
 __all__ = ["EXIT_ORDER_NOT_COMPLETED", "build_parser", "main", "parse_accounts", "run"]
 

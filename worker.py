@@ -10,24 +10,34 @@ import inspect
 import logging
 import signal
 import sys
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
 from temporalio.worker import Worker
-from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
+from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
 from activities.checkout import CheckoutActivities
-from activities.reconcile import ReconcileActivities, Reconciler
-from checkout.catalog import Catalog, load_catalog
+from activities.reconcile import ReconcileActivities
+from activities.reconcile import Reconciler
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
 from checkout.client import connect_client
 from checkout.codec import describe_payload_keys
-from checkout.config import ConfigError, Settings
-from checkout.gateway import PaymentGateway, SandboxGateway
-from checkout.mail import Mailer, SmtpMailer
-from checkout.metrics import METRICS_HOST, CheckoutMetrics, metrics_runtime, watch_waiting
+from checkout.config import ConfigError
+from checkout.config import Settings
+from checkout.gateway import PaymentGateway
+from checkout.gateway import SandboxGateway
+from checkout.mail import Mailer
+from checkout.mail import SmtpMailer
+from checkout.metrics import METRICS_HOST
+from checkout.metrics import CheckoutMetrics
+from checkout.metrics import metrics_runtime
+from checkout.metrics import watch_waiting
 from checkout.process import exit_process
 from checkout.store import Store
 from checkout.stripe_gateway import StripeGateway

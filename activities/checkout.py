@@ -7,7 +7,8 @@ gateway, mailer, catalog, VAT verifier); ``worker.py`` builds and wires them.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
@@ -17,80 +18,73 @@ from temporalio.exceptions import ApplicationError
 
 from checkout.catalog import Catalog
 from checkout.config import Settings
-from checkout.echo import escape, quote, token
-from checkout.errors import (
-    PAYMENT_PROCESSING,
-    PROVISIONING_UNAVAILABLE,
-    STEP_ALREADY_UNDONE,
-    SUBSCRIPTION_CHANGED,
-    CheckoutRejected,
-    Reason,
-    rejection,
-)
-from checkout.gateway import (
-    ChargeRequest,
-    IdempotencyConflict,
-    PaymentDeclined,
-    PaymentGateway,
-    payment_id,
-)
-from checkout.mail import (
-    Mailer,
-    build_message,
-    email_context,
-    message_id_for,
-    render_email,
-    sender_domain,
-)
+from checkout.echo import escape
+from checkout.echo import quote
+from checkout.echo import token
+from checkout.errors import PAYMENT_PROCESSING
+from checkout.errors import PROVISIONING_UNAVAILABLE
+from checkout.errors import STEP_ALREADY_UNDONE
+from checkout.errors import SUBSCRIPTION_CHANGED
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.errors import rejection
+from checkout.gateway import ChargeRequest
+from checkout.gateway import IdempotencyConflict
+from checkout.gateway import PaymentDeclined
+from checkout.gateway import PaymentGateway
+from checkout.gateway import payment_id
+from checkout.mail import Mailer
+from checkout.mail import build_message
+from checkout.mail import email_context
+from checkout.mail import message_id_for
+from checkout.mail import render_email
+from checkout.mail import sender_domain
 from checkout.metrics import CheckoutMetrics
-from checkout.models import (
-    BeginOrder,
-    BeginOrderInput,
-    ChargeInfo,
-    ChargeInput,
-    CheckoutPlan,
-    CheckoutPolicy,
-    CheckoutResult,
-    ClaimOrderInput,
-    CreditNote,
-    EmailInfo,
-    EmailStatus,
-    ExpireTrialInput,
-    ExpireTrialResult,
-    FinishedOrder,
-    FinishOrderInput,
-    InvoicePaymentInput,
-    Notified,
-    NotifyInput,
-    Order,
-    OrderClaim,
-    OrderRejection,
-    PriceOrderInput,
-    RefundInput,
-    ResultStatus,
-    SendEmailInput,
-    SettleInput,
-    SubscriptionsResult,
-    SubscriptionTarget,
-    SubscriptionView,
-    TargetsInput,
-    Turn,
-    TurnInput,
-    UndoInput,
-    VatCheck,
-    VatCheckInput,
-    VoidInvoiceInput,
-)
-from checkout.quoting import check_account_vat_id, price
+from checkout.models import BeginOrder
+from checkout.models import BeginOrderInput
+from checkout.models import ChargeInfo
+from checkout.models import ChargeInput
+from checkout.models import CheckoutPlan
+from checkout.models import CheckoutPolicy
+from checkout.models import CheckoutResult
+from checkout.models import ClaimOrderInput
+from checkout.models import CreditNote
+from checkout.models import EmailInfo
+from checkout.models import EmailStatus
+from checkout.models import ExpireTrialInput
+from checkout.models import ExpireTrialResult
+from checkout.models import FinishedOrder
+from checkout.models import FinishOrderInput
+from checkout.models import InvoicePaymentInput
+from checkout.models import Notified
+from checkout.models import NotifyInput
+from checkout.models import Order
+from checkout.models import OrderClaim
+from checkout.models import OrderRejection
+from checkout.models import PriceOrderInput
+from checkout.models import RefundInput
+from checkout.models import ResultStatus
+from checkout.models import SendEmailInput
+from checkout.models import SettleInput
+from checkout.models import SubscriptionsResult
+from checkout.models import SubscriptionTarget
+from checkout.models import SubscriptionView
+from checkout.models import TargetsInput
+from checkout.models import Turn
+from checkout.models import TurnInput
+from checkout.models import UndoInput
+from checkout.models import VatCheck
+from checkout.models import VatCheckInput
+from checkout.models import VoidInvoiceInput
+from checkout.quoting import check_account_vat_id
+from checkout.quoting import price
 from checkout.steps import CheckoutSteps
-from checkout.store import (
-    OutboxEntry,
-    ProductPaused,
-    StepUndone,
-    Store,
-    StoreUnavailable,
-    SubscriptionChanged,
-)
+from checkout.store import OutboxEntry
+from checkout.store import ProductPaused
+from checkout.store import StepUndone
+from checkout.store import Store
+from checkout.store import StoreUnavailable
+from checkout.store import SubscriptionChanged
 from checkout.vies import VatVerifier
 
 log = activity.logger

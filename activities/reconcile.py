@@ -21,34 +21,37 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from temporalio import activity
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.client import Client
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError
+from temporalio.service import RPCStatusCode
 
 from activities.checkout import CheckoutActivities
-from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id, idempotency_key
+from checkout.contract import CHECKOUT_STATUS
+from checkout.contract import checkout_workflow_id
+from checkout.contract import idempotency_key
 from checkout.echo import escape
 from checkout.errors import Reason
-from checkout.models import (
-    ChargeInfo,
-    CheckoutPlan,
-    CheckoutResult,
-    CheckoutStatus,
-    EmailInfo,
-    EmailPurpose,
-    EmailStatus,
-    PaymentRecord,
-    ReconcileFinding,
-    ReconcileInput,
-    ReconcileReport,
-    RefundInput,
-    ResultStatus,
-    SendEmailInput,
-    SubscriptionView,
-    UndoInput,
-    VoidInvoiceInput,
-)
+from checkout.models import ChargeInfo
+from checkout.models import CheckoutPlan
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutStatus
+from checkout.models import EmailInfo
+from checkout.models import EmailPurpose
+from checkout.models import EmailStatus
+from checkout.models import PaymentRecord
+from checkout.models import ReconcileFinding
+from checkout.models import ReconcileInput
+from checkout.models import ReconcileReport
+from checkout.models import RefundInput
+from checkout.models import ResultStatus
+from checkout.models import SendEmailInput
+from checkout.models import SubscriptionView
+from checkout.models import UndoInput
+from checkout.models import VoidInvoiceInput
 from checkout.steps import ReconcileSteps
-from checkout.store import OrderRecord, Store
+from checkout.store import OrderRecord
+from checkout.store import Store
 
 log = logging.getLogger("checkout.reconcile")
 

@@ -12,7 +12,8 @@ import os
 import signal
 from datetime import timedelta
 
-from temporalio import activity, workflow
+from temporalio import activity
+from temporalio import workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 

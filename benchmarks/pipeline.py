@@ -35,31 +35,38 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from benchmarks.floor import FLOOR_WORKFLOW
-from checkout.contract import (
-    CHECKOUT_WORKFLOW,
-    DECISION_UPDATE,
-    SEARCH_ATTRIBUTES,
-    checkout_workflow_id,
-)
-from checkout.models import Account, CheckoutResult, Decision
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DECISION_UPDATE
+from checkout.contract import SEARCH_ATTRIBUTES
+from checkout.contract import checkout_workflow_id
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import Decision
 from checkout.store import Store
 from devtools import free_port
 from devtools.builders import paid_subscription
 from devtools.process import stop_process
-from devtools.temporal import dev_server_command, start_dev_server
+from devtools.temporal import dev_server_command
+from devtools.temporal import start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

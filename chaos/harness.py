@@ -32,34 +32,45 @@ import random
 import shutil
 import time
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections import Counter
+from collections import defaultdict
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
-from temporalio.client import Client, WorkflowFailureError
+from temporalio.client import Client
+from temporalio.client import WorkflowFailureError
 from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from chaos.oracle import net_charged, sequential_outcome
-from chaos.parts import (
-    PostgresServer,
-    SmtpCounter,
-    TemporalServer,
-    WorkerPool,
-    connect,
-    scratch_directory,
-    worker_env,
-)
+from chaos.oracle import net_charged
+from chaos.oracle import sequential_outcome
+from chaos.parts import PostgresServer
+from chaos.parts import SmtpCounter
+from chaos.parts import TemporalServer
+from chaos.parts import WorkerPool
+from chaos.parts import connect
+from chaos.parts import scratch_directory
+from chaos.parts import worker_env
 from checkout.contract import checkout_workflow_id
-from checkout.models import Account, CheckoutResult, PaymentRecord, ResultStatus, Subscription
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import PaymentRecord
+from checkout.models import ResultStatus
+from checkout.models import Subscription
 from checkout.store import Store
 from checkout.store.schema import OrderLockRow
 

@@ -11,26 +11,31 @@ subscriptions and the same sum of charges less refunds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from checkout.catalog import Catalog, load_catalog
-from checkout.errors import CheckoutRejected, Reason
-from checkout.gateway import DECLINING_TOKENS, SUCCEEDING_TOKENS
-from checkout.models import (
-    Account,
-    CheckoutResult,
-    Order,
-    PaymentRecord,
-    ResultStatus,
-    Subscription,
-    VatCheck,
-)
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.gateway import DECLINING_TOKENS
+from checkout.gateway import SUCCEEDING_TOKENS
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import Order
+from checkout.models import PaymentRecord
+from checkout.models import ResultStatus
+from checkout.models import Subscription
+from checkout.models import VatCheck
 from checkout.pricing import price_order
-from checkout.vat import InvalidVatId, validate_vat_id
+from checkout.vat import InvalidVatId
+from checkout.vat import validate_vat_id
 
 #: A subscription as the racing-order checks compare it.
 SubscriptionSummary = tuple[str, str, int, str]

@@ -20,7 +20,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from email.parser import BytesHeaderParser
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,18 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.runtime import LoggingConfig, Runtime, TelemetryConfig, TelemetryFilter
+from temporalio.runtime import LoggingConfig
+from temporalio.runtime import Runtime
+from temporalio.runtime import TelemetryConfig
+from temporalio.runtime import TelemetryFilter
 
 from checkout.contract import SEARCH_ATTRIBUTES
-from devtools import OnLoopback, tool_path
-from devtools.process import spawn_logged, stop_process
-from devtools.temporal import dev_server_command, start_dev_server
+from devtools import OnLoopback
+from devtools import tool_path
+from devtools.process import spawn_logged
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command
+from devtools.temporal import start_dev_server
 
 REPO = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"

@@ -17,11 +17,14 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
-from chaos.harness import Experiment, ExperimentResult, run_experiment
+from chaos.harness import Experiment
+from chaos.harness import ExperimentResult
+from chaos.harness import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
 

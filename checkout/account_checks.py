@@ -16,7 +16,8 @@ from babel import localedata
 from babel.core import Locale
 
 from checkout.catalog import Catalog
-from checkout.echo import hidden_character, quote
+from checkout.echo import hidden_character
+from checkout.echo import quote
 from checkout.models import Account
 
 #: Codes Babel (CLDR) knows as regions that ISO 3166-1 does not assign to a country: exceptionally

@@ -8,14 +8,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-    field_validator,
-)
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import Field
+from pydantic import StringConstraints
+from pydantic import ValidationError
+from pydantic import field_validator
 
 from checkout.config import parse_duration
 from checkout.models import BillingCycle

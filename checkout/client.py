@@ -7,11 +7,13 @@ from collections.abc import Sequence
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.converter import DataConverter, DefaultFailureConverterWithEncodedAttributes
+from temporalio.converter import DataConverter
+from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import Runtime
 
-from checkout.codec import EncryptionCodec, PayloadKey
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadKey
 from checkout.config import Settings
 
 

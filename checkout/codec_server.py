@@ -17,17 +17,24 @@ import contextlib
 import hmac
 import logging
 import signal
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
-from aiohttp import hdrs, web
+from aiohttp import hdrs
+from aiohttp import web
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payloads
 from temporalio.converter import PayloadCodec
 
-from checkout.codec import EncryptionCodec, PayloadDecryptionError
-from checkout.config import ConfigError, Settings
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadDecryptionError
+from checkout.config import ConfigError
+from checkout.config import Settings
 
 log = logging.getLogger("checkout.codec_server")
 

@@ -6,14 +6,18 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import TypeAdapter
+from pydantic import ValidationError
 
-from checkout.codec import PayloadKey, PayloadKeyError, parse_payload_keys
+from checkout.codec import PayloadKey
+from checkout.codec import PayloadKeyError
+from checkout.codec import parse_payload_keys
 from checkout.contract import DEFAULT_TASK_QUEUE
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///.data/checkout.db"

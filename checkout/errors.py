@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationErrorCategory
 
 
 class Reason(StrEnum):

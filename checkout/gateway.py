@@ -9,7 +9,8 @@ from decimal import Decimal
 from typing import Protocol
 
 from checkout.errors import Reason
-from checkout.models import CardDetails, PaymentRecord
+from checkout.models import CardDetails
+from checkout.models import PaymentRecord
 from checkout.store import Store
 
 SUCCEEDING_TOKENS = frozenset({"pm_card_visa", "pm_card_mastercard"})

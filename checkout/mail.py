@@ -18,32 +18,41 @@ import email.policy
 import email.utils
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, tzinfo
+from datetime import UTC
+from datetime import datetime
+from datetime import tzinfo
 from decimal import Decimal
 from email.message import EmailMessage
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+from typing import Protocol
+from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfoNotFoundError
 
 import aiosmtplib
 from babel import dates as babel_dates
 from babel import numbers as babel_numbers
-from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
-from pydantic import BaseModel, ConfigDict, field_validator
+from jinja2 import Environment
+from jinja2 import FileSystemLoader
+from jinja2 import StrictUndefined
+from jinja2 import select_autoescape
+from pydantic import BaseModel
+from pydantic import ConfigDict
+from pydantic import field_validator
 
 from checkout.catalog import Catalog
 from checkout.echo import quote
-from checkout.models import (
-    Account,
-    CardDetails,
-    ChargeInfo,
-    CreditNote,
-    EmailPurpose,
-    Invoice,
-    LineKind,
-    SendEmailInput,
-)
+from checkout.models import Account
+from checkout.models import CardDetails
+from checkout.models import ChargeInfo
+from checkout.models import CreditNote
+from checkout.models import EmailPurpose
+from checkout.models import Invoice
+from checkout.models import LineKind
+from checkout.models import SendEmailInput
 from checkout.money import round_money
 
 if TYPE_CHECKING:

@@ -19,12 +19,17 @@ import logging
 from decimal import Decimal
 
 from temporalio.client import Client
-from temporalio.common import MetricCounter, MetricMeter
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.common import MetricCounter
+from temporalio.common import MetricMeter
+from temporalio.runtime import PrometheusConfig
+from temporalio.runtime import Runtime
+from temporalio.runtime import TelemetryConfig
 
 from checkout.config import ConfigError
-from checkout.contract import CHECKOUT_STATUS, CHECKOUT_WORKFLOW
-from checkout.models import CheckoutResult, CheckoutStatus
+from checkout.contract import CHECKOUT_STATUS
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutStatus
 from checkout.money import to_minor_units
 
 log = logging.getLogger("checkout.metrics")

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP
+from decimal import Decimal
 
 #: Digits after the decimal point per ISO 4217 currency we sell in.
 MINOR_UNITS: dict[str, int] = {"EUR": 2, "USD": 2, "GBP": 2}

@@ -13,8 +13,10 @@ from typing import Any
 from pydantic import ValidationError
 from stdnum import luhn
 
-from checkout.echo import escape, quote
-from checkout.errors import CheckoutRejected, Reason
+from checkout.echo import escape
+from checkout.echo import quote
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
 from checkout.models import Order
 
 # 13 to 19 digits, optionally grouped by spaces or dashes: the shape of a card number (PAN).

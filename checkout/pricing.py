@@ -10,28 +10,31 @@ import calendar
 from datetime import datetime
 from decimal import Decimal
 
-from checkout.catalog import Catalog, Plan, Price, Product
+from checkout.catalog import Catalog
+from checkout.catalog import Plan
+from checkout.catalog import Price
+from checkout.catalog import Product
 from checkout.echo import quote
-from checkout.errors import CheckoutRejected, Reason
-from checkout.models import (
-    Account,
-    BillingCycle,
-    CheckoutPlan,
-    Invoice,
-    InvoiceLine,
-    ItemMode,
-    LineKind,
-    Order,
-    OrderItem,
-    PreviousSubscription,
-    PricedOn,
-    Subscription,
-    SubscriptionStatus,
-    SubscriptionTarget,
-    TaxTreatment,
-    VatCheck,
-)
-from checkout.money import round_money, zero
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.models import Account
+from checkout.models import BillingCycle
+from checkout.models import CheckoutPlan
+from checkout.models import Invoice
+from checkout.models import InvoiceLine
+from checkout.models import ItemMode
+from checkout.models import LineKind
+from checkout.models import Order
+from checkout.models import OrderItem
+from checkout.models import PreviousSubscription
+from checkout.models import PricedOn
+from checkout.models import Subscription
+from checkout.models import SubscriptionStatus
+from checkout.models import SubscriptionTarget
+from checkout.models import TaxTreatment
+from checkout.models import VatCheck
+from checkout.money import round_money
+from checkout.money import zero
 from checkout.vat import tax_treatment
 
 CYCLE_MONTHS = {BillingCycle.MONTHLY: 1, BillingCycle.ANNUAL: 12}

@@ -15,8 +15,12 @@ from typing import Protocol
 
 from checkout import echo
 from checkout.catalog import Catalog
-from checkout.errors import CheckoutRejected, Reason
-from checkout.models import Account, CheckoutPlan, Order, VatCheck
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.models import Account
+from checkout.models import CheckoutPlan
+from checkout.models import Order
+from checkout.models import VatCheck
 from checkout.pricing import price_order
 from checkout.vat import InvalidVatId
 

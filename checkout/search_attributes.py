@@ -6,24 +6,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import (
-    AddSearchAttributesRequest,
-    ListSearchAttributesRequest,
-)
-from temporalio.client import (
-    Client,
-    Schedule,
-    ScheduleActionStartWorkflow,
-    ScheduleAlreadyRunningError,
-    ScheduleIntervalSpec,
-    ScheduleOverlapPolicy,
-    SchedulePolicy,
-    ScheduleSpec,
-    ScheduleState,
-)
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.client import Schedule
+from temporalio.client import ScheduleActionStartWorkflow
+from temporalio.client import ScheduleAlreadyRunningError
+from temporalio.client import ScheduleIntervalSpec
+from temporalio.client import ScheduleOverlapPolicy
+from temporalio.client import SchedulePolicy
+from temporalio.client import ScheduleSpec
+from temporalio.client import ScheduleState
+from temporalio.service import RPCError
+from temporalio.service import RPCStatusCode
 
-from checkout.contract import RECONCILE_SCHEDULE_ID, RECONCILE_WORKFLOW, SEARCH_ATTRIBUTES
+from checkout.contract import RECONCILE_SCHEDULE_ID
+from checkout.contract import RECONCILE_WORKFLOW
+from checkout.contract import SEARCH_ATTRIBUTES
 from checkout.models import ReconcileInput
 
 

@@ -11,42 +11,41 @@ Side-effect free: the workflow sandbox imports this module.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
+from abc import ABC
+from abc import abstractmethod
 
 from temporalio import activity
 
-from checkout.models import (
-    BeginOrder,
-    BeginOrderInput,
-    ChargeInfo,
-    ChargeInput,
-    CheckoutPlan,
-    CheckoutPolicy,
-    ClaimOrderInput,
-    EmailInfo,
-    ExpireTrialInput,
-    ExpireTrialResult,
-    FinishedOrder,
-    FinishOrderInput,
-    InvoicePaymentInput,
-    Notified,
-    NotifyInput,
-    OrderClaim,
-    PriceOrderInput,
-    ReconcileInput,
-    ReconcileReport,
-    RefundInput,
-    SendEmailInput,
-    SettleInput,
-    SubscriptionsResult,
-    TargetsInput,
-    Turn,
-    TurnInput,
-    UndoInput,
-    VatCheck,
-    VatCheckInput,
-    VoidInvoiceInput,
-)
+from checkout.models import BeginOrder
+from checkout.models import BeginOrderInput
+from checkout.models import ChargeInfo
+from checkout.models import ChargeInput
+from checkout.models import CheckoutPlan
+from checkout.models import CheckoutPolicy
+from checkout.models import ClaimOrderInput
+from checkout.models import EmailInfo
+from checkout.models import ExpireTrialInput
+from checkout.models import ExpireTrialResult
+from checkout.models import FinishedOrder
+from checkout.models import FinishOrderInput
+from checkout.models import InvoicePaymentInput
+from checkout.models import Notified
+from checkout.models import NotifyInput
+from checkout.models import OrderClaim
+from checkout.models import PriceOrderInput
+from checkout.models import ReconcileInput
+from checkout.models import ReconcileReport
+from checkout.models import RefundInput
+from checkout.models import SendEmailInput
+from checkout.models import SettleInput
+from checkout.models import SubscriptionsResult
+from checkout.models import TargetsInput
+from checkout.models import Turn
+from checkout.models import TurnInput
+from checkout.models import UndoInput
+from checkout.models import VatCheck
+from checkout.models import VatCheckInput
+from checkout.models import VoidInvoiceInput
 
 
 class CheckoutSteps(ABC):

@@ -26,17 +26,27 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable
-from datetime import UTC, datetime
-from typing import Any, NoReturn, Protocol, TypeVar
+from datetime import UTC
+from datetime import datetime
+from typing import Any
+from typing import NoReturn
+from typing import Protocol
+from typing import TypeVar
 
 import stripe
 from temporalio.exceptions import ApplicationError
 
 from checkout.echo import escape
-from checkout.errors import PAYMENT_GATEWAY_ERROR, Reason
-from checkout.gateway import ChargeRequest, PaymentDeclined, payment_id
-from checkout.models import Account, CardDetails, PaymentRecord
-from checkout.money import from_minor_units, to_minor_units
+from checkout.errors import PAYMENT_GATEWAY_ERROR
+from checkout.errors import Reason
+from checkout.gateway import ChargeRequest
+from checkout.gateway import PaymentDeclined
+from checkout.gateway import payment_id
+from checkout.models import Account
+from checkout.models import CardDetails
+from checkout.models import PaymentRecord
+from checkout.money import from_minor_units
+from checkout.money import to_minor_units
 
 log = logging.getLogger("checkout.stripe")
 

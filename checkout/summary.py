@@ -6,7 +6,8 @@ from __future__ import annotations
 from typing import Any
 
 from checkout.echo import token
-from checkout.models import Invoice, Order
+from checkout.models import Invoice
+from checkout.models import Order
 
 _MISSING = object()
 

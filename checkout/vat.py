@@ -8,13 +8,15 @@ changes of 2024-2025 kept as dated rows so an invoice for an earlier date prices
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
+from datetime import datetime
 from decimal import Decimal
 
 from stdnum.eu import vat as eu_vat
 from stdnum.exceptions import ValidationError as StdnumValidationError
 
-from checkout.echo import escape, quote
+from checkout.echo import escape
+from checkout.echo import quote
 from checkout.models import TaxTreatment
 
 #: ISO 3166 codes of the EU member states, from python-stdnum's list. It names Greece "gr" as ISO

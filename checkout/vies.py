@@ -13,12 +13,16 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from dataclasses import KW_ONLY, dataclass
-from typing import Any, Literal
+from dataclasses import KW_ONLY
+from dataclasses import dataclass
+from typing import Any
+from typing import Literal
 
-from checkout.echo import escape, quote
+from checkout.echo import escape
+from checkout.echo import quote
 from checkout.models import VatCheck
-from checkout.vat import InvalidVatId, validate_vat_id
+from checkout.vat import InvalidVatId
+from checkout.vat import validate_vat_id
 
 log = logging.getLogger(__name__)
 

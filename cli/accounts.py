@@ -11,13 +11,17 @@ from typing import Any
 from pydantic import ValidationError
 
 from checkout.account_checks import account_problems
-from checkout.catalog import Catalog, load_catalog
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
 from checkout.config import Settings
 from checkout.echo import quote
 from checkout.models import Account
 from checkout.order_input import validation_errors
 from cli import render
-from cli.common import CliError, open_store, print_json, read_json
+from cli.common import CliError
+from cli.common import open_store
+from cli.common import print_json
+from cli.common import read_json
 
 
 def _account_lines(text: str) -> list[int] | None:

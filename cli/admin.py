@@ -10,9 +10,11 @@ from typing import Any
 
 from checkout.config import Settings
 from checkout.contract import RECONCILE_SCHEDULE_ID
-from checkout.search_attributes import ensure_reconcile_schedule, register_search_attributes
+from checkout.search_attributes import ensure_reconcile_schedule
+from checkout.search_attributes import register_search_attributes
 from cli import render
-from cli.common import connect, open_store
+from cli.common import connect
+from cli.common import open_store
 
 
 async def cmd_setup(_: argparse.Namespace, settings: Settings) -> int:

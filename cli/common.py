@@ -8,7 +8,9 @@ import getpass
 import json
 import re
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -18,14 +20,18 @@ from pydantic import BaseModel
 from sqlalchemy.exc import SQLAlchemyError
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
+from temporalio.service import RPCStatusCode
 
 from checkout.client import connect_client
 from checkout.config import Settings
-from checkout.contract import CHECKOUT_STATUS, checkout_workflow_id
-from checkout.echo import escape, token
+from checkout.contract import CHECKOUT_STATUS
+from checkout.contract import checkout_workflow_id
+from checkout.echo import escape
+from checkout.echo import token
 from checkout.models import UtcDateTime
-from checkout.order_input import DuplicateKeyError, loads_strict
+from checkout.order_input import DuplicateKeyError
+from checkout.order_input import loads_strict
 from checkout.store import Store
 
 #: ``submit --wait`` saw the order end rejected or compensated.

@@ -18,10 +18,15 @@ from pydantic import BaseModel
 
 from checkout.config import Settings
 from checkout.mail import SmtpMailer
-from checkout.models import EmailPurpose, UtcDateTime
-from checkout.store import OutboxEntry, Store
+from checkout.models import EmailPurpose
+from checkout.models import UtcDateTime
+from checkout.store import OutboxEntry
+from checkout.store import Store
 from cli import render
-from cli.common import CliError, one_line, open_store, print_json
+from cli.common import CliError
+from cli.common import one_line
+from cli.common import open_store
+from cli.common import print_json
 
 STATUSES = ("sent", "pending", "failed")
 PURPOSES = tuple(p.value for p in EmailPurpose)

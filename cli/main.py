@@ -16,10 +16,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from temporalio.service import RPCError
 
 from checkout.catalog import CatalogError
-from checkout.config import ConfigError, Settings
+from checkout.config import ConfigError
+from checkout.config import Settings
 from checkout.process import finish
-from cli import accounts, admin, emails, orders, products
-from cli.common import EXIT_ORDER_NOT_COMPLETED, CliError, Handler, one_line
+from cli import accounts
+from cli import admin
+from cli import emails
+from cli import orders
+from cli import products
+from cli.common import EXIT_ORDER_NOT_COMPLETED
+from cli.common import CliError
+from cli.common import Handler
+from cli.common import one_line
 
 __all__ = ["EXIT_ORDER_NOT_COMPLETED", "build_parser", "main", "run"]
 

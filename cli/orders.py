@@ -7,70 +7,69 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import Awaitable
+from collections.abc import Callable
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowExecutionStatus,
-    WorkflowFailureError,
-    WorkflowHandle,
-    WorkflowQueryFailedError,
-    WorkflowUpdateFailedError,
-)
+from pydantic import BaseModel
+from pydantic import ValidationError
+from temporalio.client import Client
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
-from temporalio.service import RPCError, RPCStatusCode
+from temporalio.service import RPCError
+from temporalio.service import RPCStatusCode
 
 from checkout.catalog import load_catalog
 from checkout.config import Settings
-from checkout.contract import (
-    ACCOUNT_ID,
-    CHECKOUT_STATUS,
-    CHECKOUT_WORKFLOW,
-    DECISION_UPDATE,
-    RETRY_PROVISIONING_UPDATE,
-    checkout_workflow_id,
-    order_id_from_workflow_id,
-)
+from checkout.contract import ACCOUNT_ID
+from checkout.contract import CHECKOUT_STATUS
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DECISION_UPDATE
+from checkout.contract import RETRY_PROVISIONING_UPDATE
+from checkout.contract import checkout_workflow_id
+from checkout.contract import order_id_from_workflow_id
 from checkout.echo import quote
 from checkout.errors import CheckoutRejected
-from checkout.models import (
-    ApproveRequest,
-    CheckoutResult,
-    CheckoutState,
-    CheckoutStatus,
-    CompensateRequest,
-    Decision,
-    DecisionStatus,
-    RejectRequest,
-    ResultStatus,
-)
-from checkout.order_input import describe_validation_error, find_card_number, parse_order
+from checkout.models import ApproveRequest
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import CompensateRequest
+from checkout.models import Decision
+from checkout.models import DecisionStatus
+from checkout.models import RejectRequest
+from checkout.models import ResultStatus
+from checkout.order_input import describe_validation_error
+from checkout.order_input import find_card_number
+from checkout.order_input import parse_order
 from checkout.quoting import quote as quote_order
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
 from cli import render
-from cli.common import (
-    EXIT_ORDER_NOT_COMPLETED,
-    IDENTIFIER,
-    QUERY_TIMEOUT,
-    CheckoutList,
-    CliError,
-    ListedCheckout,
-    connect,
-    describe_ended,
-    no_checkout,
-    one_line,
-    open_store,
-    os_user,
-    print_json,
-    read_json,
-)
+from cli.common import EXIT_ORDER_NOT_COMPLETED
+from cli.common import IDENTIFIER
+from cli.common import QUERY_TIMEOUT
+from cli.common import CheckoutList
+from cli.common import CliError
+from cli.common import ListedCheckout
+from cli.common import connect
+from cli.common import describe_ended
+from cli.common import no_checkout
+from cli.common import one_line
+from cli.common import open_store
+from cli.common import os_user
+from cli.common import print_json
+from cli.common import read_json
 
 _Request = TypeVar("_Request", bound=BaseModel)
 

@@ -7,11 +7,13 @@ import argparse
 import json
 from typing import Any
 
-from checkout.catalog import Catalog, load_catalog
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
 from checkout.config import Settings
 from checkout.echo import quote
 from cli import render
-from cli.common import CliError, open_store
+from cli.common import CliError
+from cli.common import open_store
 
 
 def _product(catalog: Catalog, code: str) -> str:

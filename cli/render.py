@@ -9,27 +9,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
-from checkout.echo import quote, token
-from checkout.models import (
-    AccountView,
-    ChargeInfo,
-    CheckoutResult,
-    CheckoutState,
-    Decision,
-    Invoice,
-    InvoiceLine,
-    LineKind,
-    Order,
-    ReconcileFinding,
-    TaxTreatment,
-)
+from checkout.echo import quote
+from checkout.echo import token
+from checkout.models import AccountView
+from checkout.models import ChargeInfo
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import Decision
+from checkout.models import Invoice
+from checkout.models import InvoiceLine
+from checkout.models import LineKind
+from checkout.models import Order
+from checkout.models import ReconcileFinding
+from checkout.models import TaxTreatment
 from checkout.quoting import Quote
 from checkout.store import OutboxEntry
-from cli.common import ListedCheckout, one_line
+from cli.common import ListedCheckout
+from cli.common import one_line
 
 NONE = "-"
 

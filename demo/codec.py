@@ -26,16 +26,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from aiohttp import hdrs, web
+from aiohttp import hdrs
+from aiohttp import web
 
-from checkout.codec import (
-    EncryptionCodec,
-    PayloadKey,
-    format_payload_keys,
-    generate_key,
-    parse_payload_keys,
-)
-from checkout.codec_server import MAX_BODY, RunningCodecServer, start_codec_server
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadKey
+from checkout.codec import format_payload_keys
+from checkout.codec import generate_key
+from checkout.codec import parse_payload_keys
+from checkout.codec_server import MAX_BODY
+from checkout.codec_server import RunningCodecServer
+from checkout.codec_server import start_codec_server
 
 HOST = "127.0.0.1"
 #: The key id of the key the demo generates; written into every payload's metadata.

@@ -20,34 +20,34 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from checkout.catalog import Catalog, load_catalog
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
 from checkout.config import Settings
-from checkout.gateway import SANDBOX_CARDS, payment_id
-from checkout.mail import (
-    DEFAULT_TEMPLATES_DIR,
-    SUPPORTED_LOCALES,
-    compose_email,
-    email_context,
-    render_email,
-)
-from checkout.models import (
-    Account,
-    BillingCycle,
-    ChargeInfo,
-    CreditNote,
-    EmailPurpose,
-    Invoice,
-    ItemMode,
-    Order,
-    OrderItem,
-    SendEmailInput,
-    Subscription,
-    VatCheck,
-)
+from checkout.gateway import SANDBOX_CARDS
+from checkout.gateway import payment_id
+from checkout.mail import DEFAULT_TEMPLATES_DIR
+from checkout.mail import SUPPORTED_LOCALES
+from checkout.mail import compose_email
+from checkout.mail import email_context
+from checkout.mail import render_email
+from checkout.models import Account
+from checkout.models import BillingCycle
+from checkout.models import ChargeInfo
+from checkout.models import CreditNote
+from checkout.models import EmailPurpose
+from checkout.models import Invoice
+from checkout.models import ItemMode
+from checkout.models import Order
+from checkout.models import OrderItem
+from checkout.models import SendEmailInput
+from checkout.models import Subscription
+from checkout.models import VatCheck
 from checkout.pricing import price_order
 from devtools.builders import paid_subscription
 

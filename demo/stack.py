@@ -23,42 +23,59 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Awaitable, Sequence
-from contextlib import AsyncExitStack, suppress
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
-from email import message_from_bytes, policy
+from collections.abc import Awaitable
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from contextlib import suppress
+from dataclasses import dataclass
+from dataclasses import replace
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from email import message_from_bytes
+from email import policy
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 from urllib.parse import quote
 
 from aiosmtpd.smtp import SMTP
 from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
-from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.client import Client
+from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDReusePolicy
 
 from checkout.client import connect_client
 from checkout.codec import format_payload_keys
-from checkout.config import DEFAULT_DATABASE_URL, Settings
-from checkout.contract import CHECKOUT_WORKFLOW, SEARCH_ATTRIBUTES, checkout_workflow_id
-from checkout.models import (
-    Account,
-    CheckoutResult,
-    CheckoutState,
-    CheckoutStatus,
-)
-from checkout.pricing import CYCLE_MONTHS, add_months
+from checkout.config import DEFAULT_DATABASE_URL
+from checkout.config import Settings
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import SEARCH_ATTRIBUTES
+from checkout.contract import checkout_workflow_id
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.pricing import CYCLE_MONTHS
+from checkout.pricing import add_months
 from checkout.process import finish
 from checkout.search_attributes import register_search_attributes
 from checkout.store import Store
 from checkout.summary import order_summary
 from cli import render
-from demo.codec import KEYS_VAR, TOKEN_VAR, DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
+from demo.codec import KEYS_VAR
+from demo.codec import TOKEN_VAR
+from demo.codec import DemoCodec
+from demo.codec import DemoSecrets
+from demo.codec import demo_secrets
+from demo.codec import start_demo_codec
 from devtools import OnLoopback
 from devtools.process import stop_process
-from devtools.temporal import dev_server_command, start_dev_server
+from devtools.temporal import dev_server_command
+from devtools.temporal import start_dev_server
 from worker import run_worker
 
 log = logging.getLogger("demo.stack")

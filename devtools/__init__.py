@@ -8,7 +8,9 @@ checkout, and nothing here imports it, so any layer may import this one.
 """
 
 from devtools.binaries import tool_path
-from devtools.net import LOOPBACK, OnLoopback, free_port
+from devtools.net import LOOPBACK
+from devtools.net import OnLoopback
+from devtools.net import free_port
 from devtools.smtp import SmtpSink
 
 __all__ = ["LOOPBACK", "OnLoopback", "SmtpSink", "free_port", "tool_path"]

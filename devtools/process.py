@@ -5,7 +5,8 @@ uses them), and stopped with SIGTERM, then SIGKILL."""
 from __future__ import annotations
 
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
 
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from email import message_from_bytes, policy
+from email import message_from_bytes
+from email import policy
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any
+from typing import Self
 
 from aiosmtpd.controller import Controller
 
-from devtools.net import LOOPBACK, free_port
+from devtools.net import LOOPBACK
+from devtools.net import free_port
 
 #: Called with each accepted message and the file it was written to (None without a folder).
 OnMessage = Callable[[EmailMessage, Path | None], None]

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from temporalio.common import SearchAttributeIndexedValueType, SearchAttributeKey
+from temporalio.common import SearchAttributeIndexedValueType
+from temporalio.common import SearchAttributeKey
 
 from devtools.binaries import tool_path
 from devtools.net import LOOPBACK

@@ -6,7 +6,8 @@ the local-stack tools in devtools/."""
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -14,18 +15,17 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.store import Store
-from devtools import SmtpSink, free_port
-from tests.helpers import (
-    Cli,
-    MakeSettings,
-    dev_server,
-    make_store,
-    point_checkout_at,
-    settings_for,
-    store_url,
-    time_skipping_server,
-    unique_queue,
-)
+from devtools import SmtpSink
+from devtools import free_port
+from tests.helpers import Cli
+from tests.helpers import MakeSettings
+from tests.helpers import dev_server
+from tests.helpers import make_store
+from tests.helpers import point_checkout_at
+from tests.helpers import settings_for
+from tests.helpers import store_url
+from tests.helpers import time_skipping_server
+from tests.helpers import unique_queue
 
 
 @pytest.fixture

@@ -22,37 +22,33 @@ import sys
 import tempfile
 from pathlib import Path
 
-from temporalio.client import (
-    Client,
-    WithStartWorkflowOperation,
-    WorkflowFailureError,
-    WorkflowHandle,
-)
+from temporalio.client import Client
+from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WorkflowFailureError
+from temporalio.client import WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy
 
 from checkout.config import Settings
-from checkout.contract import (
-    CHECKOUT_WORKFLOW,
-    DECISION_UPDATE,
-    checkout_workflow_id,
-    trial_workflow_id,
-)
-from checkout.models import CheckoutStatus, TrialOutcome, TrialState
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DECISION_UPDATE
+from checkout.contract import checkout_workflow_id
+from checkout.contract import trial_workflow_id
+from checkout.models import CheckoutStatus
+from checkout.models import TrialOutcome
+from checkout.models import TrialState
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    TRIAL,
-    account,
-    catalog_with,
-    checkout_worker,
-    dev_server,
-    make_store,
-    order,
-    reaches,
-    settings_for,
-    start_order,
-    unique_queue,
-)
+from tests.helpers import TRIAL
+from tests.helpers import account
+from tests.helpers import catalog_with
+from tests.helpers import checkout_worker
+from tests.helpers import dev_server
+from tests.helpers import make_store
+from tests.helpers import order
+from tests.helpers import reaches
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import unique_queue
 from worker import build_activities
 
 HISTORIES = Path(__file__).parent / "histories" / (sys.argv[1] if len(sys.argv) > 1 else "v2")

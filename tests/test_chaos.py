@@ -18,35 +18,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.models import (
-    Account,
-    CheckoutResult,
-    CheckoutState,
-    CheckoutStatus,
-    ResultStatus,
-)
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    account,
-    address_of,
-    buy,
-    end_trial,
-    eventually,
-    now,
-    order,
-    paid_subscription,
-    purposes,
-    seeded_account,
-    settings_for,
-    start_order,
-    trial,
-    worker_env,
-    worker_process,
-)
+from tests.helpers import account
+from tests.helpers import address_of
+from tests.helpers import buy
+from tests.helpers import end_trial
+from tests.helpers import eventually
+from tests.helpers import now
+from tests.helpers import order
+from tests.helpers import paid_subscription
+from tests.helpers import purposes
+from tests.helpers import seeded_account
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import trial
+from tests.helpers import worker_env
+from tests.helpers import worker_process
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]
 

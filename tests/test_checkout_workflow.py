@@ -5,50 +5,50 @@ from __future__ import annotations
 
 import asyncio
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP
+from decimal import Decimal
 
 import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
-from temporalio.exceptions import ApplicationError, CancelledError
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
-from checkout.gateway import ChargeRequest, SandboxGateway
-from checkout.models import (
-    CheckoutResult,
-    CheckoutStatus,
-    EmailInfo,
-    EmailStatus,
-    PaymentRecord,
-    ResultStatus,
-    SendEmailInput,
-    SubscriptionsResult,
-    TargetsInput,
-)
-from checkout.store import Store, StoreUnavailable
+from checkout.gateway import ChargeRequest
+from checkout.gateway import SandboxGateway
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutStatus
+from checkout.models import EmailInfo
+from checkout.models import EmailStatus
+from checkout.models import PaymentRecord
+from checkout.models import ResultStatus
+from checkout.models import SendEmailInput
+from checkout.models import SubscriptionsResult
+from checkout.models import TargetsInput
+from checkout.store import Store
+from checkout.store import StoreUnavailable
 from devtools import SmtpSink
-from tests.helpers import (
-    MakeSettings,
-    activities_with,
-    checkout_handle,
-    checkout_worker,
-    end_trial,
-    eventually,
-    order,
-    paid_subscription,
-    park_order,
-    place_order,
-    purposes,
-    run_order,
-    seeded_account,
-    settings_for,
-    state_of,
-    unique_queue,
-)
+from tests.helpers import MakeSettings
+from tests.helpers import activities_with
+from tests.helpers import checkout_handle
+from tests.helpers import checkout_worker
+from tests.helpers import end_trial
+from tests.helpers import eventually
+from tests.helpers import order
+from tests.helpers import paid_subscription
+from tests.helpers import park_order
+from tests.helpers import place_order
+from tests.helpers import purposes
+from tests.helpers import run_order
+from tests.helpers import seeded_account
+from tests.helpers import settings_for
+from tests.helpers import state_of
+from tests.helpers import unique_queue
 
 CENT = Decimal("0.01")
 

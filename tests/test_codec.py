@@ -14,20 +14,19 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import DefaultFailureConverterWithEncodedAttributes
 
 from checkout.client import data_converter
-from checkout.codec import (
-    ENCODING,
-    KEY_ID_KEY,
-    NONCE_SIZE,
-    EncryptionCodec,
-    PayloadDecryptionError,
-    PayloadKey,
-    PayloadKeyError,
-    describe_payload_keys,
-    format_payload_keys,
-    generate_key,
-    parse_payload_keys,
-)
-from checkout.config import ConfigError, Settings
+from checkout.codec import ENCODING
+from checkout.codec import KEY_ID_KEY
+from checkout.codec import NONCE_SIZE
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadDecryptionError
+from checkout.codec import PayloadKey
+from checkout.codec import PayloadKeyError
+from checkout.codec import describe_payload_keys
+from checkout.codec import format_payload_keys
+from checkout.codec import generate_key
+from checkout.codec import parse_payload_keys
+from checkout.config import ConfigError
+from checkout.config import Settings
 
 ORDER = {"order_id": "ord-1", "vat_id": "DE136695976", "payment_method": "pm_card_visa"}
 

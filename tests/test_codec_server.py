@@ -19,12 +19,17 @@ from typing import Any
 import aiohttp
 import pytest
 from google.protobuf import json_format
-from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.common.v1 import Payload
+from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 import starter
-from checkout.codec import EncryptionCodec, PayloadKey, format_payload_keys, generate_key
-from checkout.codec_server import RunningCodecServer, start_codec_server
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadKey
+from checkout.codec import format_payload_keys
+from checkout.codec import generate_key
+from checkout.codec_server import RunningCodecServer
+from checkout.codec_server import start_codec_server
 from devtools import free_port
 from tests.helpers.http import preflight
 

@@ -6,7 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from checkout.config import DEFAULT_DATABASE_URL, ConfigError, Settings, parse_duration
+from checkout.config import DEFAULT_DATABASE_URL
+from checkout.config import ConfigError
+from checkout.config import Settings
+from checkout.config import parse_duration
 
 # --- durations ---------------------------------------------------------------------------------
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from checkout.contract import checkout_workflow_id, idempotency_key, order_id_from_workflow_id
+from checkout.contract import checkout_workflow_id
+from checkout.contract import idempotency_key
+from checkout.contract import order_id_from_workflow_id
 
 order_ids = st.text(
     alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-",

@@ -16,36 +16,33 @@ from zoneinfo import ZoneInfo
 import pytest
 from babel.dates import format_date
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.config import Settings
-from checkout.models import (
-    Account,
-    CheckoutState,
-    CheckoutStatus,
-    PaymentRecord,
-    ResultStatus,
-)
+from checkout.models import Account
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import PaymentRecord
+from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    TRIAL,
-    MakeSettings,
-    account,
-    checkout_worker,
-    end_trial,
-    eventually,
-    mail_of,
-    order,
-    purposes,
-    reaches,
-    result_of,
-    seeded_account,
-    start_order,
-    state_of,
-    text_of,
-)
+from tests.helpers import TRIAL
+from tests.helpers import MakeSettings
+from tests.helpers import account
+from tests.helpers import checkout_worker
+from tests.helpers import end_trial
+from tests.helpers import eventually
+from tests.helpers import mail_of
+from tests.helpers import order
+from tests.helpers import purposes
+from tests.helpers import reaches
+from tests.helpers import result_of
+from tests.helpers import seeded_account
+from tests.helpers import start_order
+from tests.helpers import state_of
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.e2e
 

@@ -14,8 +14,14 @@ from google.protobuf import json_format
 from temporalio.api.common.v1 import Payloads
 from temporalio.contrib.pydantic import pydantic_data_converter
 
-from checkout.codec import ENCODING, EncryptionCodec, format_payload_keys, generate_key
-from demo.codec import DemoCodec, DemoSecrets, demo_secrets, start_demo_codec
+from checkout.codec import ENCODING
+from checkout.codec import EncryptionCodec
+from checkout.codec import format_payload_keys
+from checkout.codec import generate_key
+from demo.codec import DemoCodec
+from demo.codec import DemoSecrets
+from demo.codec import demo_secrets
+from demo.codec import start_demo_codec
 from devtools import free_port
 from tests.helpers.http import preflight
 

@@ -17,9 +17,14 @@ from temporalio.client import Client
 from temporalio.service import RPCError
 
 from checkout.contract import SEARCH_ATTRIBUTES
-from devtools import LOOPBACK, SmtpSink, free_port, tool_path
-from devtools.process import spawn_logged, stop_process
-from devtools.temporal import dev_server_command, start_dev_server
+from devtools import LOOPBACK
+from devtools import SmtpSink
+from devtools import free_port
+from devtools import tool_path
+from devtools.process import spawn_logged
+from devtools.process import stop_process
+from devtools.temporal import dev_server_command
+from devtools.temporal import start_dev_server
 
 
 def message(message_id: str, subject: str = "Your order") -> EmailMessage:

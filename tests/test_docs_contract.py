@@ -24,19 +24,18 @@ from temporalio.envconfig import ClientConfigProfile
 
 import starter
 import worker
-from checkout.contract import (
-    CHECKOUT_WORKFLOW,
-    DEFAULT_TASK_QUEUE,
-    EMAIL_DELIVERY_WORKFLOW,
-    RECONCILE_SCHEDULE_ID,
-    RECONCILE_WORKFLOW,
-    SEARCH_ATTRIBUTES,
-    TRIAL_WORKFLOW,
-    checkout_workflow_id,
-    idempotency_key,
-    trial_workflow_id,
-)
-from checkout.errors import REJECTION_REASONS, Reason
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DEFAULT_TASK_QUEUE
+from checkout.contract import EMAIL_DELIVERY_WORKFLOW
+from checkout.contract import RECONCILE_SCHEDULE_ID
+from checkout.contract import RECONCILE_WORKFLOW
+from checkout.contract import SEARCH_ATTRIBUTES
+from checkout.contract import TRIAL_WORKFLOW
+from checkout.contract import checkout_workflow_id
+from checkout.contract import idempotency_key
+from checkout.contract import trial_workflow_id
+from checkout.errors import REJECTION_REASONS
+from checkout.errors import Reason
 from checkout.models import CheckoutStatus
 from tests.helpers import REPO
 

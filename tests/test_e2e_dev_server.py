@@ -10,41 +10,43 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import ROUND_HALF_UP
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowHandle
+from temporalio.client import WorkflowUpdateFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutState, CheckoutStatus, ResultStatus
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
 from checkout.summary import order_summary
 from devtools import SmtpSink
-from tests.helpers import (
-    MakeSettings,
-    account,
-    address_of,
-    checkout_handle,
-    checkout_worker,
-    eventually,
-    now,
-    order,
-    paid_subscription,
-    purposes,
-    reaches,
-    rejections,
-    result_of,
-    seeded_account,
-    start_order,
-    state_of,
-    temporal_cli,
-    text_of,
-)
+from tests.helpers import MakeSettings
+from tests.helpers import account
+from tests.helpers import address_of
+from tests.helpers import checkout_handle
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import now
+from tests.helpers import order
+from tests.helpers import paid_subscription
+from tests.helpers import purposes
+from tests.helpers import reaches
+from tests.helpers import rejections
+from tests.helpers import result_of
+from tests.helpers import seeded_account
+from tests.helpers import start_order
+from tests.helpers import state_of
+from tests.helpers import temporal_cli
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.e2e
 

@@ -12,36 +12,41 @@ import logging
 import unicodedata
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.catalog import load_catalog
-from checkout.echo import escape, quote, token
+from checkout.echo import escape
+from checkout.echo import quote
+from checkout.echo import token
 from checkout.errors import CheckoutRejected
-from checkout.mail import EmailContext, compose_email
-from checkout.models import EmailPurpose, ResultStatus
+from checkout.mail import EmailContext
+from checkout.mail import compose_email
+from checkout.models import EmailPurpose
+from checkout.models import ResultStatus
 from checkout.order_input import parse_order
 from checkout.quoting import quote as quote_order
 from checkout.store import Store
 from checkout.summary import order_summary
 from checkout.vies import VatVerifier
-from tests.helpers import (
-    Cli,
-    account,
-    buy,
-    checkout_worker,
-    order,
-    result_of,
-    seeded_account,
-    start_order,
-    state_of,
-)
+from tests.helpers import Cli
+from tests.helpers import account
+from tests.helpers import buy
+from tests.helpers import checkout_worker
+from tests.helpers import order
+from tests.helpers import result_of
+from tests.helpers import seeded_account
+from tests.helpers import start_order
+from tests.helpers import state_of
 from tests.helpers.workers import MakeSettings
 
 ANCHOR = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)

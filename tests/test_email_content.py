@@ -11,47 +11,46 @@ import re
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from html.parser import HTMLParser
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 import pytest
 from markupsafe import escape
 
-from checkout.catalog import Catalog, load_catalog
-from checkout.mail import (
-    EmailContext,
-    card_label,
-    compose_email,
-    format_date,
-    format_datetime,
-    format_money,
-    format_percent,
-    format_signed_credit,
-    render_email,
-)
-from checkout.models import (
-    Account,
-    EmailPurpose,
-    Invoice,
-    InvoiceLine,
-    LineKind,
-    SendEmailInput,
-    TaxTreatment,
-)
-from demo.previews import (
-    ANCHOR,
-    APPROVER_REASON,
-    OPERATOR_REASON,
-    Preview,
-    previews,
-    template_purposes,
-)
-from tests.helpers import account, paid_subscription
-from tests.helpers.invoices import new_line, standard_invoice
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
+from checkout.mail import EmailContext
+from checkout.mail import card_label
+from checkout.mail import compose_email
+from checkout.mail import format_date
+from checkout.mail import format_datetime
+from checkout.mail import format_money
+from checkout.mail import format_percent
+from checkout.mail import format_signed_credit
+from checkout.mail import render_email
+from checkout.models import Account
+from checkout.models import EmailPurpose
+from checkout.models import Invoice
+from checkout.models import InvoiceLine
+from checkout.models import LineKind
+from checkout.models import SendEmailInput
+from checkout.models import TaxTreatment
+from demo.previews import ANCHOR
+from demo.previews import APPROVER_REASON
+from demo.previews import OPERATOR_REASON
+from demo.previews import Preview
+from demo.previews import previews
+from demo.previews import template_purposes
+from tests.helpers import account
+from tests.helpers import paid_subscription
+from tests.helpers.invoices import new_line
+from tests.helpers.invoices import standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

@@ -25,21 +25,22 @@ from temporalio.testing import WorkflowEnvironment
 from activities.checkout import CheckoutActivities
 from checkout.contract import email_workflow_id
 from checkout.mail import SmtpMailer
-from checkout.models import EmailInfo, EmailStatus, ResultStatus
+from checkout.models import EmailInfo
+from checkout.models import EmailStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
-from devtools import SmtpSink, free_port
-from tests.helpers import (
-    account,
-    activities_with,
-    checkout_worker,
-    eventually,
-    make_store,
-    order,
-    run_order,
-    settings_for,
-    store_url,
-    unique_queue,
-)
+from devtools import SmtpSink
+from devtools import free_port
+from tests.helpers import account
+from tests.helpers import activities_with
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import make_store
+from tests.helpers import order
+from tests.helpers import run_order
+from tests.helpers import settings_for
+from tests.helpers import store_url
+from tests.helpers import unique_queue
 
 #: The outage of the long test: ten minutes unless CHECKOUT_TEST_OUTAGE says otherwise.
 OUTAGE = float(os.environ.get("CHECKOUT_TEST_OUTAGE", "600"))

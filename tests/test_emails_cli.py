@@ -14,10 +14,15 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
-from checkout.models import EmailPurpose, SendEmailInput
+from checkout.models import EmailPurpose
+from checkout.models import SendEmailInput
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import account, run_checkout, settings_for, store_url, text_of
+from tests.helpers import account
+from tests.helpers import run_checkout
+from tests.helpers import settings_for
+from tests.helpers import store_url
+from tests.helpers import text_of
 from worker import build_activities
 
 ROW_KEYS = {

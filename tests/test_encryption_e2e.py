@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,41 +17,38 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload
 from temporalio.api.enums.v1 import EventType
-from temporalio.api.history.v1 import History, HistoryEvent
+from temporalio.api.history.v1 import History
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 import starter
 from checkout.client import connect_client
-from checkout.codec import (
-    ENCODING,
-    KEY_ID_KEY,
-    EncryptionCodec,
-    PayloadKey,
-    format_payload_keys,
-    generate_key,
-)
+from checkout.codec import ENCODING
+from checkout.codec import KEY_ID_KEY
+from checkout.codec import EncryptionCodec
+from checkout.codec import PayloadKey
+from checkout.codec import format_payload_keys
+from checkout.codec import generate_key
 from checkout.codec_server import start_codec_server
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    account,
-    address_of,
-    checkout_handle,
-    checkout_worker,
-    eventually,
-    make_store,
-    order,
-    rejections,
-    result_of,
-    set_checkout_env,
-    settings_for,
-    start_order,
-    temporal_cli,
-)
+from tests.helpers import account
+from tests.helpers import address_of
+from tests.helpers import checkout_handle
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import make_store
+from tests.helpers import order
+from tests.helpers import rejections
+from tests.helpers import result_of
+from tests.helpers import set_checkout_env
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import temporal_cli
 from workflows.checkout import CHECKOUT_V2
 
 pytestmark = pytest.mark.e2e

@@ -9,14 +9,13 @@ from decimal import Decimal
 import pytest
 
 from checkout.errors import Reason
-from checkout.gateway import (
-    ChargeRequest,
-    IdempotencyConflict,
-    PaymentDeclined,
-    SandboxGateway,
-    payment_id,
-)
-from checkout.models import CardDetails, PaymentRecord
+from checkout.gateway import ChargeRequest
+from checkout.gateway import IdempotencyConflict
+from checkout.gateway import PaymentDeclined
+from checkout.gateway import SandboxGateway
+from checkout.gateway import payment_id
+from checkout.models import CardDetails
+from checkout.models import PaymentRecord
 from checkout.store import Store
 
 

@@ -10,19 +10,20 @@ from decimal import Decimal
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.models import CheckoutStatus, ResultStatus
+from checkout.models import CheckoutStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
-from tests.conftest import SmtpSink, settings_for, unique_queue
-from tests.helpers import (
-    account,
-    checkout_worker,
-    mail_of,
-    now,
-    order,
-    reaches,
-    start_order,
-    store_url,
-)
+from tests.conftest import SmtpSink
+from tests.conftest import settings_for
+from tests.conftest import unique_queue
+from tests.helpers import account
+from tests.helpers import checkout_worker
+from tests.helpers import mail_of
+from tests.helpers import now
+from tests.helpers import order
+from tests.helpers import reaches
+from tests.helpers import start_order
+from tests.helpers import store_url
 
 
 async def assign(store: Store, order_id: str, kind: str = "invoice", year: int = 2026) -> str:

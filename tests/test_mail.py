@@ -6,12 +6,15 @@ import email
 import email.policy
 import socket
 import ssl
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+from typing import Any
 
 import aiosmtplib
 import pytest
@@ -20,34 +23,33 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
 from checkout.config import Settings
-from checkout.mail import (
-    DEFAULT_TEMPLATES_DIR,
-    EmailContext,
-    RenderedEmail,
-    SmtpMailer,
-    build_message,
-    compose_email,
-    email_context,
-    format_date,
-    format_datetime,
-    format_money,
-    format_percent,
-    message_id_for,
-    normalize_locale,
-    render_email,
-    sender_domain,
-)
-from checkout.models import (
-    BillingCycle,
-    CardDetails,
-    ChargeInfo,
-    EmailPurpose,
-    InvoiceLine,
-    LineKind,
-    SendEmailInput,
-)
-from tests.helpers import account, paid_subscription
-from tests.helpers.invoices import new_line, reverse_charge_invoice, standard_invoice
+from checkout.mail import DEFAULT_TEMPLATES_DIR
+from checkout.mail import EmailContext
+from checkout.mail import RenderedEmail
+from checkout.mail import SmtpMailer
+from checkout.mail import build_message
+from checkout.mail import compose_email
+from checkout.mail import email_context
+from checkout.mail import format_date
+from checkout.mail import format_datetime
+from checkout.mail import format_money
+from checkout.mail import format_percent
+from checkout.mail import message_id_for
+from checkout.mail import normalize_locale
+from checkout.mail import render_email
+from checkout.mail import sender_domain
+from checkout.models import BillingCycle
+from checkout.models import CardDetails
+from checkout.models import ChargeInfo
+from checkout.models import EmailPurpose
+from checkout.models import InvoiceLine
+from checkout.models import LineKind
+from checkout.models import SendEmailInput
+from tests.helpers import account
+from tests.helpers import paid_subscription
+from tests.helpers.invoices import new_line
+from tests.helpers.invoices import reverse_charge_invoice
+from tests.helpers.invoices import standard_invoice
 
 if TYPE_CHECKING:
     from collections.abc import Iterator

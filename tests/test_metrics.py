@@ -14,43 +14,45 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from temporalio.runtime import MetricBuffer, Runtime, TelemetryConfig
+from temporalio.runtime import MetricBuffer
+from temporalio.runtime import Runtime
+from temporalio.runtime import TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.metrics import CheckoutMetrics
-from checkout.models import (
-    CheckoutResult,
-    CheckoutState,
-    CheckoutStatus,
-    EmailPurpose,
-    ResultStatus,
-    SendEmailInput,
-)
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import EmailPurpose
+from checkout.models import ResultStatus
+from checkout.models import SendEmailInput
 from checkout.money import to_minor_units
 from checkout.store import Store
-from devtools import LOOPBACK, SmtpSink, free_port
-from tests.helpers import (
-    MakeSettings,
-    activities_with,
-    address_of,
-    eventually,
-    make_store,
-    new_order,
-    order,
-    park_order,
-    reaches,
-    result_of,
-    run_order,
-    run_worker_to_exit,
-    seeded_account,
-    settings_for,
-    start_order,
-    worker_env,
-    worker_process,
-)
-from tests.helpers.metrics import Samples, parse_metrics, scrape
+from devtools import LOOPBACK
+from devtools import SmtpSink
+from devtools import free_port
+from tests.helpers import MakeSettings
+from tests.helpers import activities_with
+from tests.helpers import address_of
+from tests.helpers import eventually
+from tests.helpers import make_store
+from tests.helpers import new_order
+from tests.helpers import order
+from tests.helpers import park_order
+from tests.helpers import reaches
+from tests.helpers import result_of
+from tests.helpers import run_order
+from tests.helpers import run_worker_to_exit
+from tests.helpers import seeded_account
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import worker_env
+from tests.helpers import worker_process
+from tests.helpers.metrics import Samples
+from tests.helpers.metrics import parse_metrics
+from tests.helpers.metrics import scrape
 
 pytestmark = pytest.mark.e2e
 

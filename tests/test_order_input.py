@@ -13,9 +13,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from stdnum import luhn
 
-from checkout.errors import CheckoutRejected, Reason
-from checkout.models import BillingCycle, ItemMode, Order
-from checkout.order_input import find_card_number, parse_order
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.models import BillingCycle
+from checkout.models import ItemMode
+from checkout.models import Order
+from checkout.order_input import find_card_number
+from checkout.order_input import parse_order
 
 #: An order in the shape of docs/contract.md, section 2.
 EXAMPLE: dict[str, Any] = {

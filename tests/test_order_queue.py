@@ -15,12 +15,15 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,36 +35,32 @@ from activities.reconcile import Reconciler
 from chaos import oracle
 from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
-from checkout.models import (
-    Account,
-    CheckoutResult,
-    CheckoutState,
-    CheckoutStatus,
-    LineKind,
-    ResultStatus,
-    Subscription,
-)
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import LineKind
+from checkout.models import ResultStatus
+from checkout.models import Subscription
 from checkout.store import Store
 from checkout.store.schema import OrderLockRow
 from devtools import SmtpSink
-from tests.helpers import (
-    MakeSettings,
-    account,
-    address_of,
-    buy,
-    checkout_handle,
-    checkout_worker,
-    now,
-    order,
-    paid_subscription,
-    reaches,
-    result_of,
-    seeded_account,
-    set_checkout_env,
-    settings_for,
-    start_order,
-    state_of,
-)
+from tests.helpers import MakeSettings
+from tests.helpers import account
+from tests.helpers import address_of
+from tests.helpers import buy
+from tests.helpers import checkout_handle
+from tests.helpers import checkout_worker
+from tests.helpers import now
+from tests.helpers import order
+from tests.helpers import paid_subscription
+from tests.helpers import reaches
+from tests.helpers import result_of
+from tests.helpers import seeded_account
+from tests.helpers import set_checkout_env
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import state_of
 from worker import build_activities
 
 pytestmark = pytest.mark.e2e

@@ -23,15 +23,28 @@ from typing import Any
 import pytest
 from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import ActivityInboundInterceptor, ExecuteActivityInput, Interceptor, Worker
+from temporalio.worker import ActivityInboundInterceptor
+from temporalio.worker import ExecuteActivityInput
+from temporalio.worker import Interceptor
+from temporalio.worker import Worker
 
-from chaos.harness import Experiment, Fault, run_experiment
-from chaos.parts import PartError, PostgresServer, scratch_directory
-from checkout.models import CheckoutResult, ResultStatus
+from chaos.harness import Experiment
+from chaos.harness import Fault
+from chaos.harness import run_experiment
+from chaos.parts import PartError
+from chaos.parts import PostgresServer
+from chaos.parts import scratch_directory
+from checkout.models import CheckoutResult
+from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import account, order, settings_for, start_order, unique_queue
-from worker import WORKFLOWS, build_activities
+from tests.helpers import account
+from tests.helpers import order
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import unique_queue
+from worker import WORKFLOWS
+from worker import build_activities
 from workflows.interceptors import CheckoutInterceptor
 
 pytestmark = [pytest.mark.chaos, pytest.mark.e2e]

@@ -11,25 +11,26 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.contract import email_workflow_id
-from checkout.models import CheckoutStatus, EmailInfo, EmailStatus, ResultStatus
+from checkout.models import CheckoutStatus
+from checkout.models import EmailInfo
+from checkout.models import EmailStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    MakeSettings,
-    checkout_worker,
-    eventually,
-    mail_of,
-    new_order,
-    order,
-    park_order,
-    purposes,
-    reaches,
-    result_of,
-    seeded_account,
-    settings_for,
-    text_of,
-    unique_queue,
-)
+from tests.helpers import MakeSettings
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import mail_of
+from tests.helpers import new_order
+from tests.helpers import order
+from tests.helpers import park_order
+from tests.helpers import purposes
+from tests.helpers import reaches
+from tests.helpers import result_of
+from tests.helpers import seeded_account
+from tests.helpers import settings_for
+from tests.helpers import text_of
+from tests.helpers import unique_queue
 
 pytestmark = pytest.mark.e2e
 

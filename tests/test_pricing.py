@@ -5,30 +5,38 @@ from __future__ import annotations
 
 import calendar
 import math
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
 import pytest
-from hypothesis import assume, given
+from hypothesis import assume
+from hypothesis import given
 from hypothesis import strategies as st
 
-from checkout.catalog import Catalog, load_catalog
-from checkout.errors import CheckoutRejected, Reason
-from checkout.models import (
-    Account,
-    BillingCycle,
-    CheckoutPlan,
-    Invoice,
-    LineKind,
-    Order,
-    SubscriptionStatus,
-    TaxTreatment,
-    VatCheck,
-)
-from checkout.money import MINOR_UNITS, round_money
-from checkout.pricing import add_months, period_end, price_order, proration_credit
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.models import Account
+from checkout.models import BillingCycle
+from checkout.models import CheckoutPlan
+from checkout.models import Invoice
+from checkout.models import LineKind
+from checkout.models import Order
+from checkout.models import SubscriptionStatus
+from checkout.models import TaxTreatment
+from checkout.models import VatCheck
+from checkout.money import MINOR_UNITS
+from checkout.money import round_money
+from checkout.pricing import add_months
+from checkout.pricing import period_end
+from checkout.pricing import price_order
+from checkout.pricing import proration_credit
 
 #: The anchor ``t`` of most examples: the moment the order is placed.
 T = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)

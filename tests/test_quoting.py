@@ -4,16 +4,23 @@ pricing, same reason codes."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
 import pytest
 
 from checkout.catalog import load_catalog
-from checkout.errors import CheckoutRejected, Reason
-from checkout.models import Account, Order, TaxTreatment, VatCheck
+from checkout.errors import CheckoutRejected
+from checkout.errors import Reason
+from checkout.models import Account
+from checkout.models import Order
+from checkout.models import TaxTreatment
+from checkout.models import VatCheck
 from checkout.pricing import price_order
-from checkout.quoting import check_account_vat_id, price, quote
+from checkout.quoting import check_account_vat_id
+from checkout.quoting import price
+from checkout.quoting import quote
 from checkout.vies import VatVerifier
 
 ANCHOR = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)

@@ -21,7 +21,8 @@ from temporalio.workflow import NondeterminismError
 
 from checkout.contract import checkout_workflow_id
 from worker import WORKFLOWS
-from workflows.checkout import CHECKOUT_V2, PARKED_EMAIL
+from workflows.checkout import CHECKOUT_V2
+from workflows.checkout import PARKED_EMAIL
 from workflows.interceptors import CheckoutInterceptor
 
 HISTORIES = sorted((Path(__file__).parent / "histories").glob("v*/*.json"))

@@ -8,17 +8,21 @@ import json
 import re
 import socket
 import sys
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 from temporalio.api.workflowservice.v1 import GetSystemInfoRequest
 from temporalio.testing import WorkflowEnvironment
 
-from checkout.models import Account, Subscription
+from checkout.models import Account
+from checkout.models import Subscription
 from checkout.order_input import parse_order
 from cli.accounts import parse_accounts
-from demo.stack import DEFAULT_DEMO_DIR, load_orders, mid_term
+from demo.stack import DEFAULT_DEMO_DIR
+from demo.stack import load_orders
+from demo.stack import mid_term
 from tests.conftest import free_port
 from tests.helpers import paid_subscription
 

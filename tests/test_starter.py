@@ -22,20 +22,23 @@ from temporalio.testing import WorkflowEnvironment
 
 import starter
 from checkout.contract import checkout_workflow_id
-from checkout.models import CheckoutResult, ResultStatus
+from checkout.models import CheckoutResult
+from checkout.models import ResultStatus
 from checkout.store import Store
 from cli import main as checkout_command
-from tests.conftest import SmtpSink, free_port, make_store, settings_for, unique_queue
-from tests.helpers import (
-    Cli,
-    account,
-    checkout_worker,
-    eventually,
-    now,
-    order,
-    point_checkout_at,
-    store_url,
-)
+from tests.conftest import SmtpSink
+from tests.conftest import free_port
+from tests.conftest import make_store
+from tests.conftest import settings_for
+from tests.conftest import unique_queue
+from tests.helpers import Cli
+from tests.helpers import account
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import now
+from tests.helpers import order
+from tests.helpers import point_checkout_at
+from tests.helpers import store_url
 
 PROJECT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC
+from datetime import datetime
+from datetime import timedelta
+from datetime import timezone
 from decimal import Decimal
 from typing import Any
 
@@ -15,28 +18,30 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 from pydantic import ValidationError
-from sqlalchemy import func, inspect, select, text
+from sqlalchemy import func
+from sqlalchemy import inspect
+from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from checkout.models import (
-    CardDetails,
-    CheckoutResult,
-    PricedOn,
-    ResultStatus,
-    Subscription,
-    SubscriptionStatus,
-    SubscriptionTarget,
-)
-from checkout.store import (
-    OrderClaimRecord,
-    ProductPaused,
-    StepUndone,
-    Store,
-    StoreUnavailable,
-    SubscriptionChanged,
-)
-from checkout.store.schema import OrderStepRow, OutboxRow, PaymentRow, SubscriptionRow
+from checkout.models import CardDetails
+from checkout.models import CheckoutResult
+from checkout.models import PricedOn
+from checkout.models import ResultStatus
+from checkout.models import Subscription
+from checkout.models import SubscriptionStatus
+from checkout.models import SubscriptionTarget
+from checkout.store import OrderClaimRecord
+from checkout.store import ProductPaused
+from checkout.store import StepUndone
+from checkout.store import Store
+from checkout.store import StoreUnavailable
+from checkout.store import SubscriptionChanged
+from checkout.store.schema import OrderStepRow
+from checkout.store.schema import OutboxRow
+from checkout.store.schema import PaymentRow
+from checkout.store.schema import SubscriptionRow
 from checkout.store.store import MIGRATIONS_DIR
 from tests.helpers import account
 

@@ -11,32 +11,32 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from temporalio.client import Client, WithStartWorkflowOperation
+from temporalio.client import Client
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.config import Settings
-from checkout.contract import CHECKOUT_WORKFLOW, DECISION_UPDATE, checkout_workflow_id
-from checkout.models import (
-    Account,
-    CheckoutResult,
-    CheckoutStatus,
-    Decision,
-    DecisionStatus,
-    ResultStatus,
-)
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DECISION_UPDATE
+from checkout.contract import checkout_workflow_id
+from checkout.models import Account
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutStatus
+from checkout.models import Decision
+from checkout.models import DecisionStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.fake_stripe import FakeStripe, running_fake_stripe
-from tests.helpers import (
-    MakeSettings,
-    account,
-    checkout_worker,
-    eventually,
-    order,
-    reaches,
-    text_of,
-)
+from tests.fake_stripe import FakeStripe
+from tests.fake_stripe import running_fake_stripe
+from tests.helpers import MakeSettings
+from tests.helpers import account
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import order
+from tests.helpers import reaches
+from tests.helpers import text_of
 
 pytestmark = pytest.mark.e2e
 

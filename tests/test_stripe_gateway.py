@@ -12,10 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator
+from collections.abc import Awaitable
+from collections.abc import Callable
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
+from typing import TypeVar
 
 import pytest
 import stripe
@@ -23,16 +27,28 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from checkout.config import Settings
-from checkout.errors import PAYMENT_GATEWAY_ERROR, Reason
-from checkout.gateway import ChargeRequest, PaymentDeclined, SandboxGateway
-from checkout.models import Account, CardDetails, ChargeInput, PaymentRecord
-from checkout.money import from_minor_units, to_minor_units
+from checkout.errors import PAYMENT_GATEWAY_ERROR
+from checkout.errors import Reason
+from checkout.gateway import ChargeRequest
+from checkout.gateway import PaymentDeclined
+from checkout.gateway import SandboxGateway
+from checkout.models import Account
+from checkout.models import CardDetails
+from checkout.models import ChargeInput
+from checkout.models import PaymentRecord
+from checkout.money import from_minor_units
+from checkout.money import to_minor_units
 from checkout.store import Store
-from checkout.stripe_gateway import PaymentGatewayUnavailable, StripeGateway
+from checkout.stripe_gateway import PaymentGatewayUnavailable
+from checkout.stripe_gateway import StripeGateway
 from devtools import free_port
-from tests.fake_stripe import FakeStripe, Outcome, running_fake_stripe
-from tests.helpers import account, make_store
-from worker import build_activities, build_gateway
+from tests.fake_stripe import FakeStripe
+from tests.fake_stripe import Outcome
+from tests.fake_stripe import running_fake_stripe
+from tests.helpers import account
+from tests.helpers import make_store
+from worker import build_activities
+from worker import build_gateway
 
 T = TypeVar("T")
 

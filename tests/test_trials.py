@@ -15,23 +15,24 @@ from temporalio.testing import WorkflowEnvironment
 
 from checkout.config import Settings
 from checkout.contract import trial_workflow_id
-from checkout.models import ResultStatus, SubscriptionTarget, TrialOutcome, TrialState
+from checkout.models import ResultStatus
+from checkout.models import SubscriptionTarget
+from checkout.models import TrialOutcome
+from checkout.models import TrialState
 from checkout.store import Store
 from devtools import SmtpSink
-from tests.helpers import (
-    TRIAL,
-    MakeSettings,
-    account,
-    catalog_with,
-    checkout_worker,
-    eventually,
-    mail_arrived,
-    order,
-    place_order,
-    purposes,
-    run_order,
-    seeded_account,
-)
+from tests.helpers import TRIAL
+from tests.helpers import MakeSettings
+from tests.helpers import account
+from tests.helpers import catalog_with
+from tests.helpers import checkout_worker
+from tests.helpers import eventually
+from tests.helpers import mail_arrived
+from tests.helpers import order
+from tests.helpers import place_order
+from tests.helpers import purposes
+from tests.helpers import run_order
+from tests.helpers import seeded_account
 from worker import build_activities
 from workflows.trial import PURCHASE_GRACE
 

@@ -3,7 +3,9 @@ rates."""
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC
+from datetime import date
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -11,14 +13,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from checkout.models import TaxTreatment
-from checkout.vat import (
-    EU_COUNTRIES,
-    InvalidVatId,
-    standard_rate,
-    tax_treatment,
-    validate_vat_id,
-    vat_prefix,
-)
+from checkout.vat import EU_COUNTRIES
+from checkout.vat import InvalidVatId
+from checkout.vat import standard_rate
+from checkout.vat import tax_treatment
+from checkout.vat import validate_vat_id
+from checkout.vat import vat_prefix
 
 #: One valid VAT ID per member state (account country → ID), from python-stdnum's docstrings.
 VALID_IDS = {

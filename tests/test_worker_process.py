@@ -17,19 +17,18 @@ from checkout.config import Settings
 from checkout.contract import checkout_workflow_id
 from checkout.models import ResultStatus
 from checkout.store import Store
-from devtools import SmtpSink, free_port
-from tests.helpers import (
-    EXIT_WITHIN,
-    address_of,
-    make_store,
-    new_order,
-    result_of,
-    run_worker_to_exit,
-    settings_for,
-    start_order,
-    worker_env,
-    worker_process,
-)
+from devtools import SmtpSink
+from devtools import free_port
+from tests.helpers import EXIT_WITHIN
+from tests.helpers import address_of
+from tests.helpers import make_store
+from tests.helpers import new_order
+from tests.helpers import result_of
+from tests.helpers import run_worker_to_exit
+from tests.helpers import settings_for
+from tests.helpers import start_order
+from tests.helpers import worker_env
+from tests.helpers import worker_process
 
 pytestmark = pytest.mark.e2e
 

@@ -20,103 +20,106 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, Unpack
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+from typing import Literal
+from typing import TypeVar
+from typing import Unpack
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import (
-    ActivityError,
-    ApplicationError,
-    WorkflowAlreadyStartedError,
-    is_cancelled_exception,
-)
+from temporalio.common import RawValue
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import is_cancelled_exception
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from checkout.contract import (
-        ACCOUNT_ID,
-        APPROVE_UPDATE,
-        CHECKOUT_STATUS,
-        CHECKOUT_WORKFLOW,
-        COMPENSATE_UPDATE,
-        DECISION_UPDATE,
-        EMAIL_DELIVERY_WORKFLOW,
-        REJECT_UPDATE,
-        RETRY_PROVISIONING_UPDATE,
-        STATUS_QUERY,
-        TURN_SIGNAL,
-        checkout_workflow_id,
-        email_workflow_id,
-        idempotency_key,
-    )
+    from checkout.contract import ACCOUNT_ID
+    from checkout.contract import APPROVE_UPDATE
+    from checkout.contract import CHECKOUT_STATUS
+    from checkout.contract import CHECKOUT_WORKFLOW
+    from checkout.contract import COMPENSATE_UPDATE
+    from checkout.contract import DECISION_UPDATE
+    from checkout.contract import EMAIL_DELIVERY_WORKFLOW
+    from checkout.contract import REJECT_UPDATE
+    from checkout.contract import RETRY_PROVISIONING_UPDATE
+    from checkout.contract import STATUS_QUERY
+    from checkout.contract import TURN_SIGNAL
+    from checkout.contract import checkout_workflow_id
+    from checkout.contract import email_workflow_id
+    from checkout.contract import idempotency_key
     from checkout.echo import quote
-    from checkout.errors import OUTAGE_TYPES, SUBSCRIPTION_CHANGED, CheckoutRejected, Reason
-    from checkout.models import (
-        ApproveRequest,
-        BeginOrderInput,
-        ChargeInfo,
-        ChargeInput,
-        CheckoutPlan,
-        CheckoutPolicy,
-        CheckoutResult,
-        CheckoutState,
-        CheckoutStatus,
-        CompensateRequest,
-        Decision,
-        DecisionStatus,
-        EmailDeliveryInput,
-        EmailPurpose,
-        EmailStatus,
-        FinishOrderInput,
-        InvoicePaymentInput,
-        NotifyInput,
-        Order,
-        PriceOrderInput,
-        RefundInput,
-        RejectRequest,
-        ResultStatus,
-        SendEmailInput,
-        SettleInput,
-        SubscriptionsResult,
-        SubscriptionView,
-        TargetsInput,
-        TurnInput,
-        UndoInput,
-        VatCheck,
-        VatCheckInput,
-        VoidInvoiceInput,
-    )
+    from checkout.errors import OUTAGE_TYPES
+    from checkout.errors import SUBSCRIPTION_CHANGED
+    from checkout.errors import CheckoutRejected
+    from checkout.errors import Reason
+    from checkout.models import ApproveRequest
+    from checkout.models import BeginOrderInput
+    from checkout.models import ChargeInfo
+    from checkout.models import ChargeInput
+    from checkout.models import CheckoutPlan
+    from checkout.models import CheckoutPolicy
+    from checkout.models import CheckoutResult
+    from checkout.models import CheckoutState
+    from checkout.models import CheckoutStatus
+    from checkout.models import CompensateRequest
+    from checkout.models import Decision
+    from checkout.models import DecisionStatus
+    from checkout.models import EmailDeliveryInput
+    from checkout.models import EmailPurpose
+    from checkout.models import EmailStatus
+    from checkout.models import FinishOrderInput
+    from checkout.models import InvoicePaymentInput
+    from checkout.models import NotifyInput
+    from checkout.models import Order
+    from checkout.models import PriceOrderInput
+    from checkout.models import RefundInput
+    from checkout.models import RejectRequest
+    from checkout.models import ResultStatus
+    from checkout.models import SendEmailInput
+    from checkout.models import SettleInput
+    from checkout.models import SubscriptionsResult
+    from checkout.models import SubscriptionView
+    from checkout.models import TargetsInput
+    from checkout.models import TurnInput
+    from checkout.models import UndoInput
+    from checkout.models import VatCheck
+    from checkout.models import VatCheckInput
+    from checkout.models import VoidInvoiceInput
     from checkout.order_input import parse_order
     from checkout.steps import CheckoutSteps
-    from checkout.summary import invoice_summary, order_summary
+    from checkout.summary import invoice_summary
+    from checkout.summary import order_summary
     from workflows.checkout_v1 import CheckoutV1
-    from workflows.common import (
-        ENDING_STATE,
-        NO_ORDER,
-        MustCompensateError,
-        decode_order,
-        describe,
-        ending_email,
-        refuse_second_action,
-        rejection_of,
-        require_state,
-        targets_input,
-    )
-    from workflows.options import (
-        CHARGE,
-        LOCAL,
-        MUST_FINISH,
-        NOTIFY,
-        PRODUCT_SIDE_TIMEOUT,
-        SETTLE,
-        VIES,
-        ActivityOptions,
-    )
-    from workflows.saga import Saga, Undo
-    from workflows.trial import convert_trials, start_trials
+    from workflows.common import ENDING_STATE
+    from workflows.common import NO_ORDER
+    from workflows.common import MustCompensateError
+    from workflows.common import decode_order
+    from workflows.common import describe
+    from workflows.common import ending_email
+    from workflows.common import refuse_second_action
+    from workflows.common import rejection_of
+    from workflows.common import require_state
+    from workflows.common import targets_input
+    from workflows.options import CHARGE
+    from workflows.options import LOCAL
+    from workflows.options import MUST_FINISH
+    from workflows.options import NOTIFY
+    from workflows.options import PRODUCT_SIDE_TIMEOUT
+    from workflows.options import SETTLE
+    from workflows.options import VIES
+    from workflows.options import ActivityOptions
+    from workflows.saga import Saga
+    from workflows.saga import Undo
+    from workflows.trial import convert_trials
+    from workflows.trial import start_trials
 
 T = TypeVar("T")
 A = TypeVar("A")

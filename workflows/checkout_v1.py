@@ -11,52 +11,65 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta
-from typing import Any, Literal, TypeVar, Unpack
+from collections.abc import Awaitable
+from collections.abc import Callable
+from datetime import datetime
+from datetime import timedelta
+from typing import Any
+from typing import Literal
+from typing import TypeVar
+from typing import Unpack
 
 from temporalio import workflow
-from temporalio.common import RawValue, RetryPolicy
-from temporalio.exceptions import ActivityError, is_cancelled_exception
+from temporalio.common import RawValue
+from temporalio.common import RetryPolicy
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
-    from checkout.contract import ACCOUNT_ID, CHECKOUT_STATUS
+    from checkout.contract import ACCOUNT_ID
+    from checkout.contract import CHECKOUT_STATUS
     from checkout.echo import quote
-    from checkout.errors import CheckoutRejected, Reason
-    from checkout.models import (
-        ChargeInfo,
-        ChargeInput,
-        CheckoutPlan,
-        CheckoutPolicy,
-        CheckoutResult,
-        CheckoutState,
-        CheckoutStatus,
-        ClaimOrderInput,
-        EmailInfo,
-        EmailPurpose,
-        EmailStatus,
-        FinishOrderInput,
-        InvoicePaymentInput,
-        Order,
-        OrderClaim,
-        PriceOrderInput,
-        RefundInput,
-        ResultStatus,
-        SendEmailInput,
-        SubscriptionsResult,
-        SubscriptionView,
-        UndoInput,
-        VatCheck,
-        VatCheckInput,
-        VoidInvoiceInput,
-    )
+    from checkout.errors import CheckoutRejected
+    from checkout.errors import Reason
+    from checkout.models import ChargeInfo
+    from checkout.models import ChargeInput
+    from checkout.models import CheckoutPlan
+    from checkout.models import CheckoutPolicy
+    from checkout.models import CheckoutResult
+    from checkout.models import CheckoutState
+    from checkout.models import CheckoutStatus
+    from checkout.models import ClaimOrderInput
+    from checkout.models import EmailInfo
+    from checkout.models import EmailPurpose
+    from checkout.models import EmailStatus
+    from checkout.models import FinishOrderInput
+    from checkout.models import InvoicePaymentInput
+    from checkout.models import Order
+    from checkout.models import OrderClaim
+    from checkout.models import PriceOrderInput
+    from checkout.models import RefundInput
+    from checkout.models import ResultStatus
+    from checkout.models import SendEmailInput
+    from checkout.models import SubscriptionsResult
+    from checkout.models import SubscriptionView
+    from checkout.models import UndoInput
+    from checkout.models import VatCheck
+    from checkout.models import VatCheckInput
+    from checkout.models import VoidInvoiceInput
     from checkout.order_input import parse_order
-    from checkout.summary import invoice_summary, order_summary
+    from checkout.summary import invoice_summary
+    from checkout.summary import order_summary
 
     # Module-qualified: what v1 borrows from the shared helpers shows where it is used.
     from workflows import common
-    from workflows.options import CHARGE, EMAIL, MUST_FINISH, QUICK, ActivityOptions
-    from workflows.trial import convert_trials, start_trials
+    from workflows.options import CHARGE
+    from workflows.options import EMAIL
+    from workflows.options import MUST_FINISH
+    from workflows.options import QUICK
+    from workflows.options import ActivityOptions
+    from workflows.trial import convert_trials
+    from workflows.trial import start_trials
 
 
 def idempotency_key(workflow_id: str, step: str) -> str:

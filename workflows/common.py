@@ -14,21 +14,22 @@ from typing import Any
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from checkout.echo import escape
-    from checkout.errors import REJECTION_REASONS, CheckoutRejected, Reason
-    from checkout.models import (
-        ChargeInfo,
-        CheckoutPlan,
-        CheckoutStatus,
-        EmailPurpose,
-        Order,
-        ResultStatus,
-        SendEmailInput,
-        TargetsInput,
-    )
+    from checkout.errors import REJECTION_REASONS
+    from checkout.errors import CheckoutRejected
+    from checkout.errors import Reason
+    from checkout.models import ChargeInfo
+    from checkout.models import CheckoutPlan
+    from checkout.models import CheckoutStatus
+    from checkout.models import EmailPurpose
+    from checkout.models import Order
+    from checkout.models import ResultStatus
+    from checkout.models import SendEmailInput
+    from checkout.models import TargetsInput
 
 #: The default of ``run``'s one argument: a start without it is refused as ``invalid_order``.
 NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))

@@ -20,7 +20,8 @@ from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import EMAIL_DELIVERY_WORKFLOW
-    from checkout.models import EmailDeliveryInput, EmailInfo
+    from checkout.models import EmailDeliveryInput
+    from checkout.models import EmailInfo
     from checkout.steps import CheckoutSteps
     from workflows.options import MUST_FINISH
 

@@ -13,12 +13,10 @@ from typing import Any
 from temporalio import workflow
 from temporalio.api.common.v1 import Payload
 from temporalio.common import RawValue
-from temporalio.worker import (
-    ExecuteWorkflowInput,
-    Interceptor,
-    WorkflowInboundInterceptor,
-    WorkflowInterceptorClassInput,
-)
+from temporalio.worker import ExecuteWorkflowInput
+from temporalio.worker import Interceptor
+from temporalio.worker import WorkflowInboundInterceptor
+from temporalio.worker import WorkflowInterceptorClassInput
 
 from checkout.contract import CHECKOUT_WORKFLOW
 from workflows.checkout import WRONG_ARGUMENT_COUNT

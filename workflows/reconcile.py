@@ -12,7 +12,8 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from checkout.contract import RECONCILE_WORKFLOW
-    from checkout.models import ReconcileInput, ReconcileReport
+    from checkout.models import ReconcileInput
+    from checkout.models import ReconcileReport
     from checkout.steps import ReconcileSteps
 
 

@@ -4,8 +4,10 @@ in reverse order, shielded from cancellation, so a cancelled run still finishes 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from collections.abc import Awaitable
+from collections.abc import Callable
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
 Undo = Callable[[], Awaitable[Any]]

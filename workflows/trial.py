@@ -13,35 +13,35 @@ import hashlib
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
+from temporalio.common import SearchAttributePair
+from temporalio.common import TypedSearchAttributes
+from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
-    from checkout.contract import (
-        ACCOUNT_ID,
-        CONVERT_TRIAL_SIGNAL,
-        RESTART_TRIAL_SIGNAL,
-        STATUS_QUERY,
-        TRIAL_WORKFLOW,
-        trial_workflow_id,
-    )
-    from checkout.models import (
-        CheckoutPlan,
-        ConvertTrialRequest,
-        EmailPurpose,
-        ExpireTrialInput,
-        ExpireTrialResult,
-        LineKind,
-        Order,
-        SendEmailInput,
-        SubscriptionStatus,
-        TrialInput,
-        TrialOutcome,
-        TrialState,
-    )
+    from checkout.contract import ACCOUNT_ID
+    from checkout.contract import CONVERT_TRIAL_SIGNAL
+    from checkout.contract import RESTART_TRIAL_SIGNAL
+    from checkout.contract import STATUS_QUERY
+    from checkout.contract import TRIAL_WORKFLOW
+    from checkout.contract import trial_workflow_id
+    from checkout.models import CheckoutPlan
+    from checkout.models import ConvertTrialRequest
+    from checkout.models import EmailPurpose
+    from checkout.models import ExpireTrialInput
+    from checkout.models import ExpireTrialResult
+    from checkout.models import LineKind
+    from checkout.models import Order
+    from checkout.models import SendEmailInput
+    from checkout.models import SubscriptionStatus
+    from checkout.models import TrialInput
+    from checkout.models import TrialOutcome
+    from checkout.models import TrialState
     from checkout.steps import CheckoutSteps
-    from workflows.options import EMAIL, MUST_FINISH
+    from workflows.options import EMAIL
+    from workflows.options import MUST_FINISH
 
 REMIND_BEFORE_END = timedelta(days=3)
 #: How long a purchase found half-done at the trial's end may take to complete or be undone:

@@ -1,15 +1,13 @@
 """Persistence: see :mod:`checkout.store.store`."""
 
-from checkout.store.store import (
-    OrderClaimRecord,
-    OrderRecord,
-    OutboxEntry,
-    ProductPaused,
-    StepUndone,
-    Store,
-    StoreUnavailable,
-    SubscriptionChanged,
-)
+from checkout.store.store import OrderClaimRecord
+from checkout.store.store import OrderRecord
+from checkout.store.store import OutboxEntry
+from checkout.store.store import ProductPaused
+from checkout.store.store import StepUndone
+from checkout.store.store import Store
+from checkout.store.store import StoreUnavailable
+from checkout.store.store import SubscriptionChanged
 
 __all__ = [
     "OrderClaimRecord",

@@ -10,54 +10,61 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator
+from collections.abc import Callable
+from collections.abc import Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING
+from typing import Any
+from typing import Literal
+from typing import TypeVar
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import delete, event, func, select, text
+from sqlalchemy import delete
+from sqlalchemy import event
+from sqlalchemy import func
+from sqlalchemy import select
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.engine.interfaces import DBAPIConnection
-from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
-from sqlalchemy.ext.asyncio import (
-    AsyncEngine,
-    AsyncSession,
-    async_sessionmaker,
-    create_async_engine,
-)
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import InterfaceError
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import QueryableAttribute
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.sql import Select
 
-from checkout.models import (
-    Account,
-    AccountView,
-    BillingCycle,
-    CardDetails,
-    PaymentRecord,
-    Subscription,
-    SubscriptionStatus,
-    SubscriptionTarget,
-    SubscriptionView,
-)
-from checkout.store.schema import (
-    AccountRow,
-    Base,
-    InvoiceNumberRow,
-    InvoiceSequenceRow,
-    OrderLockRow,
-    OrderRow,
-    OrderStepRow,
-    OutboxRow,
-    PaymentRow,
-    ProductFlagRow,
-    SubscriptionRow,
-)
+from checkout.models import Account
+from checkout.models import AccountView
+from checkout.models import BillingCycle
+from checkout.models import CardDetails
+from checkout.models import PaymentRecord
+from checkout.models import Subscription
+from checkout.models import SubscriptionStatus
+from checkout.models import SubscriptionTarget
+from checkout.models import SubscriptionView
+from checkout.store.schema import AccountRow
+from checkout.store.schema import Base
+from checkout.store.schema import InvoiceNumberRow
+from checkout.store.schema import InvoiceSequenceRow
+from checkout.store.schema import OrderLockRow
+from checkout.store.schema import OrderRow
+from checkout.store.schema import OrderStepRow
+from checkout.store.schema import OutboxRow
+from checkout.store.schema import PaymentRow
+from checkout.store.schema import ProductFlagRow
+from checkout.store.schema import SubscriptionRow
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

@@ -31,11 +31,14 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote
 
-from playwright.sync_api import Page, Route, sync_playwright
+from playwright.sync_api import Page
+from playwright.sync_api import Route
+from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[2]
 OUT = Path(__file__).resolve().parent

@@ -14,48 +14,52 @@ binaries) are in the top-level ``devtools`` package.
 """
 
 from devtools.builders import paid_subscription
-from tests.helpers.builders import (
-    TRIAL,
-    account,
-    buy,
-    catalog_with,
-    new_order,
-    now,
-    order,
-    seeded_account,
-    trial,
-)
-from tests.helpers.cli import Cli, point_checkout_at, run_checkout
-from tests.helpers.mail import mail_arrived, mail_of, purposes, text_of
-from tests.helpers.polling import eventually, reaches, state_of
-from tests.helpers.processes import (
-    EXIT_WITHIN,
-    REPO,
-    WorkerProcess,
-    address_of,
-    checkout_env,
-    run_worker_to_exit,
-    set_checkout_env,
-    worker_env,
-    worker_process,
-)
-from tests.helpers.stores import make_store, store_url
-from tests.helpers.temporal import dev_server, temporal_cli, time_skipping_server
-from tests.helpers.workers import (
-    MakeSettings,
-    activities_with,
-    checkout_handle,
-    checkout_worker,
-    end_trial,
-    park_order,
-    place_order,
-    rejections,
-    result_of,
-    run_order,
-    settings_for,
-    start_order,
-    unique_queue,
-)
+from tests.helpers.builders import TRIAL
+from tests.helpers.builders import account
+from tests.helpers.builders import buy
+from tests.helpers.builders import catalog_with
+from tests.helpers.builders import new_order
+from tests.helpers.builders import now
+from tests.helpers.builders import order
+from tests.helpers.builders import seeded_account
+from tests.helpers.builders import trial
+from tests.helpers.cli import Cli
+from tests.helpers.cli import point_checkout_at
+from tests.helpers.cli import run_checkout
+from tests.helpers.mail import mail_arrived
+from tests.helpers.mail import mail_of
+from tests.helpers.mail import purposes
+from tests.helpers.mail import text_of
+from tests.helpers.polling import eventually
+from tests.helpers.polling import reaches
+from tests.helpers.polling import state_of
+from tests.helpers.processes import EXIT_WITHIN
+from tests.helpers.processes import REPO
+from tests.helpers.processes import WorkerProcess
+from tests.helpers.processes import address_of
+from tests.helpers.processes import checkout_env
+from tests.helpers.processes import run_worker_to_exit
+from tests.helpers.processes import set_checkout_env
+from tests.helpers.processes import worker_env
+from tests.helpers.processes import worker_process
+from tests.helpers.stores import make_store
+from tests.helpers.stores import store_url
+from tests.helpers.temporal import dev_server
+from tests.helpers.temporal import temporal_cli
+from tests.helpers.temporal import time_skipping_server
+from tests.helpers.workers import MakeSettings
+from tests.helpers.workers import activities_with
+from tests.helpers.workers import checkout_handle
+from tests.helpers.workers import checkout_worker
+from tests.helpers.workers import end_trial
+from tests.helpers.workers import park_order
+from tests.helpers.workers import place_order
+from tests.helpers.workers import rejections
+from tests.helpers.workers import result_of
+from tests.helpers.workers import run_order
+from tests.helpers.workers import settings_for
+from tests.helpers.workers import start_order
+from tests.helpers.workers import unique_queue
 
 __all__ = [
     "EXIT_WITHIN",

@@ -4,10 +4,12 @@ subscription's record is ``devtools.builders.paid_subscription``, shared with th
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from typing import Any
 
-from checkout.catalog import Catalog, load_catalog
+from checkout.catalog import Catalog
+from checkout.catalog import load_catalog
 from checkout.models import Account
 from checkout.store import Store
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from checkout.models import BillingCycle, Invoice, InvoiceLine, LineKind, TaxTreatment
+from checkout.models import BillingCycle
+from checkout.models import Invoice
+from checkout.models import InvoiceLine
+from checkout.models import LineKind
+from checkout.models import TaxTreatment
 
 #: When the orders of the e-mail tests were placed, and a year after.
 T0 = datetime(2026, 11, 26, 10, 15, tzinfo=UTC)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable
+from collections.abc import Callable
+from typing import Any
+from typing import TypeVar
 
 from temporalio.client import WorkflowHandle
 
-from checkout.models import CheckoutState, CheckoutStatus
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
 
 T = TypeVar("T")
 

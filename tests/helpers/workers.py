@@ -6,23 +6,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
+from collections.abc import Mapping
 from contextlib import asynccontextmanager
-from typing import Any, Protocol, TypeVar
+from typing import Any
+from typing import Protocol
+from typing import TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client
+from temporalio.client import WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.worker import Worker
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
-from checkout.contract import checkout_workflow_id, trial_workflow_id
-from checkout.models import CheckoutResult, CheckoutState, CheckoutStatus, ResultStatus
+from checkout.contract import checkout_workflow_id
+from checkout.contract import trial_workflow_id
+from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
+from checkout.models import ResultStatus
 from checkout.store import Store
-from devtools import LOOPBACK, SmtpSink, free_port
+from devtools import LOOPBACK
+from devtools import SmtpSink
+from devtools import free_port
 from tests.helpers.polling import reaches
 from tests.helpers.stores import store_url
-from worker import build_activities, build_worker
+from worker import build_activities
+from worker import build_worker
 
 Activities = TypeVar("Activities", bound=CheckoutActivities)
 

@@ -5,18 +5,16 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from checkout.migrations.columns import (
-    CURRENCY,
-    EMAIL,
-    ID,
-    MONEY,
-    TEXT,
-    TS,
-    WORD,
-    optional,
-    required,
-    serial,
-)
+from checkout.migrations.columns import CURRENCY
+from checkout.migrations.columns import EMAIL
+from checkout.migrations.columns import ID
+from checkout.migrations.columns import MONEY
+from checkout.migrations.columns import TEXT
+from checkout.migrations.columns import TS
+from checkout.migrations.columns import WORD
+from checkout.migrations.columns import optional
+from checkout.migrations.columns import required
+from checkout.migrations.columns import serial
 
 revision = "0001"
 down_revision = None

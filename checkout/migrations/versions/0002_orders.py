@@ -5,7 +5,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from checkout.migrations.columns import ID, TEXT, TS, WORD, optional, required
+from checkout.migrations.columns import ID
+from checkout.migrations.columns import TEXT
+from checkout.migrations.columns import TS
+from checkout.migrations.columns import WORD
+from checkout.migrations.columns import optional
+from checkout.migrations.columns import required
 
 revision = "0002"
 down_revision = "0001"

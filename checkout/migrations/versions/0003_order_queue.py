@@ -9,7 +9,12 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from checkout.migrations.columns import ID, TEXT, TS, optional, required, serial
+from checkout.migrations.columns import ID
+from checkout.migrations.columns import TEXT
+from checkout.migrations.columns import TS
+from checkout.migrations.columns import optional
+from checkout.migrations.columns import required
+from checkout.migrations.columns import serial
 
 revision = "0003"
 down_revision = "0002"

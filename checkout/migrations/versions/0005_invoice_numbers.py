@@ -6,7 +6,13 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from checkout.migrations.columns import CURRENCY, ID, MONEY, TS, WORD, optional, required
+from checkout.migrations.columns import CURRENCY
+from checkout.migrations.columns import ID
+from checkout.migrations.columns import MONEY
+from checkout.migrations.columns import TS
+from checkout.migrations.columns import WORD
+from checkout.migrations.columns import optional
+from checkout.migrations.columns import required
 
 revision = "0005"
 down_revision = "0004"

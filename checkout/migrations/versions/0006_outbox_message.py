@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from checkout.migrations.columns import TEXT, optional
+from checkout.migrations.columns import TEXT
+from checkout.migrations.columns import optional
 
 revision = "0006"
 down_revision = "0005"
