@@ -169,20 +169,10 @@ def parse_options(argv: Sequence[str], prog: str = "python -m demo.stack") -> Op
         or os.environ.get("CHECKOUT_DATABASE_URL")
         or f"sqlite+aiosqlite:///{args.data_dir / 'checkout.db'}"
     )
-    return Options(
-        port=args.port,
-        ui_port=args.ui_port,
-        smtp_port=smtp_port,
-        data_dir=args.data_dir,
-        database_url=database_url,
-        demo_dir=args.demo_dir,
-        headless=args.headless,
-        exit_after_demo=args.exit_after_demo,
-        order_timeout=args.order_timeout,
-        codec_port=args.codec_port,
-        ui_codec_port=args.ui_codec_port,
-        plain=args.plain,
-    )
+    # The options are the arguments as parsed (their names match), with the two defaults that
+    # come from the environment filled in.
+    values = vars(args) | {"smtp_port": smtp_port, "database_url": database_url}
+    return Options(**values)
 
 
 async def until_stopped(awaitable: Awaitable[T], stop: asyncio.Event) -> T:
