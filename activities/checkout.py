@@ -90,6 +90,17 @@ from checkout.vies import VatVerifier
 log = activity.logger
 
 
+#: What an invoice payment's record takes over from the activity's input, as it is.
+_INVOICE_PAYMENT_FIELDS = {
+    "idempotency_key",
+    "account_id",
+    "order_id",
+    "amount",
+    "currency",
+    "due_date",
+}
+
+
 async def _step(
     apply: Callable[[str, str, list[SubscriptionTarget]], Awaitable[list[SubscriptionView]]],
     request: TargetsInput,
@@ -295,14 +306,9 @@ class CheckoutActivities(CheckoutSteps):
         """Corporate orders are invoiced: a pending invoice payment with a due date, no card."""
         payment = await self._store.record_payment(
             payment_id=payment_id("in", request.idempotency_key),
-            idempotency_key=request.idempotency_key,
-            account_id=request.account_id,
-            order_id=request.order_id,
             kind="invoice",
-            amount=request.amount,
-            currency=request.currency,
             status="pending",
-            due_date=request.due_date,
+            **request.model_dump(include=_INVOICE_PAYMENT_FIELDS),
         )
         number = await self._invoice_number(
             request.order_id, request.invoice_year, payment.amount, payment.currency

@@ -64,12 +64,10 @@ async def start_trials(order: Order, plan: CheckoutPlan, steps_done: list[str]) 
         trial_id = trial_workflow_id(order.account_id, line.product)
         trial = TrialInput(
             account_id=order.account_id,
-            product=line.product,
-            plan=line.plan,
-            seats=line.seats,
             order_id=order.order_id,
             trial_start=line.period_start,
             trial_end=line.period_end,
+            **line.model_dump(include={"product", "plan", "seats"}),
         )
         try:
             await workflow.start_child_workflow(
