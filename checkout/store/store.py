@@ -500,7 +500,10 @@ class Store:
                 row = rows.get(target.product)
                 _check_priced_on(target, row)
                 if row is None:
-                    session.add(SubscriptionRow(account_id=account_id, **_row_values(target)))
+                    rows[target.product] = SubscriptionRow(
+                        account_id=account_id, **_row_values(target)
+                    )
+                    session.add(rows[target.product])
                     continue
                 row.plan = target.plan
                 row.seats = target.seats
@@ -573,14 +576,11 @@ class Store:
                 )
                 for product in products
             }
+            # ``mutate`` changes the rows in place and adds new ones to ``rows``: what they hold
+            # now is what the step leaves, without reading them back.
             mutate(rows, session)
             await session.flush()
-            after_rows = [
-                r
-                for r in await self._subscription_rows(session, account_id)
-                if r.product in products
-            ]
-            after = [_view(_sub_from_row(r)) for r in after_rows]
+            after = [_view(_sub_from_row(rows[product])) for product in sorted(rows)]
             session.add(
                 OrderStepRow(
                     order_id=order_id,
