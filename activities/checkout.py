@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from checkout import pricing
 from checkout.catalog import Catalog
 from checkout.config import Settings
 from checkout.echo import escape
@@ -40,6 +41,7 @@ from checkout.mail import message_id_for
 from checkout.mail import render_email
 from checkout.mail import sender_domain
 from checkout.metrics import CheckoutMetrics
+from checkout.models import Account
 from checkout.models import BeginOrder
 from checkout.models import BeginOrderInput
 from checkout.models import ChargeInfo
@@ -77,6 +79,7 @@ from checkout.models import VatCheck
 from checkout.models import VatCheckInput
 from checkout.models import VoidInvoiceInput
 from checkout.quoting import check_account_vat_id
+from checkout.quoting import known_account
 from checkout.quoting import price
 from checkout.steps import CheckoutSteps
 from checkout.store import OutboxEntry
@@ -158,30 +161,49 @@ class CheckoutActivities(CheckoutSteps):
         price (a rejection by the billing rules comes back as data, not as a failure)."""
         order = request.order
         policy = await self.load_checkout_policy()
-        claim = await self.claim_order(
+        priced: list[CheckoutPlan | OrderRejection] = []
+
+        def price_now(account: Account | None) -> str | None:
+            # Pure work inside the claim's transaction: the rules on the account as read there.
+            try:
+                plan = pricing.price_order(
+                    order, known_account(account, order.account_id), self._catalog, request.anchor
+                )
+            except CheckoutRejected as exc:
+                priced.append(OrderRejection(reason=exc.reason.value, message=exc.message))
+                return None
+            priced.append(plan)
+            # Kept with the order, so a run that is terminated later can be finished or undone.
+            return plan.model_dump_json()
+
+        claim = await self._claim(
             ClaimOrderInput(
                 order_id=order.order_id,
                 account_id=order.account_id,
                 run_id=request.run_id,
                 products=[item.product for item in order.items],
-            )
+            ),
+            price=price_now if request.price else None,
         )
-        if claim.owner_run_id != request.run_id or claim.blocked_by or not request.price:
-            return BeginOrder(policy=policy, claim=claim)
-        try:
-            plan = await self._price(order, request.anchor, None)
-        except CheckoutRejected as exc:
-            rejected = OrderRejection(reason=exc.reason.value, message=exc.message)
-            return BeginOrder(policy=policy, claim=claim, rejected=rejected)
-        return BeginOrder(policy=policy, claim=claim, plan=plan)
+        match priced:
+            case [CheckoutPlan() as plan]:
+                return BeginOrder(policy=policy, claim=claim, plan=plan)
+            case [OrderRejection() as rejected]:
+                return BeginOrder(policy=policy, claim=claim, rejected=rejected)
+        return BeginOrder(policy=policy, claim=claim)
 
     @activity.defn
     async def claim_order(self, request: ClaimOrderInput) -> OrderClaim:
         """The first run of an order owns it; a later run with the same order id (the workflow id
         is free again once a run has ended) gets the first run's result instead of running. The
         order also takes its place in line for each product it changes."""
+        return await self._claim(request)
+
+    async def _claim(
+        self, request: ClaimOrderInput, price: Callable[[Account | None], str | None] | None = None
+    ) -> OrderClaim:
         claim = await self._store.claim_order(
-            request.order_id, request.account_id, request.run_id, request.products
+            request.order_id, request.account_id, request.run_id, request.products, price=price
         )
         return OrderClaim(
             owner_run_id=claim.owner_run_id,

@@ -89,27 +89,26 @@ class SandboxGateway:
     async def charge(self, request: ChargeRequest) -> PaymentRecord:
         if request.amount <= 0:
             raise ValueError("a charge needs a positive amount")
-        previous = await self._store.payment_by_key(request.idempotency_key)
-        if previous is None:
-            token = request.payment_method
-            decline = (
-                None
-                if token in SUCCEEDING_TOKENS
-                else DECLINING_TOKENS.get(token, Reason.INVALID_PAYMENT_METHOD)
-            )
-            previous = await self._store.record_payment(
-                payment_id=payment_id("ch", request.idempotency_key),
-                idempotency_key=request.idempotency_key,
-                account_id=request.account_id,
-                order_id=request.order_id,
-                kind="charge",
-                amount=request.amount,
-                currency=request.currency,
-                status="failed" if decline else "succeeded",
-                failure_code=decline.value if decline else None,
-                payment_method=token,
-                card=None if decline else SANDBOX_CARDS[token],
-            )
+        token = request.payment_method
+        decline = (
+            None
+            if token in SUCCEEDING_TOKENS
+            else DECLINING_TOKENS.get(token, Reason.INVALID_PAYMENT_METHOD)
+        )
+        # Once per idempotency key: a repeated request gets the first record back, as it was.
+        previous = await self._store.record_payment(
+            payment_id=payment_id("ch", request.idempotency_key),
+            idempotency_key=request.idempotency_key,
+            account_id=request.account_id,
+            order_id=request.order_id,
+            kind="charge",
+            amount=request.amount,
+            currency=request.currency,
+            status="failed" if decline else "succeeded",
+            failure_code=decline.value if decline else None,
+            payment_method=token,
+            card=None if decline else SANDBOX_CARDS[token],
+        )
         if (previous.amount, previous.currency) != (request.amount, request.currency):
             raise IdempotencyConflict(
                 f"idempotency key {request.idempotency_key} was used for"

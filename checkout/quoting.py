@@ -48,7 +48,11 @@ class Quote:
 
 async def find_account(accounts: Accounts, account_id: str) -> Account:
     """The account, or ``unknown_account``."""
-    account = await accounts.get_account(account_id)
+    return known_account(await accounts.get_account(account_id), account_id)
+
+
+def known_account(account: Account | None, account_id: str) -> Account:
+    """The account as read, or ``unknown_account`` when there was none."""
     if account is None:
         raise CheckoutRejected(
             Reason.UNKNOWN_ACCOUNT, f"account_id: no account {echo.quote(account_id)}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
+from collections.abc import Callable
 from datetime import UTC
 from datetime import datetime
 from datetime import timedelta
@@ -25,6 +26,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import StatementError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from checkout.models import Account
 from checkout.models import CardDetails
 from checkout.models import CheckoutResult
 from checkout.models import PricedOn
@@ -810,6 +812,41 @@ async def test_finish_order_by_a_non_owner_is_ignored(store: Store) -> None:
     assert await store.claim_order("ord-unknown", "acc-1", "run-z") == OrderClaimRecord(
         "run-z", None, []
     )
+
+
+async def test_claim_order_prices_in_its_transaction_only_an_order_that_goes_on(
+    store: Store,
+) -> None:
+    """``price`` runs inside the claim, on the account as read there, only for the owning run of
+    an order that is not queued; the plan it returns is kept with the order (the first one only),
+    and None keeps nothing."""
+    account_id = await seeded(store)
+    seen: list[tuple[str, int]] = []
+
+    def price(plan: str | None) -> Callable[[Account | None], str | None]:
+        def run(account: Account | None) -> str | None:
+            assert account is not None
+            seen.append((account.account_id, len(account.subscriptions)))
+            return plan
+
+        return run
+
+    await store.claim_order("o1", account_id, "r1", ["rs"], price=price('{"first": 1}'))
+    assert seen == [(account_id, 1)]
+    assert (await store.order("o1")).plan == '{"first": 1}'  # type: ignore[union-attr]
+    # The same run again (a retried activity): priced again, the first plan stays.
+    await store.claim_order("o1", account_id, "r1", ["rs"], price=price('{"again": 1}'))
+    assert (await store.order("o1")).plan == '{"first": 1}'  # type: ignore[union-attr]
+    # Another run of the order, and an order queued behind it: not priced, nothing kept.
+    await store.claim_order("o1", account_id, "r2", ["rs"], price=price("{}"))
+    queued = await store.claim_order("o2", account_id, "r3", ["rs"], price=price("{}"))
+    assert queued.blocked_by == ["o1"]
+    assert (await store.order("o2")).plan is None  # type: ignore[union-attr]
+    assert len(seen) == 2
+    # A price that keeps nothing (the rules refused the order).
+    await store.claim_order("o3", account_id, "r4", ["other"], price=price(None))
+    assert len(seen) == 3
+    assert (await store.order("o3")).plan is None  # type: ignore[union-attr]
 
 
 async def test_orders_of_one_product_queue_in_claim_order(store: Store) -> None:

@@ -346,12 +346,16 @@ class Store:
 
     async def get_account(self, account_id: str) -> Account | None:
         async with self._tx() as session:
-            row = await session.get(AccountRow, account_id)
-            if row is None:
-                return None
-            subs = await self._subscription_rows(session, account_id)
-            account = Account.model_validate(row, from_attributes=True)
-            return account.model_copy(update={"subscriptions": [_sub_from_row(s) for s in subs]})
+            return await self._account(session, account_id)
+
+    @classmethod
+    async def _account(cls, session: AsyncSession, account_id: str) -> Account | None:
+        row = await session.get(AccountRow, account_id)
+        if row is None:
+            return None
+        subs = await cls._subscription_rows(session, account_id)
+        account = Account.model_validate(row, from_attributes=True)
+        return account.model_copy(update={"subscriptions": [_sub_from_row(s) for s in subs]})
 
     async def account_view(self, account_id: str) -> AccountView | None:
         account = await self.get_account(account_id)
@@ -682,12 +686,23 @@ class Store:
     # --- orders ---------------------------------------------------------------------------------
 
     async def claim_order(
-        self, order_id: str, account_id: str, run_id: str, products: Sequence[str] = ()
+        self,
+        order_id: str,
+        account_id: str,
+        run_id: str,
+        products: Sequence[str] = (),
+        *,
+        price: Callable[[Account | None], str | None] | None = None,
     ) -> OrderClaimRecord:
         """Record ``run_id`` as the run of this order unless another run got there first, and
         take the order's place in line for each product it changes, in the same transaction.
         Return the owning run, its result (JSON) if it ended, and the earlier unfinished orders
-        of the account that change one of the same products."""
+        of the account that change one of the same products.
+
+        With ``price``, an order this run may go on with at once is priced in that transaction
+        too, on the account as it reads there (None when there is none): ``price`` returns the
+        plan (JSON) to keep with the order, or None. No other order of the account can change
+        the same products in between, and the claim takes one round trip instead of three."""
         async with self._tx() as session:
             await _lock_queue(session, account_id)
             row = await session.get(OrderRow, order_id, with_for_update=True)
@@ -707,6 +722,11 @@ class Store:
                     )
                 await session.flush()
             blocked = [] if row.result is not None else await self._blocking(session, order_id)
+            goes_on = row.run_id == run_id and row.result is None and not blocked
+            if price is not None and goes_on:
+                plan = price(await self._account(session, account_id))
+                if plan is not None and row.plan is None:
+                    row.plan = plan
             return OrderClaimRecord(row.run_id, row.result, blocked)
 
     async def blocking_orders(self, order_id: str) -> list[str]:
