@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Awaitable
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from email.message import EmailMessage
@@ -35,6 +36,7 @@ from checkout.gateway import PaymentDeclined
 from checkout.gateway import PaymentGateway
 from checkout.gateway import payment_id
 from checkout.mail import Mailer
+from checkout.mail import RenderedEmail
 from checkout.mail import build_message
 from checkout.mail import email_context
 from checkout.mail import message_id_for
@@ -82,6 +84,8 @@ from checkout.quoting import check_account_vat_id
 from checkout.quoting import known_account
 from checkout.quoting import price
 from checkout.steps import CheckoutSteps
+from checkout.store import EmailAttempt
+from checkout.store import OutboxDraft
 from checkout.store import OutboxEntry
 from checkout.store import ProductPaused
 from checkout.store import StepUndone
@@ -426,48 +430,85 @@ class CheckoutActivities(CheckoutSteps):
         successful send does not send again. A failed send stays ``pending`` and raises, so the
         caller's retries (the outbox's delivery workflow, a trial) try again, with the same
         Message-ID."""
-        entry, message = await self._outbox_message(request)
-        if message is None:
-            return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
-        # Kept with the entry, so an operator's resend sends exactly this message again.
-        text = message.as_string()
-        try:
-            await self._mailer.send(message)
-        except Exception as exc:
+        sending = await self._try_email(request)
+        if sending.attempt is not None:
             await self._store.outbox_finish(
-                request.order_id, request.purpose.value, sent=False, error=repr(exc), message=text
+                request.order_id,
+                sending.attempt.purpose,
+                sent=sending.attempt.sent,
+                error=sending.attempt.error,
+                message=sending.attempt.message,
             )
-            self.metrics.email(EmailStatus.PENDING.value, request.purpose.value)
-            raise
-        await self._store.outbox_finish(
-            request.order_id, request.purpose.value, sent=True, message=text
-        )
-        self.metrics.email(EmailStatus.SENT.value, request.purpose.value)
-        log.info("order %s: %s e-mail sent", request.order_id, request.purpose.value)
-        return EmailInfo(status=EmailStatus.SENT, message_id=entry.message_id)
+            self._count_email(request, sending.attempt)
+        if sending.error is not None:
+            raise sending.error
+        return EmailInfo(status=EmailStatus.SENT, message_id=sending.entry.message_id)
 
     @activity.defn
     async def notify(self, request: NotifyInput) -> Notified:
         """The order's last step: its e-mail, tried once, then its outcome recorded and its
-        places in line released. An e-mail that cannot go out now stays ``pending`` in the outbox
-        (the workflow hands it to a delivery workflow); it never holds up or undoes the order."""
+        places in line released, together with how the try went, in one store transaction. An
+        e-mail that cannot go out now stays ``pending`` in the outbox (the workflow hands it to a
+        delivery workflow); it never holds up or undoes the order."""
         credit_note = await self._credit_note(request.result)
         email_input = request.email.model_copy(update={"credit_note": credit_note})
+        order_id, purpose = email_input.order_id, email_input.purpose.value
+        attempt: EmailAttempt | None = None
         try:
-            email = await self.send_email(email_input)
+            sending = await self._try_email(email_input)
         except StoreUnavailable:
             raise
         except Exception as exc:
-            log.info("order %s: e-mail deferred: %s", request.email.order_id, escape(exc, 500))
-            entry = await self._store.outbox_entry(
-                request.email.order_id, request.email.purpose.value
-            )
+            # Not even tried (the message could not be made): pending, for the outbox.
+            log.info("order %s: e-mail deferred: %s", order_id, escape(exc, 500))
+            entry = await self._store.outbox_entry(order_id, purpose)
             email = EmailInfo(
                 status=EmailStatus.PENDING, message_id=entry.message_id if entry else None
             )
+        else:
+            attempt = sending.attempt
+            sent = attempt is None or attempt.sent
+            email = EmailInfo(
+                status=EmailStatus.SENT if sent else EmailStatus.PENDING,
+                message_id=sending.entry.message_id,
+            )
+            if sending.error is not None:
+                log.info("order %s: e-mail deferred: %s", order_id, escape(sending.error, 500))
         result = request.result.model_copy(update={"email": email, "credit_note": credit_note})
-        wake = await self.record_outcome(result.order_id or "", request.run_id, result)
+        wake = await self._store.finish_order(
+            order_id,
+            request.run_id,
+            result.status.value,
+            result.model_dump_json(),
+            on_recorded=lambda: self.metrics.order_finished(result),
+            email=attempt,
+        )
+        if attempt is not None:
+            self._count_email(email_input, attempt)
         return Notified(email=email, wake=wake, credit_note=credit_note)
+
+    async def _try_email(self, request: SendEmailInput) -> _Sending:
+        """The e-mail's outbox entry and, unless it went out before, one try to send it now (a
+        failed try is returned, not raised: the caller records it first)."""
+        entry, message = await self._outbox_message(request)
+        if message is None:
+            return _Sending(entry)
+        # Kept with the entry, so an operator's resend sends exactly this message again.
+        text = message.as_string()
+        purpose = request.purpose.value
+        try:
+            await self._mailer.send(message)
+        except Exception as exc:
+            failed = EmailAttempt(purpose=purpose, sent=False, error=repr(exc), message=text)
+            return _Sending(entry, failed, exc)
+        return _Sending(entry, EmailAttempt(purpose=purpose, sent=True, message=text))
+
+    def _count_email(self, request: SendEmailInput, attempt: EmailAttempt) -> None:
+        """An e-mail's try in the metrics and the log, once it is recorded in the outbox."""
+        status = EmailStatus.SENT if attempt.sent else EmailStatus.PENDING
+        self.metrics.email(status.value, attempt.purpose)
+        if attempt.sent:
+            log.info("order %s: %s e-mail sent", request.order_id, attempt.purpose)
 
     @activity.defn
     async def give_up_email(self, request: SendEmailInput) -> EmailInfo:
@@ -481,37 +522,43 @@ class CheckoutActivities(CheckoutSteps):
     async def _outbox_message(
         self, request: SendEmailInput
     ) -> tuple[OutboxEntry, EmailMessage | None]:
-        """The outbox entry of this e-mail, and the message to send unless it was sent."""
-        account = await self._store.get_account(request.account_id)
-        if account is None:
+        """The outbox entry of this e-mail, and the message to send unless it was sent. The
+        account is read, the e-mail rendered and the entry begun in one store transaction."""
+        rendered: list[tuple[Account, RenderedEmail]] = []
+
+        def draft(account: Account) -> OutboxDraft:
+            product = self._catalog.products.get(request.product or "")
+            context = email_context(
+                request,
+                account,
+                product_name=product.name if product else None,
+                due_date=request.due_date,
+                catalog=self._catalog,
+            )
+            email = render_email(context)
+            rendered.append((account, email))
+            return OutboxDraft(
+                message_id=message_id_for(
+                    request.order_id, request.purpose.value, sender_domain(self._settings.mail_from)
+                ),
+                recipient=account.billing_email,
+                subject=email.subject,
+            )
+
+        entry = await self._store.begin_email(
+            request.order_id, request.purpose.value, request.account_id, draft
+        )
+        if entry is None:
             raise ApplicationError(
                 f"no account {quote(request.account_id)} to e-mail",
                 type="UnknownAccount",
                 non_retryable=True,
             )
-        product = self._catalog.products.get(request.product or "")
-        context = email_context(
-            request,
-            account,
-            product_name=product.name if product else None,
-            due_date=request.due_date,
-            catalog=self._catalog,
-        )
-        rendered = render_email(context)
-        message_id = message_id_for(
-            request.order_id, request.purpose.value, sender_domain(self._settings.mail_from)
-        )
-        entry = await self._store.outbox_begin(
-            order_id=request.order_id,
-            purpose=request.purpose.value,
-            message_id=message_id,
-            recipient=account.billing_email,
-            subject=rendered.subject,
-        )
         if entry.status == "sent":
             return entry, None
+        account, email = rendered[-1]
         message = build_message(
-            rendered,
+            email,
             to=account.billing_email,
             sender=self._settings.mail_from,
             message_id=entry.message_id,
@@ -542,3 +589,12 @@ class CheckoutActivities(CheckoutSteps):
             self.give_up_email,
             self.settle_payment,
         ]
+
+
+@dataclass(frozen=True)
+class _Sending:
+    """An e-mail's outbox entry, the try made now (None: it went out before) and its error."""
+
+    entry: OutboxEntry
+    attempt: EmailAttempt | None = None
+    error: Exception | None = None

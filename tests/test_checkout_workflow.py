@@ -18,12 +18,12 @@ from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.checkout import CheckoutActivities
+from activities.checkout import _Sending
 from checkout.config import Settings
 from checkout.gateway import ChargeRequest
 from checkout.gateway import SandboxGateway
 from checkout.models import CheckoutResult
 from checkout.models import CheckoutStatus
-from checkout.models import EmailInfo
 from checkout.models import EmailStatus
 from checkout.models import PaymentRecord
 from checkout.models import ResultStatus
@@ -382,8 +382,8 @@ async def test_failing_anchor_reset_parks_and_only_the_park_timeout_undoes_it(
 
 class StoreOutage(CheckoutActivities):
     """The real activities; our own store is unreachable for the first ``outage_attempts``
-    calls of the activity method ``down_in`` (provisioning, or sending an e-mail through the outbox,
-    as ``send_email`` and ``notify`` do)."""
+    calls of ``down_in``: the activity ``provision_subscriptions``, or ``email``, the outbox's
+    part of sending an e-mail (in ``send_email`` and ``notify``)."""
 
     down_in = ""
     outage_attempts = 0
@@ -398,10 +398,9 @@ class StoreOutage(CheckoutActivities):
         self._fail_while_down("provision_subscriptions", "OperationalError")
         return await super().provision_subscriptions(request)
 
-    @activity.defn(name="send_email")
-    async def send_email(self, request: SendEmailInput) -> EmailInfo:
-        self._fail_while_down("send_email", "ConnectionRefusedError")
-        return await super().send_email(request)
+    async def _try_email(self, request: SendEmailInput) -> _Sending:
+        self._fail_while_down("email", "ConnectionRefusedError")
+        return await super()._try_email(request)
 
 
 def store_outage(settings: Settings, store: Store, down_in: str, attempts: int) -> StoreOutage:
@@ -450,7 +449,7 @@ async def test_a_store_outage_while_emailing_delays_the_confirmation_but_never_l
     acc = await seeded_account(store)
     settings = settings_for(store, smtp_sink)
     # More attempts than one round of EMAIL's retries.
-    flaky = store_outage(settings, store, "send_email", attempts=8)
+    flaky = store_outage(settings, store, "email", attempts=8)
     raw = order(acc.account_id)
     async with checkout_worker(env.client, settings, store, activities=flaky):
         result = await run_order(env.client, settings, raw)

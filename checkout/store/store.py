@@ -250,6 +250,26 @@ class OutboxEntry:
     last_error: str | None = None
 
 
+@dataclass(frozen=True)
+class OutboxDraft:
+    """What a new outbox entry records of its e-mail before the first try."""
+
+    message_id: str
+    recipient: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class EmailAttempt:
+    """How one try to send an order's e-mail went; ``message`` is the text handed to the SMTP
+    server, kept for ``checkout emails resend``."""
+
+    purpose: str
+    sent: bool
+    error: str | None = None
+    message: str | None = None
+
+
 _Record = TypeVar("_Record", bound="DataclassInstance")
 
 
@@ -804,12 +824,17 @@ class Store:
         run_id: str,
         status: str,
         result: str,
+        *,
         on_recorded: Callable[[], None] | None = None,
+        email: EmailAttempt | None = None,
     ) -> list[str]:
         """Record how the order ended (only its own run may, and only once) and release its
         places in line, in one transaction; return the orders that are now first in line, to be
-        woken. ``on_recorded`` is called when this call is the one that records the outcome."""
+        woken. ``on_recorded`` is called when this call is the one that records the outcome.
+        ``email``, the try to send the order's e-mail, is recorded in the same transaction."""
         async with self._tx() as session:
+            if email is not None:
+                await self._record_attempt(session, order_id, email)
             row = await session.get(OrderRow, order_id, with_for_update=True)
             if row is None or row.run_id != run_id:
                 return []
@@ -923,23 +948,42 @@ class Store:
     ) -> OutboxEntry:
         """Record the attempt to send (creating the entry the first time) and return it; the
         caller sends only when the returned status is not ``sent``."""
+        draft = OutboxDraft(message_id=message_id, recipient=recipient, subject=subject)
         async with self._tx() as session:
-            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
-            if row is None:
-                row = OutboxRow(
-                    order_id=order_id,
-                    purpose=purpose,
-                    message_id=message_id,
-                    recipient=recipient,
-                    subject=subject[:255],
-                    status="pending",
-                    attempts=0,
-                    created_at=_now(),
-                )
-                session.add(row)
-            if row.status != "sent":
-                row.attempts += 1
-            return _outbox(row)
+            return await self._begin(session, order_id, purpose, draft)
+
+    async def begin_email(
+        self, order_id: str, purpose: str, account_id: str, draft: Callable[[Account], OutboxDraft]
+    ) -> OutboxEntry | None:
+        """:meth:`outbox_begin` for the account's billing contact, in the transaction that reads
+        the account: ``draft`` (pure work: rendering) gets the account as read there. None when
+        there is no such account."""
+        async with self._tx() as session:
+            account = await self._account(session, account_id)
+            if account is None:
+                return None
+            return await self._begin(session, order_id, purpose, draft(account))
+
+    @staticmethod
+    async def _begin(
+        session: AsyncSession, order_id: str, purpose: str, draft: OutboxDraft
+    ) -> OutboxEntry:
+        row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
+        if row is None:
+            row = OutboxRow(
+                order_id=order_id,
+                purpose=purpose,
+                message_id=draft.message_id,
+                recipient=draft.recipient,
+                subject=draft.subject[:255],
+                status="pending",
+                attempts=0,
+                created_at=_now(),
+            )
+            session.add(row)
+        if row.status != "sent":
+            row.attempts += 1
+        return _outbox(row)
 
     async def outbox_finish(
         self,
@@ -952,20 +996,25 @@ class Store:
     ) -> None:
         """Record how a try went; ``message`` (the text handed to the SMTP server) is kept for
         ``checkout emails resend``."""
+        attempt = EmailAttempt(purpose=purpose, sent=sent, error=error, message=message)
         async with self._tx() as session:
-            row = await session.get(OutboxRow, (order_id, purpose), with_for_update=True)
-            if row is None:
-                raise LookupError(f"no outbox entry for {order_id}/{purpose}")
-            if message is not None:
-                row.message = message
-            if sent:
-                row.status = "sent"
-                row.sent_at = _now()
-                row.last_error = None
-            elif row.status != "sent":
-                # Not sent now: still pending, the outbox tries again (same Message-ID).
-                row.status = "pending"
-                row.last_error = (error or "")[:2000]
+            await self._record_attempt(session, order_id, attempt)
+
+    @staticmethod
+    async def _record_attempt(session: AsyncSession, order_id: str, attempt: EmailAttempt) -> None:
+        row = await session.get(OutboxRow, (order_id, attempt.purpose), with_for_update=True)
+        if row is None:
+            raise LookupError(f"no outbox entry for {order_id}/{attempt.purpose}")
+        if attempt.message is not None:
+            row.message = attempt.message
+        if attempt.sent:
+            row.status = "sent"
+            row.sent_at = _now()
+            row.last_error = None
+        elif row.status != "sent":
+            # Not sent now: still pending, the outbox tries again (same Message-ID).
+            row.status = "pending"
+            row.last_error = (attempt.error or "")[:2000]
 
     async def outbox_give_up(self, order_id: str, purpose: str) -> None:
         """The outbox tried for CHECKOUT_EMAIL_RETRY_FOR: ``failed``, for an operator's resend."""
