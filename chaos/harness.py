@@ -96,37 +96,25 @@ class Fault:
 
 
 @dataclass(frozen=True)
-class Experiment:
-    name: str
-    orders: int
-    #: Share of the orders that come in racing pairs (two orders of one account, one product).
-    racing_fraction: float = 0.2
-    #: Share of the orders started a second time under the same order id after they ended.
-    repeat_fraction: float = 0.0
+class FaultPlan:
+    """What an experiment breaks: counts spread over the run by ``schedule``, or an explicit
+    schedule."""
+
     worker_kills: int = 0
     temporal_restarts: int = 0
     #: Seconds of one PostgreSQL outage (0: none), begun when ``outage_at`` of the orders started.
     postgres_outage: float = 0.0
     outage_at: float = 0.5
     #: An explicit schedule instead of the one derived from the counts above.
-    faults: tuple[Fault, ...] | None = None
+    explicit: tuple[Fault, ...] | None = None
+    #: Seconds between one fault and the next at the least.
     min_gap: float = 3.0
-    #: Orders (single ones or pairs) in flight at most.
-    concurrency: int = 20
-    workers: int = 2
-    provisioning_max_attempts: int = 5
-    seed: int = 7
-    #: Hard limit for the whole experiment, cleanup excluded.
-    deadline: float = 1800.0
-    #: How long the orders may take to end after the last was started.
-    settle_within: float = 600.0
-    keep_logs: Path | None = None
 
     def schedule(self) -> list[Fault]:
         """The faults in the order they are injected: worker kills spread over the run, the
         Temporal restarts and the outage where asked."""
-        if self.faults is not None:
-            return sorted(self.faults, key=lambda f: (f.at_started, f.delay))
+        if self.explicit is not None:
+            return sorted(self.explicit, key=lambda f: (f.at_started, f.delay))
         # Kills from 15 % to 90 % of the orders started: past the first wave of starts (the
         # concurrency), so the workers are busy, and before the last orders.
         kills = self.worker_kills
@@ -141,6 +129,34 @@ class Experiment:
         if self.postgres_outage > 0:
             planned.append(Fault("postgres_outage", self.outage_at, seconds=self.postgres_outage))
         return sorted(planned, key=lambda f: (f.at_started, f.delay))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How long an experiment may take."""
+
+    #: Hard limit for the whole experiment, cleanup excluded.
+    deadline: float = 1800.0
+    #: How long the orders may take to end after the last was started.
+    settle_within: float = 600.0
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    orders: int
+    #: Share of the orders that come in racing pairs (two orders of one account, one product).
+    racing_fraction: float = 0.2
+    #: Share of the orders started a second time under the same order id after they ended.
+    repeat_fraction: float = 0.0
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    #: Orders (single ones or pairs) in flight at most.
+    concurrency: int = 20
+    workers: int = 2
+    provisioning_max_attempts: int = 5
+    seed: int = 7
+    limits: Limits = field(default_factory=Limits)
+    keep_logs: Path | None = None
 
 
 @dataclass
@@ -459,7 +475,7 @@ class _Run:
             threshold = min(total, math.ceil(fault.at_started * total))
             while self.started < threshold and not self.orders_done.is_set():
                 await asyncio.sleep(0.1)
-            await asyncio.sleep(max(fault.delay, last + self.exp.min_gap - self.elapsed()))
+            await asyncio.sleep(max(fault.delay, last + self.exp.faults.min_gap - self.elapsed()))
             if self.orders_done.is_set():
                 self.result.errors.append(
                     f"{fault.kind} planned at {fault.at_started:.0%} of the orders started came"
@@ -563,10 +579,10 @@ async def run_experiment(exp: Experiment) -> ExperimentResult:
     )
     parts = _Parts.make(exp, run_id)
     try:
-        async with asyncio.timeout(exp.deadline):
+        async with asyncio.timeout(exp.limits.deadline):
             await _run_on(parts, exp, book, result)
     except TimeoutError:
-        result.errors.append(f"the hard deadline of {exp.deadline:.0f}s passed")
+        result.errors.append(f"the hard deadline of {exp.limits.deadline:.0f}s passed")
     except Exception as exc:
         result.errors.append(f"the experiment broke: {exc!r}")
     finally:
@@ -606,7 +622,7 @@ async def _run_on(
             result,
         )
         # The orders get the hard deadline less what the checks and the cleanup need.
-        run.settle_by = run.began + max(30.0, exp.deadline - result.phases["setup"] - 60.0)
+        run.settle_by = run.began + max(30.0, exp.limits.deadline - result.phases["setup"] - 60.0)
         await _orders_and_faults(run)
         result.phases["orders"] = round(run.elapsed(), 1)
         await _check(run)
@@ -623,7 +639,7 @@ async def _orders_and_faults(run: _Run) -> None:
     exp = run.exp
     gate = asyncio.Semaphore(exp.concurrency)
     supervisor = asyncio.create_task(run.supervise())
-    faults = asyncio.create_task(run.inject(exp.schedule()))
+    faults = asyncio.create_task(run.inject(exp.faults.schedule()))
     try:
 
         async def orders() -> None:
@@ -634,7 +650,7 @@ async def _orders_and_faults(run: _Run) -> None:
         # Once every order was started, the rest may take settle_within.
         while run.started < len(run.book.orders) and not order_task.done():
             await asyncio.sleep(0.2)
-        run.settle_by = min(run.settle_by, time.monotonic() + exp.settle_within)
+        run.settle_by = min(run.settle_by, time.monotonic() + exp.limits.settle_within)
         await order_task
         await faults
     finally:

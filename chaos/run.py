@@ -24,6 +24,8 @@ from pathlib import Path
 
 from chaos.harness import Experiment
 from chaos.harness import ExperimentResult
+from chaos.harness import FaultPlan
+from chaos.harness import Limits
 from chaos.harness import run_experiment
 
 REPO = Path(__file__).resolve().parents[1]
@@ -33,16 +35,16 @@ EXPERIMENTS: dict[str, Experiment] = {
     "A": Experiment(
         name="A: races, 10 kills, Temporal restart, 60 s outage",
         orders=200, racing_fraction=0.2, repeat_fraction=0.05,
-        worker_kills=10, temporal_restarts=1, postgres_outage=60.0, outage_at=0.5,
+        faults=FaultPlan(worker_kills=10, temporal_restarts=1, postgres_outage=60.0, outage_at=0.5),
         concurrency=20, workers=2,
-        deadline=2700.0, settle_within=900.0,
+        limits=Limits(deadline=2700.0, settle_within=900.0),
     ),
     "B": Experiment(
         name="B: short PostgreSQL outage",
         orders=30, racing_fraction=0.2,
-        postgres_outage=20.0, outage_at=0.7,
+        faults=FaultPlan(postgres_outage=20.0, outage_at=0.7),
         concurrency=20, workers=2,
-        deadline=900.0, settle_within=420.0,
+        limits=Limits(deadline=900.0, settle_within=420.0),
     ),
 }  # fmt: skip
 

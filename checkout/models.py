@@ -117,6 +117,13 @@ class _Model(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
+class Amount(_Model):
+    """A sum of money in a currency (ISO 4217 code)."""
+
+    amount: Money
+    currency: str
+
+
 # --- the order (workflow input) -----------------------------------------------------------------
 
 
@@ -270,10 +277,8 @@ class Invoice(_Model):
     seller_name: str | None = None
 
 
-class ChargeInfo(_Model):
+class ChargeInfo(Amount):
     id: str
-    amount: Money
-    currency: str
     card: CardDetails | None = None
     #: ``pending``: a payment that settles later (SEPA Direct Debit) has not settled yet.
     status: Literal["succeeded", "pending"] = "succeeded"
@@ -281,13 +286,11 @@ class ChargeInfo(_Model):
     invoice_number: str | None = None
 
 
-class CreditNote(_Model):
+class CreditNote(Amount):
     """The credit note of a compensated order that had an invoice number."""
 
     number: str
     invoice_number: str
-    amount: Money
-    currency: str
 
 
 class EmailStatus(StrEnum):
@@ -307,29 +310,45 @@ class ResultStatus(StrEnum):
     COMPENSATED = "compensated"
 
 
-class CheckoutResult(_Model):
-    order_id: str | None
-    status: ResultStatus
+class _Verdict(_Model):
+    """Whether an order went through, as its decision, its result and its last e-mail say."""
+
+    #: Why it did not go through (a rejection reason), and the message that says so.
     reason: str | None = None
     message: str | None = None
     invoice: Invoice | None = None
-    charge: ChargeInfo | None = None
+
+
+class _Outcome(_Verdict):
+    """How an order ended, as its result records it and its last e-mail tells the contact."""
+
     refund: ChargeInfo | None = None
+    credit_note: CreditNote | None = None
+
+
+class CheckoutResult(_Outcome):
+    order_id: str | None
+    status: ResultStatus
+    charge: ChargeInfo | None = None
     subscriptions: list[SubscriptionView] = Field(default_factory=list)
     vat_id_status: Literal["valid", "unverified"] | None = None
     email: EmailInfo | None = None
     #: Corporate orders: the invoice payment recorded instead of a card charge.
     invoice_payment: ChargeInfo | None = None
     approved_by: str | None = None
-    credit_note: CreditNote | None = None
 
 
 # --- activity inputs and results ----------------------------------------------------------------
 
 
-class VatCheckInput(_Model):
+class OrderRef(_Model):
+    """The order an activity works for, and its account."""
+
     order_id: str
     account_id: str
+
+
+class VatCheckInput(OrderRef):
     vat_id: str
 
 
@@ -369,46 +388,32 @@ class CheckoutPlan(_Model):
     converts_trials: list[str] = Field(default_factory=list)
 
 
-class ChargeInput(_Model):
-    order_id: str
-    account_id: str
+class ChargeInput(OrderRef, Amount):
     idempotency_key: str
     payment_method: str
-    amount: Money
-    currency: str
     #: The calendar year (UTC) of the order's anchor: its invoice number's year. None for runs
     #: started before invoice numbers (they get none).
     invoice_year: int | None = None
 
 
-class RefundInput(_Model):
-    order_id: str
-    account_id: str
+class RefundInput(OrderRef):
     idempotency_key: str
     charge_id: str
 
 
-class InvoicePaymentInput(_Model):
-    order_id: str
-    account_id: str
+class InvoicePaymentInput(OrderRef, Amount):
     idempotency_key: str
-    amount: Money
-    currency: str
     due_date: UtcDateTime
     invoice_year: int | None = None
 
 
-class TargetsInput(_Model):
+class TargetsInput(OrderRef):
     """Provisioning and the anchor reset: what the order makes of each subscription."""
 
-    order_id: str
-    account_id: str
     targets: list[SubscriptionTarget]
 
 
-class UndoInput(_Model):
-    order_id: str
-    account_id: str
+class UndoInput(OrderRef):
     step: Literal["provision", "anchor"]
 
 
@@ -429,39 +434,21 @@ class EmailPurpose(StrEnum):
     PARKED = "parked"
 
 
-class SendEmailInput(_Model):
-    order_id: str
-    account_id: str
+class SendEmailInput(OrderRef, _Outcome):
     purpose: EmailPurpose
-    invoice: Invoice | None = None
     payment_method: str | None = None
     paid_by_invoice: bool = False
     due_date: UtcDateTime | None = None
-    reason: str | None = None
-    message: str | None = None
-    refund: ChargeInfo | None = None
     product: str | None = None
     trial_end: UtcDateTime | None = None
-    credit_note: CreditNote | None = None
     #: The card as the gateway reported the charge (never the payment token).
     card: CardDetails | None = None
 
 
-class ClaimOrderInput(_Model):
-    order_id: str
-    account_id: str
+class ClaimOrderInput(OrderRef):
     run_id: str
     #: The products the order changes: its place in line is taken for each of them.
     products: list[str] = Field(default_factory=list)
-
-
-class OrderClaim(_Model):
-    """Whether this run owns the order; if an earlier run owned and finished it, its result."""
-
-    owner_run_id: str
-    earlier_result: CheckoutResult | None = None
-    #: Earlier unfinished orders of the account that change one of the same products.
-    blocked_by: list[str] = Field(default_factory=list)
 
 
 class TurnInput(_Model):
@@ -471,7 +458,16 @@ class TurnInput(_Model):
 class Turn(_Model):
     """Whether an order may go on: it may when nothing blocks it."""
 
+    #: Earlier unfinished orders of the account that change one of the same products.
     blocked_by: list[str] = Field(default_factory=list)
+
+
+class OrderClaim(Turn):
+    """Whether this run owns the order; if an earlier run owned and finished it, its result; and
+    whether it may go on."""
+
+    owner_run_id: str
+    earlier_result: CheckoutResult | None = None
 
 
 class FinishOrderInput(_Model):
@@ -491,16 +487,21 @@ class SavePlanInput(_Model):
     plan: CheckoutPlan
 
 
-class TrialInput(_Model):
-    """The argument of ``TrialWorkflow``: one trial line of one order."""
+class TrialRef(_Model):
+    """One trial: an account's trial of a product (it has at most one), and when it ends."""
 
     account_id: str
     product: str
+    trial_end: UtcDateTime
+
+
+class TrialInput(TrialRef):
+    """The argument of ``TrialWorkflow``: one trial line of one order."""
+
     plan: str
     seats: int
     order_id: str
     trial_start: UtcDateTime
-    trial_end: UtcDateTime
 
 
 class TrialOutcome(StrEnum):
@@ -509,12 +510,9 @@ class TrialOutcome(StrEnum):
     EXPIRED = "expired"
 
 
-class TrialState(_Model):
+class TrialState(TrialRef):
     """``TrialWorkflow``'s ``status`` query and result."""
 
-    account_id: str
-    product: str
-    trial_end: UtcDateTime
     outcome: TrialOutcome
     reminder_sent: bool
     converted_by_order: str | None = None
@@ -524,10 +522,8 @@ class ConvertTrialRequest(_Model):
     order_id: str
 
 
-class ExpireTrialInput(_Model):
-    account_id: str
-    product: str
-    trial_end: UtcDateTime
+class ExpireTrialInput(TrialRef):
+    """Withdraw a trial that was not bought by its end."""
 
 
 class ExpireTrialResult(_Model):
@@ -536,9 +532,7 @@ class ExpireTrialResult(_Model):
     status: SubscriptionStatus | None
 
 
-class VoidInvoiceInput(_Model):
-    order_id: str
-    account_id: str
+class VoidInvoiceInput(OrderRef):
     invoice_payment_id: str
 
 
@@ -589,16 +583,13 @@ class DecisionStatus(StrEnum):
     REJECTED = "rejected"
 
 
-class Decision(_Model):
+class Decision(_Verdict):
     """The ``decision`` update's answer: whether the order went through, as soon as that is
     known (charged, or approved and invoiced, or nothing due; or rejected), before provisioning
     and e-mail. ``accepted`` and ``rejected`` are final; the other two are provisional."""
 
     order_id: str | None
     status: DecisionStatus
-    reason: str | None = None
-    message: str | None = None
-    invoice: Invoice | None = None
     charge: ChargeInfo | None = None
 
 

@@ -7,6 +7,7 @@ the same way (docs/billing-rules.md, "Periods and the billing anchor" and "Amoun
 from __future__ import annotations
 
 import calendar
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 
@@ -92,24 +93,32 @@ def _product_and_plan(catalog: Catalog, item: OrderItem, where: str) -> Product:
     return product
 
 
-def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in order
-    item: OrderItem,
-    where: str,
-    product: Product,
-    current: Subscription | None,
-    currency: str,
-    anchor: datetime,
-) -> tuple[InvoiceLine, SubscriptionTarget]:
+@dataclass(frozen=True)
+class _LineContext:
+    """What an order item is priced against: both a purchase and a trial line need all of it."""
+
+    item: OrderItem
+    where: str
+    """Where the item stands in the order (``items[0]``), for the rejection messages."""
+    product: Product
+    current: Subscription | None
+    """The account's subscription to the item's product before the order, if any."""
+    currency: str
+    anchor: datetime
+
+
+def _paid_line(ctx: _LineContext) -> tuple[InvoiceLine, SubscriptionTarget]:
+    item, current = ctx.item, ctx.current
     if item.billing_cycle is None:
         raise CheckoutRejected(
-            Reason.INVALID_ORDER, f"{where}.billing_cycle: required for a buy item"
+            Reason.INVALID_ORDER, f"{ctx.where}.billing_cycle: required for a buy item"
         )
-    plan = product.plans[item.plan]
-    price = _price_in(currency, product, plan, where)
-    unit_price = round_money(price.for_cycle(item.billing_cycle), currency)
-    amount = round_money(unit_price * item.seats, currency)
-    end = period_end(anchor, item.billing_cycle)
-    credit = zero(currency)
+    plan = ctx.product.plans[item.plan]
+    price = _price_in(ctx.currency, ctx.product, plan, ctx.where)
+    unit_price = round_money(price.for_cycle(item.billing_cycle), ctx.currency)
+    amount = round_money(unit_price * item.seats, ctx.currency)
+    end = period_end(ctx.anchor, item.billing_cycle)
+    credit = zero(ctx.currency)
     kind = LineKind.NEW
     new_seats = item.seats
     paid = current is not None and current.status is SubscriptionStatus.ACTIVE
@@ -118,7 +127,7 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         if item.seats < current.seats:
             raise CheckoutRejected(
                 Reason.DOWNGRADE_NOT_SUPPORTED,
-                f"{where}.seats: {item.seats} is fewer than the {current.seats} seats of the"
+                f"{ctx.where}.seats: {item.seats} is fewer than the {current.seats} seats of the"
                 " current subscription; seat decreases are not supported",
             )
         if (item.plan, item.seats, item.billing_cycle) == (
@@ -128,20 +137,20 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         ):
             raise CheckoutRejected(
                 Reason.INVALID_ORDER,
-                f"{where}: {product.name} already has {current.seats} seats on {plan.name},"
+                f"{ctx.where}: {ctx.product.name} already has {current.seats} seats on {plan.name},"
                 f" {item.billing_cycle.value}; nothing to change",
             )
         credit = proration_credit(
             period_amount=current.period_amount,
             period_start=current.current_period_start,
             period_end=current.current_period_end,
-            at=anchor,
-            currency=currency,
+            at=ctx.anchor,
+            currency=ctx.currency,
         )
         if amount - credit < 0:
             raise CheckoutRejected(
                 Reason.DOWNGRADE_NOT_SUPPORTED,
-                f"{where}: the new subscription costs less than the unused credit"
+                f"{ctx.where}: the new subscription costs less than the unused credit"
                 f" ({amount} < {credit}); downgrades are not supported",
             )
         new_seats = item.seats - current.seats
@@ -154,10 +163,10 @@ def _paid_line(  # noqa: PLR0917 - private helper, called once with all six in o
         unit_price=unit_price,
         amount=amount,
         credit=credit,
-        period_start=anchor,
+        period_start=ctx.anchor,
         period_end=end,
         new_seats=new_seats,
-        product_name=product.name,
+        product_name=ctx.product.name,
         plan_name=plan.name,
         previous=_previous(current) if current is not None and kind is LineKind.CHANGE else None,
     )
@@ -206,47 +215,40 @@ def _previous(current: Subscription) -> PreviousSubscription:
     )
 
 
-def _trial_line(  # noqa: PLR0917 - as _paid_line
-    item: OrderItem,
-    where: str,
-    product: Product,
-    current: Subscription | None,
-    currency: str,
-    anchor: datetime,
-) -> tuple[InvoiceLine, SubscriptionTarget]:
-    if not product.has_trial:
+def _trial_line(ctx: _LineContext) -> tuple[InvoiceLine, SubscriptionTarget]:
+    if not ctx.product.has_trial:
         raise CheckoutRejected(
-            Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: {product.name} has no free trial"
+            Reason.TRIAL_NOT_AVAILABLE, f"{ctx.where}.mode: {ctx.product.name} has no free trial"
         )
-    if current is not None:
+    if ctx.current is not None:
         why = (
             "the account already had a trial of it"
-            if current.trial_end is not None
+            if ctx.current.trial_end is not None
             else "the account already has it"
         )
         raise CheckoutRejected(
-            Reason.TRIAL_NOT_AVAILABLE, f"{where}.mode: no trial of {product.name}: {why}"
+            Reason.TRIAL_NOT_AVAILABLE, f"{ctx.where}.mode: no trial of {ctx.product.name}: {why}"
         )
-    trial_end = anchor + product.trial_period
-    plan = product.plans[item.plan]
+    trial_end = ctx.anchor + ctx.product.trial_period
+    plan = ctx.product.plans[ctx.item.plan]
     # Same rule as for a purchase; it also keeps an unknown currency from crashing zero().
-    _price_in(currency, product, plan, where)
+    _price_in(ctx.currency, ctx.product, plan, ctx.where)
     line = InvoiceLine(
-        product=item.product,
-        plan=item.plan,
-        seats=item.seats,
+        product=ctx.item.product,
+        plan=ctx.item.plan,
+        seats=ctx.item.seats,
         billing_cycle=None,
         kind=LineKind.TRIAL,
-        unit_price=zero(currency),
-        amount=zero(currency),
-        credit=zero(currency),
-        period_start=anchor,
+        unit_price=zero(ctx.currency),
+        amount=zero(ctx.currency),
+        credit=zero(ctx.currency),
+        period_start=ctx.anchor,
         period_end=trial_end,
-        new_seats=item.seats,
-        product_name=product.name,
+        new_seats=ctx.item.seats,
+        product_name=ctx.product.name,
         plan_name=plan.name,
     )
-    return line, _target(line, SubscriptionStatus.TRIALING, trial_end, current)
+    return line, _target(line, SubscriptionStatus.TRIALING, trial_end, ctx.current)
 
 
 def price_order(
@@ -275,12 +277,13 @@ def price_order(
         seen.add(item.product)
         product = _product_and_plan(catalog, item, where)
         current = current_by_product.get(item.product)
+        ctx = _LineContext(item, where, product, current, currency, anchor)
         if item.mode is ItemMode.TRIAL:
-            line, target = _trial_line(item, where, product, current, currency, anchor)
+            line, target = _trial_line(ctx)
         else:
             if current is not None and current.status is SubscriptionStatus.TRIALING:
                 converts.append(item.product)
-            line, target = _paid_line(item, where, product, current, currency, anchor)
+            line, target = _paid_line(ctx)
         lines.append(line)
         targets.append(target)
 

@@ -30,6 +30,8 @@ from temporalio.worker import Worker
 
 from chaos.harness import Experiment
 from chaos.harness import Fault
+from chaos.harness import FaultPlan
+from chaos.harness import Limits
 from chaos.harness import run_experiment
 from chaos.parts import PartError
 from chaos.parts import PostgresServer
@@ -70,16 +72,17 @@ async def test_orders_survive_a_postgres_outage_and_a_worker_kill(tmp_path: Path
         name="outage test",
         orders=12,
         racing_fraction=0.34,
-        faults=(
-            Fault("postgres_outage", at_started=1.0, delay=1.0, seconds=OUTAGE),
-            Fault("kill_worker", at_started=1.0, delay=4.0),
+        faults=FaultPlan(
+            explicit=(
+                Fault("postgres_outage", at_started=1.0, delay=1.0, seconds=OUTAGE),
+                Fault("kill_worker", at_started=1.0, delay=4.0),
+            ),
+            min_gap=1.0,
         ),
-        min_gap=1.0,
         concurrency=12,
         workers=2,
         seed=11,
-        deadline=200.0,
-        settle_within=150.0,
+        limits=Limits(deadline=200.0, settle_within=150.0),
         keep_logs=tmp_path / "logs",
     )
     result = await run_experiment(experiment)

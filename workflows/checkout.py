@@ -23,7 +23,6 @@ import contextlib
 from collections.abc import Awaitable
 from collections.abc import Callable
 from dataclasses import dataclass
-from dataclasses import field
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
@@ -63,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
     from checkout.models import ApproveRequest
     from checkout.models import BeginOrderInput
     from checkout.models import ChargeInfo
-    from checkout.models import ChargeInput
     from checkout.models import CheckoutPlan
     from checkout.models import CheckoutPolicy
     from checkout.models import CheckoutResult
@@ -97,6 +95,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.steps import CheckoutSteps
     from checkout.summary import invoice_summary
     from checkout.summary import order_summary
+    from workflows import common
     from workflows.checkout_v1 import CheckoutV1
     from workflows.common import ENDING_STATE
     from workflows.common import NO_ORDER
@@ -181,30 +180,11 @@ def _decode(raw: RawValue) -> Any:
 
 
 @dataclass
-class Progress:
-    """Everything the ``status`` query, the details and the result say about the order."""
+class Progress(common.Progress):
+    """What v2 adds to the shared progress: the VAT check, the decision, and why it waits."""
 
-    state: CheckoutStatus = CheckoutStatus.VALIDATING
-    current_step: str | None = None
-    steps_done: list[str] = field(default_factory=list)
-    compensations_run: list[str] = field(default_factory=list)
-    last_error: str | None = None
-    attempts: dict[str, int] = field(default_factory=dict)
-    waiting_for: str | None = None
-    next_action: str | None = None
-    deadline: datetime | None = None
-    plan: CheckoutPlan | None = None
     vat: VatCheck | None = None
-    charge: ChargeInfo | None = None
-    refund: ChargeInfo | None = None
-    invoice_payment: ChargeInfo | None = None
-    invoice_due: datetime | None = None
-    approved_by: str | None = None
     decision: Decision | None = None
-    result: CheckoutResult | None = None
-
-    def count(self, step: str, attempts: int) -> None:
-        self.attempts[step] = self.attempts.get(step, 0) + attempts
 
     def wait(
         self, what: str | None, action: str | None = None, until: datetime | None = None
@@ -365,26 +345,10 @@ class CheckoutWorkflow:
         plan = self._progress.plan or plan  # with the invoice number its acceptance was given
         await start_trials(order, plan, self._progress.steps_done)
         await convert_trials(order, plan, self._progress.steps_done)
-        result = CheckoutResult(
-            order_id=order.order_id,
-            status=ResultStatus.COMPLETED,
-            invoice=plan.invoice,
-            charge=self._progress.charge,
-            invoice_payment=self._progress.invoice_payment,
-            approved_by=self._progress.approved_by,
-            subscriptions=subscriptions,
-            vat_id_status=self._progress.vat.status if self._progress.vat else None,
-        )
-        email = SendEmailInput(
-            order_id=order.order_id,
-            account_id=order.account_id,
-            purpose=EmailPurpose.CONFIRMATION,
-            invoice=plan.invoice,
-            payment_method=None if plan.corporate else order.payment_method,
-            card=self._progress.charge.card if self._progress.charge else None,
-            paid_by_invoice=self._progress.invoice_payment is not None,
-            due_date=self._progress.invoice_due,
-        )
+        charge = self._progress.charge
+        result, email = self._progress.completed(order, plan, subscriptions, self._progress.vat)
+        # Since v2 the confirmation names the card the charge used.
+        email = email.model_copy(update={"card": charge.card if charge else None})
         # From here on the order is complete: a cancel no longer undoes it, the e-mail goes out.
         self._set_state(CheckoutStatus.NOTIFYING)
         notifying = asyncio.ensure_future(self._notify(email, result))
@@ -520,24 +484,13 @@ class CheckoutWorkflow:
         )
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
-        invoice = plan.invoice
-        if invoice.total <= 0:
-            return  # trials only, or nothing due: no charge at all
+        key = idempotency_key(order.order_id, "charge")
+        request = common.charge_input(order, plan, key, _anchor_year(plan))
+        if request is None:
+            return
         self._set_state(CheckoutStatus.CHARGING)
         self._saga.register("refund_payment", self._refund_payment)
-        charge = await self._step(
-            CheckoutSteps.charge_payment,
-            ChargeInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                idempotency_key=idempotency_key(order.order_id, "charge"),
-                payment_method=order.payment_method or "",
-                amount=invoice.total,
-                currency=invoice.currency,
-                invoice_year=_anchor_year(plan),
-            ),
-            **CHARGE,
-        )
+        charge = await self._step(CheckoutSteps.charge_payment, request, **CHARGE)
         self._progress.charge = charge
         self._number_invoice(charge)
         if charge.status == "pending":
@@ -744,25 +697,11 @@ class CheckoutWorkflow:
     ) -> T:
         """One activity, with the progress the status query and the details show."""
         name: str = activity.__name__
-        self._progress.current_step = name
-        self._refresh_details()
-        try:
-            result = await workflow.execute_activity_method(
-                activity,
-                arg,
-                activity_id=f"{name}-{len(self._progress.steps_done) + 1}",
-                summary=name.replace("_", " "),
-                **options,
+        with self._progress.step(name, count_attempts=count_attempts) as activity_id:
+            self._refresh_details()
+            return await workflow.execute_activity_method(
+                activity, arg, activity_id=activity_id, summary=name.replace("_", " "), **options
             )
-        except ActivityError as error:
-            self._progress.last_error = f"{name}: {describe(error)}"
-            raise
-        finally:
-            if count_attempts:
-                self._progress.count(name, 1)
-        self._progress.steps_done.append(name)
-        self._progress.current_step = None
-        return result
 
     async def _local(self, activity: Callable[[CheckoutSteps, A], Awaitable[T]], arg: A) -> T:
         """A short store read or write, or pure work: a local activity, recorded as a marker in
@@ -821,31 +760,10 @@ class CheckoutWorkflow:
 
     async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
         assert self._order is not None
-        plan = self._progress.plan
         await self._compensate()
         self._decide(DecisionStatus.REJECTED, reason.value, message)
         self._set_state(CheckoutStatus.NOTIFYING)
-        p = self._progress
-        result = CheckoutResult(
-            order_id=self._order.order_id,
-            status=ResultStatus.COMPENSATED,
-            reason=reason.value,
-            message=message,
-            invoice=plan.invoice if plan else None,
-            charge=p.charge,
-            refund=p.refund,
-            invoice_payment=p.invoice_payment,
-            approved_by=p.approved_by,
-        )
-        email = ending_email(
-            self._order,
-            plan,
-            EmailPurpose.COMPENSATION,
-            reason,
-            message,
-            refund=p.refund,
-            paid_by_invoice=p.invoice_payment is not None,
-        )
+        result, email = self._progress.compensated(self._order, reason, message)
         return await self._notify(email, result)
 
     async def _end_cancelled(self) -> None:
@@ -1051,21 +969,7 @@ class CheckoutWorkflow:
     def status(self) -> CheckoutState:
         if self._v1 is not None:
             return self._v1.status()
-        p = self._progress
-        return CheckoutState(
-            order_id=self._order.order_id if self._order else None,
-            account_id=self._order.account_id if self._order else None,
-            state=p.state,
-            current_step=p.current_step,
-            steps_done=list(p.steps_done),
-            compensations_run=list(p.compensations_run),
-            last_error=p.last_error,
-            attempts=dict(p.attempts),
-            result=p.result,
-            waiting_for=p.waiting_for,
-            next_action=p.next_action,
-            deadline=p.deadline,
-        )
+        return self._progress.checkout_state(self._order)
 
     # --- operator updates -----------------------------------------------------------------------
 

@@ -3,7 +3,9 @@ finish on today's worker exactly as they started.
 
 ``CheckoutWorkflow`` hands a run to :class:`CheckoutV1` when its history has no ``checkout-v2``
 marker (a run started before the upgrade), and its handlers delegate to it. Nothing here may
-change: the recorded histories in ``tests/histories/v1/`` replay through this code in CI.
+change the commands it issues: the recorded histories in ``tests/histories/v1/`` replay through
+this code in CI. What issues no command (the progress of the status query, the bookkeeping around
+a step, the result and e-mail of an ending) is shared with v2 through :mod:`workflows.common`.
 Delete this module, and those histories, once no run started before the upgrade is open.
 """
 
@@ -33,7 +35,6 @@ with workflow.unsafe.imports_passed_through():
     from checkout.errors import CheckoutRejected
     from checkout.errors import Reason
     from checkout.models import ChargeInfo
-    from checkout.models import ChargeInput
     from checkout.models import CheckoutPlan
     from checkout.models import CheckoutPolicy
     from checkout.models import CheckoutResult
@@ -101,23 +102,10 @@ class CheckoutV1:
 
     def __init__(self) -> None:
         self._order: Order | None = None
-        self._state = CheckoutStatus.VALIDATING
-        self._current_step: str | None = None
-        self._steps_done: list[str] = []
-        self._compensations_run: list[str] = []
-        self._last_error: str | None = None
-        self._attempts: dict[str, int] = {}
+        self._progress = common.Progress()
         self._undo_stack: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._operator_action: str | None = None
         self._operator_reason: str | None = None
-        self._result: CheckoutResult | None = None
-        self._charge: ChargeInfo | None = None
-        self._refund: ChargeInfo | None = None
-        self._plan: CheckoutPlan | None = None
-        self._invoice_payment: ChargeInfo | None = None
-        self._invoice_due: datetime | None = None
-        self._approved_by: str | None = None
-        self._waiting_for: str | None = None
         self._provision_rounds = 0
 
     # --- the happy path -------------------------------------------------------------------------
@@ -148,7 +136,7 @@ class CheckoutV1:
         if claim.owner_run_id != run_id and claim.earlier_result is not None:
             # The workflow id is free again once a run ended: a repeated start returns what the
             # first run did instead of running the order twice.
-            self._result = claim.earlier_result
+            self._progress.result = claim.earlier_result
             self._set_state(common.ENDING_STATE[claim.earlier_result.status])
             return claim.earlier_result
         try:
@@ -163,8 +151,8 @@ class CheckoutV1:
                         status=ResultStatus.COMPENSATED,
                         reason=Reason.CANCELLED.value,
                         message="the checkout was cancelled; everything done was undone",
-                        charge=self._charge,
-                        refund=self._refund,
+                        charge=self._progress.charge,
+                        refund=self._progress.refund,
                     )
                 )
             raise
@@ -192,7 +180,7 @@ class CheckoutV1:
                 CheckoutPlan,
                 **QUICK,
             )
-            self._plan = plan
+            self._progress.plan = plan
             if plan.corporate:
                 await self._await_approval(policy)
                 if plan.invoice.total > 0:  # nothing due (trials only): no invoice at all
@@ -215,34 +203,15 @@ class CheckoutV1:
                 return await self._end_rejected_with_notice(rejected)
             return self._end_rejected(rejected)
 
-        await start_trials(order, plan, self._steps_done)
-        await convert_trials(order, plan, self._steps_done)
+        await start_trials(order, plan, self._progress.steps_done)
+        await convert_trials(order, plan, self._progress.steps_done)
 
         self._set_state(CheckoutStatus.NOTIFYING)
-        email = await self._send_email(
-            SendEmailInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                purpose=EmailPurpose.CONFIRMATION,
-                invoice=plan.invoice,
-                payment_method=None if plan.corporate else order.payment_method,
-                paid_by_invoice=self._invoice_payment is not None,
-                due_date=self._invoice_due,
-            )
-        )
-        self._result = CheckoutResult(
-            order_id=order.order_id,
-            status=ResultStatus.COMPLETED,
-            invoice=plan.invoice,
-            charge=self._charge,
-            invoice_payment=self._invoice_payment,
-            approved_by=self._approved_by,
-            subscriptions=subscriptions,
-            vat_id_status=vat.status if vat else None,
-            email=email,
-        )
+        result, email = self._progress.completed(order, plan, subscriptions, vat)
+        sent = await self._send_email(email)
+        self._progress.result = result.model_copy(update={"email": sent})
         self._set_state(CheckoutStatus.COMPLETED)
-        return self._result
+        return self._progress.result
 
     async def _record(self, result: CheckoutResult) -> None:
         assert self._order is not None
@@ -261,7 +230,7 @@ class CheckoutV1:
         """Corporate orders wait for their account manager; nothing has happened yet."""
         self._operator_action = None
         self._set_state(CheckoutStatus.AWAITING_APPROVAL, step="approval")
-        self._waiting_for = "the account manager: approve or reject the order"
+        self._progress.waiting_for = "the account manager: approve or reject the order"
         self._refresh_details()
         try:
             await workflow.wait_condition(
@@ -275,26 +244,27 @@ class CheckoutV1:
                 f" {timedelta(seconds=policy.approval_timeout_seconds)}",
             ) from None
         finally:
-            self._waiting_for = None
+            self._progress.waiting_for = None
         if self._operator_action == "reject":
             raise CheckoutRejected(
                 Reason.APPROVAL_REJECTED,
-                f"rejected by {quote(self._approved_by)}: {quote(self._operator_reason, 200)}",
+                f"rejected by {quote(self._progress.approved_by)}:"
+                f" {quote(self._operator_reason, 200)}",
             )
         if self._operator_action == "compensate":
             raise common.MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
-        self._steps_done.append("approval")
-        self._current_step = None
+        self._progress.steps_done.append("approval")
+        self._progress.current_step = None
 
     async def _invoice(self, order: Order, plan: CheckoutPlan, due: datetime) -> None:
         """Approved corporate orders are invoiced with a due date; no card is charged."""
         self._set_state(CheckoutStatus.CHARGING)
         self._push_undo("void_invoice", self._void_invoice)
-        self._invoice_due = due
-        self._invoice_payment = await self._step(
+        self._progress.invoice_due = due
+        self._progress.invoice_payment = await self._step(
             "record_invoice_payment",
             InvoicePaymentInput(
                 order_id=order.order_id,
@@ -309,14 +279,14 @@ class CheckoutV1:
         )
 
     async def _void_invoice(self) -> None:
-        if self._invoice_payment is None or self._order is None:
+        if self._progress.invoice_payment is None or self._order is None:
             return
         await workflow.execute_activity(
             "void_invoice_payment",
             VoidInvoiceInput(
                 order_id=self._order.order_id,
                 account_id=self._order.account_id,
-                invoice_payment_id=self._invoice_payment.id,
+                invoice_payment_id=self._progress.invoice_payment.id,
             ),
             result_type=bool,
             summary="undo: void the invoice",
@@ -324,39 +294,28 @@ class CheckoutV1:
         )
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
-        invoice = plan.invoice
-        if invoice.total <= 0:
-            return  # trials only, or nothing due: no charge at all
-        self._set_state(CheckoutStatus.CHARGING)
-        wf_id = workflow.info().workflow_id
-        self._push_undo("refund_payment", self._refund_payment)
-        self._charge = await self._step(
-            "charge_payment",
-            ChargeInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                idempotency_key=idempotency_key(wf_id, "charge"),
-                payment_method=order.payment_method or "",
-                amount=invoice.total,
-                currency=invoice.currency,
-            ),
-            ChargeInfo,
-            **CHARGE,
+        request = common.charge_input(
+            order, plan, idempotency_key(workflow.info().workflow_id, "charge")
         )
+        if request is None:
+            return
+        self._set_state(CheckoutStatus.CHARGING)
+        self._push_undo("refund_payment", self._refund_payment)
+        self._progress.charge = await self._step("charge_payment", request, ChargeInfo, **CHARGE)
 
     async def _refund_payment(self) -> None:
-        if self._charge is None or self._order is None:
+        if self._progress.charge is None or self._order is None:
             return  # the charge never went through: nothing to give back
-        self._refund = await workflow.execute_activity(
+        self._progress.refund = await workflow.execute_activity(
             "refund_payment",
             RefundInput(
                 order_id=self._order.order_id,
                 account_id=self._order.account_id,
                 idempotency_key=idempotency_key(workflow.info().workflow_id, "refund"),
-                charge_id=self._charge.id,
+                charge_id=self._progress.charge.id,
             ),
             result_type=ChargeInfo,
-            summary=f"undo: refund {self._charge.amount} {self._charge.currency}",
+            summary=f"undo: refund {self._progress.charge.amount} {self._progress.charge.currency}",
             **MUST_FINISH,
         )
 
@@ -381,21 +340,21 @@ class CheckoutV1:
             except ActivityError as error:
                 if is_cancelled_exception(error):
                     raise
-                self._count("provision_subscriptions", policy.provisioning_max_attempts)
+                self._progress.count("provision_subscriptions", policy.provisioning_max_attempts)
                 self._provision_rounds += 1
                 await self._park(error, policy)
                 continue
-            self._count("provision_subscriptions", result.attempt)
+            self._progress.count("provision_subscriptions", result.attempt)
             self._provision_rounds += 1
             return result.subscriptions
 
     async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
         timeout raise MustCompensateError."""
-        self._last_error = f"provision_subscriptions: {common.describe(error)}"
+        self._progress.last_error = f"provision_subscriptions: {common.describe(error)}"
         self._operator_action = None
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
-        workflow.logger.warning("order parked in NeedsAttention: %s", self._last_error)
+        workflow.logger.warning("order parked in NeedsAttention: %s", self._progress.last_error)
         try:
             await workflow.wait_condition(
                 lambda: self._operator_action is not None,
@@ -405,7 +364,7 @@ class CheckoutV1:
             raise common.MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"provisioning failed and nobody resolved it within"
-                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._last_error}",
+                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._progress.last_error}",
             ) from None
         if self._operator_action == "compensate":
             raise common.MustCompensateError(
@@ -472,8 +431,8 @@ class CheckoutV1:
         try:
             return await self._step("send_email", request, EmailInfo, **EMAIL)
         except ActivityError as error:
-            self._last_error = f"send_email: {common.describe(error)}"
-            workflow.logger.warning("e-mail not sent: %s", self._last_error)
+            self._progress.last_error = f"send_email: {common.describe(error)}"
+            workflow.logger.warning("e-mail not sent: %s", self._progress.last_error)
             return EmailInfo(status=EmailStatus.FAILED)
 
     async def _step(
@@ -485,29 +444,17 @@ class CheckoutV1:
         count_attempts: bool = True,
         **options: Unpack[ActivityOptions],
     ) -> T:
-        self._current_step = name
-        self._refresh_details()
-        try:
+        with self._progress.step(name, count_attempts=count_attempts) as activity_id:
+            self._refresh_details()
             result: T = await workflow.execute_activity(
                 name,
                 arg,
                 result_type=result_type,
-                activity_id=f"{name}-{len(self._steps_done) + 1}",
+                activity_id=activity_id,
                 summary=name.replace("_", " "),
                 **options,
             )
-        except ActivityError as error:
-            self._last_error = f"{name}: {common.describe(error)}"
-            raise
-        finally:
-            if count_attempts:
-                self._count(name, 1)
-        self._steps_done.append(name)
-        self._current_step = None
         return result
-
-    def _count(self, step: str, attempts: int) -> None:
-        self._attempts[step] = self._attempts.get(step, 0) + attempts
 
     # --- compensation ---------------------------------------------------------------------------
 
@@ -520,12 +467,12 @@ class CheckoutV1:
         self._set_state(CheckoutStatus.COMPENSATING)
         while self._undo_stack:
             name, undo = self._undo_stack.pop()
-            self._current_step = name
+            self._progress.current_step = name
             self._refresh_details()
             # Shielded: a cancellation of the run must not stop the undo half way.
             await asyncio.shield(asyncio.ensure_future(undo()))
-            self._compensations_run.append(name)
-        self._current_step = None
+            self._progress.compensations_run.append(name)
+        self._progress.current_step = None
 
     # --- endings --------------------------------------------------------------------------------
 
@@ -535,61 +482,44 @@ class CheckoutV1:
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
             common.ending_email(
-                self._order, self._plan, EmailPurpose.REJECTION, rejected.reason, rejected.message
+                self._order,
+                self._progress.plan,
+                EmailPurpose.REJECTION,
+                rejected.reason,
+                rejected.message,
             )
         )
         result = self._end_rejected(rejected)
-        self._result = result.model_copy(update={"email": email})
-        return self._result
+        self._progress.result = result.model_copy(update={"email": email})
+        return self._progress.result
 
     def _end_rejected(self, rejected: CheckoutRejected) -> CheckoutResult:
-        self._last_error = f"{rejected.reason.value}: {rejected.message}"
-        self._result = CheckoutResult(
+        self._progress.last_error = f"{rejected.reason.value}: {rejected.message}"
+        self._progress.result = CheckoutResult(
             order_id=self._order.order_id if self._order else None,
             status=ResultStatus.REJECTED,
             reason=rejected.reason.value,
             message=rejected.message,
         )
         self._set_state(CheckoutStatus.REJECTED)
-        return self._result
+        return self._progress.result
 
     async def _end_compensated(self, reason: Reason, message: str) -> CheckoutResult:
         assert self._order is not None
-        plan = self._plan
         await self._compensate()
         self._set_state(CheckoutStatus.NOTIFYING)
-        email = await self._send_email(
-            common.ending_email(
-                self._order,
-                plan,
-                EmailPurpose.COMPENSATION,
-                reason,
-                message,
-                refund=self._refund,
-                paid_by_invoice=self._invoice_payment is not None,
-            )
-        )
-        self._result = CheckoutResult(
-            order_id=self._order.order_id,
-            status=ResultStatus.COMPENSATED,
-            reason=reason.value,
-            message=message,
-            invoice=plan.invoice if plan else None,
-            charge=self._charge,
-            refund=self._refund,
-            invoice_payment=self._invoice_payment,
-            approved_by=self._approved_by,
-            email=email,
-        )
+        result, email = self._progress.compensated(self._order, reason, message)
+        sent = await self._send_email(email)
+        self._progress.result = result.model_copy(update={"email": sent})
         self._set_state(CheckoutStatus.COMPENSATED)
-        return self._result
+        return self._progress.result
 
     # --- visibility -----------------------------------------------------------------------------
 
     def _set_state(self, state: CheckoutStatus, step: str | None = None) -> None:
-        self._state = state
+        self._progress.state = state
         if step is not None:
-            self._current_step = step
+            self._progress.current_step = step
         attributes = [CHECKOUT_STATUS.value_set(state.value)]
         if self._order is not None:
             attributes.append(ACCOUNT_ID.value_set(self._order.account_id))
@@ -597,35 +527,25 @@ class CheckoutV1:
         self._refresh_details()
 
     def _refresh_details(self) -> None:
-        lines = [f"**{self._state.value}**"]
+        lines = [f"**{self._progress.state.value}**"]
         if self._order is not None:
             lines.append(order_summary(self._order))
-        if self._plan is not None:
-            lines.append(invoice_summary(self._plan.invoice))
-        if self._current_step:
-            lines.append(f"now: {self._current_step}")
-        if self._waiting_for:
-            lines.append(f"waiting for {self._waiting_for}")
-        if self._steps_done:
-            lines.append(f"done: {', '.join(self._steps_done)}")
-        if self._compensations_run:
-            lines.append(f"undone: {', '.join(self._compensations_run)}")
-        if self._last_error:
-            lines.append(f"last error: {self._last_error}")
+        if self._progress.plan is not None:
+            lines.append(invoice_summary(self._progress.plan.invoice))
+        if self._progress.current_step:
+            lines.append(f"now: {self._progress.current_step}")
+        if self._progress.waiting_for:
+            lines.append(f"waiting for {self._progress.waiting_for}")
+        if self._progress.steps_done:
+            lines.append(f"done: {', '.join(self._progress.steps_done)}")
+        if self._progress.compensations_run:
+            lines.append(f"undone: {', '.join(self._progress.compensations_run)}")
+        if self._progress.last_error:
+            lines.append(f"last error: {self._progress.last_error}")
         workflow.set_current_details("\n\n".join(lines))
 
     def status(self) -> CheckoutState:
-        return CheckoutState(
-            order_id=self._order.order_id if self._order else None,
-            account_id=self._order.account_id if self._order else None,
-            state=self._state,
-            current_step=self._current_step,
-            steps_done=list(self._steps_done),
-            compensations_run=list(self._compensations_run),
-            last_error=self._last_error,
-            attempts=dict(self._attempts),
-            result=self._result,
-        )
+        return self._progress.checkout_state(self._order)
 
     # --- operator updates -----------------------------------------------------------------------
 
@@ -643,25 +563,29 @@ class CheckoutV1:
     def validate(self, update: str) -> None:
         """The validator of each operator update."""
         allowed = _UPDATE_STATES[update]
-        common.require_state(update, self._state, *allowed, busy=self._operator_action is not None)
+        common.require_state(
+            update, self._progress.state, *allowed, busy=self._operator_action is not None
+        )
 
     async def approve(self, approver: str) -> CheckoutState:
         """An account manager approves a corporate order: it is invoiced and provisioned."""
         self._claim_operator_action("approve")
-        self._approved_by = approver
-        await workflow.wait_condition(lambda: self._state != CheckoutStatus.AWAITING_APPROVAL)
+        self._progress.approved_by = approver
+        await workflow.wait_condition(
+            lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL
+        )
         return self.status()
 
     async def reject(self, approver: str, reason: str) -> CheckoutState:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
         self._claim_operator_action("reject")
-        self._approved_by = approver
+        self._progress.approved_by = approver
         self._operator_reason = reason
-        await workflow.wait_condition(lambda: self._result is not None)
+        await workflow.wait_condition(lambda: self._progress.result is not None)
         return self.status()
 
     async def compensate(self, reason: str) -> CheckoutState:
         self._claim_operator_action("compensate")
         self._operator_reason = reason
-        await workflow.wait_condition(lambda: self._result is not None)
+        await workflow.wait_condition(lambda: self._progress.result is not None)
         return self.status()

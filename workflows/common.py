@@ -1,6 +1,7 @@
 """Pure helpers both checkout versions use (``CheckoutWorkflow`` and the frozen ``CheckoutV1``).
 
-Nothing here issues a command: these build inputs, read errors and payloads, and refuse updates.
+Nothing here issues a command: these build inputs, results and e-mails, keep the progress the
+status query reports, read errors and payloads, and refuse updates.
 The v1 code replays recorded histories (``tests/histories/v1/``), so whatever it calls here must
 give it exactly what its own copy gave: change a helper only in a way that is the same for both
 versions, or give v2 its own again.
@@ -9,6 +10,11 @@ versions, or give v2 its own again.
 from __future__ import annotations
 
 from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from dataclasses import field
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -23,13 +29,18 @@ with workflow.unsafe.imports_passed_through():
     from checkout.errors import CheckoutRejected
     from checkout.errors import Reason
     from checkout.models import ChargeInfo
+    from checkout.models import ChargeInput
     from checkout.models import CheckoutPlan
+    from checkout.models import CheckoutResult
+    from checkout.models import CheckoutState
     from checkout.models import CheckoutStatus
     from checkout.models import EmailPurpose
     from checkout.models import Order
     from checkout.models import ResultStatus
     from checkout.models import SendEmailInput
+    from checkout.models import SubscriptionView
     from checkout.models import TargetsInput
+    from checkout.models import VatCheck
 
 #: The default of ``run``'s one argument: a start without it is refused as ``invalid_order``.
 NO_ORDER = RawValue(Payload(metadata={"encoding": b"binary/null"}))
@@ -40,6 +51,121 @@ ENDING_STATE = {
     ResultStatus.REJECTED: CheckoutStatus.REJECTED,
     ResultStatus.COMPENSATED: CheckoutStatus.COMPENSATED,
 }
+
+
+@dataclass
+class Progress:
+    """Everything the ``status`` query, the details and the result say about the order: the
+    same in both versions (v1 never waits with a deadline or a next action)."""
+
+    state: CheckoutStatus = CheckoutStatus.VALIDATING
+    current_step: str | None = None
+    steps_done: list[str] = field(default_factory=list)
+    compensations_run: list[str] = field(default_factory=list)
+    last_error: str | None = None
+    attempts: dict[str, int] = field(default_factory=dict)
+    waiting_for: str | None = None
+    next_action: str | None = None
+    deadline: datetime | None = None
+    plan: CheckoutPlan | None = None
+    charge: ChargeInfo | None = None
+    refund: ChargeInfo | None = None
+    invoice_payment: ChargeInfo | None = None
+    invoice_due: datetime | None = None
+    approved_by: str | None = None
+    result: CheckoutResult | None = None
+
+    def count(self, step: str, attempts: int) -> None:
+        self.attempts[step] = self.attempts.get(step, 0) + attempts
+
+    @contextmanager
+    def step(self, name: str, *, count_attempts: bool = True) -> Iterator[str]:
+        """Around one activity, given the activity id to run it with: the step is current while
+        it runs, its failure is the last error, its attempt counts, and once it returns it is
+        done."""
+        self.current_step = name
+        try:
+            yield f"{name}-{len(self.steps_done) + 1}"
+        except ActivityError as error:
+            self.last_error = f"{name}: {describe(error)}"
+            raise
+        finally:
+            if count_attempts:
+                self.count(name, 1)
+        self.steps_done.append(name)
+        self.current_step = None
+
+    def checkout_state(self, order: Order | None) -> CheckoutState:
+        """The ``status`` query's answer."""
+        return CheckoutState(
+            order_id=order.order_id if order else None,
+            account_id=order.account_id if order else None,
+            state=self.state,
+            current_step=self.current_step,
+            steps_done=list(self.steps_done),
+            compensations_run=list(self.compensations_run),
+            last_error=self.last_error,
+            attempts=dict(self.attempts),
+            result=self.result,
+            waiting_for=self.waiting_for,
+            next_action=self.next_action,
+            deadline=self.deadline,
+        )
+
+    def _result(
+        self, order: Order, status: ResultStatus, plan: CheckoutPlan | None
+    ) -> CheckoutResult:
+        """What every ending's result says: what the order was billed and paid, and who
+        approved it."""
+        return CheckoutResult(
+            order_id=order.order_id,
+            status=status,
+            invoice=plan.invoice if plan else None,
+            charge=self.charge,
+            invoice_payment=self.invoice_payment,
+            approved_by=self.approved_by,
+        )
+
+    def completed(
+        self,
+        order: Order,
+        plan: CheckoutPlan,
+        subscriptions: list[SubscriptionView],
+        vat: VatCheck | None,
+    ) -> tuple[CheckoutResult, SendEmailInput]:
+        """The result of an order that went through, and its confirmation e-mail."""
+        result = self._result(order, ResultStatus.COMPLETED, plan).model_copy(
+            update={"subscriptions": subscriptions, "vat_id_status": vat.status if vat else None}
+        )
+        email = SendEmailInput(
+            order_id=order.order_id,
+            account_id=order.account_id,
+            purpose=EmailPurpose.CONFIRMATION,
+            invoice=plan.invoice,
+            payment_method=None if plan.corporate else order.payment_method,
+            paid_by_invoice=self.invoice_payment is not None,
+            due_date=self.invoice_due,
+        )
+        return result, email
+
+    def compensated(
+        self, order: Order, reason: Reason, message: str
+    ) -> tuple[CheckoutResult, SendEmailInput]:
+        """The result of an order whose steps were undone, and the e-mail that tells the
+        contact why and what was given back."""
+        result = self._result(order, ResultStatus.COMPENSATED, self.plan).model_copy(
+            update={"reason": reason.value, "message": message, "refund": self.refund}
+        )
+        email = ending_email(
+            order,
+            self.plan,
+            EmailPurpose.COMPENSATION,
+            reason,
+            message,
+            refund=self.refund,
+            paid_by_invoice=self.invoice_payment is not None,
+        )
+        return result, email
 
 
 class MustCompensateError(Exception):
@@ -83,6 +209,25 @@ def decode_order(raw: RawValue, json_body: Callable[[bytes], Any]) -> Any:
     if encoding != b"json/plain":
         return f"<{encoding.decode(errors='replace') or 'unknown'} payload>"
     return json_body(payload.data)
+
+
+def charge_input(
+    order: Order, plan: CheckoutPlan, key: str, invoice_year: int | None = None
+) -> ChargeInput | None:
+    """The charge of the order's invoice total with the order's payment method, under the
+    idempotency ``key``; None for trials only, or nothing due: no charge at all."""
+    invoice = plan.invoice
+    if invoice.total <= 0:
+        return None
+    return ChargeInput(
+        order_id=order.order_id,
+        account_id=order.account_id,
+        idempotency_key=key,
+        payment_method=order.payment_method or "",
+        amount=invoice.total,
+        currency=invoice.currency,
+        invoice_year=invoice_year,
+    )
 
 
 def targets_input(order: Order, plan: CheckoutPlan) -> TargetsInput:

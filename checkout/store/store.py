@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from typing import Any
 from typing import Literal
+from typing import NotRequired
+from typing import TypedDict
 from typing import TypeVar
+from typing import Unpack
 
 from alembic import command
 from alembic.config import Config
@@ -141,6 +144,34 @@ async def _lock_sequence(session: AsyncSession, prefix: str, year: int) -> None:
             text("SELECT pg_advisory_xact_lock(hashtext(:key))"),
             {"key": f"invoice:{prefix}:{year}"},
         )
+
+
+class PaymentColumns(TypedDict):
+    """What a caller of ``Store.record_payment`` says about a payment; stored as given, in the
+    payments columns of the same names."""
+
+    account_id: str
+    order_id: str | None
+    kind: Literal["charge", "refund", "invoice"]
+    amount: Decimal
+    currency: str
+    status: Literal["succeeded", "failed", "pending"]
+    failure_code: NotRequired[str | None]
+    payment_method: NotRequired[str | None]
+    refunded_payment_id: NotRequired[str | None]
+    due_date: NotRequired[datetime | None]
+
+
+class NumberedDocument(TypedDict):
+    """What ``Store.assign_number`` numbers: stored as given with its number, in the
+    invoice_numbers columns of the same names."""
+
+    order_id: str
+    kind: Literal["invoice", "credit_note"]
+    amount: Decimal
+    currency: str
+    refers_to: NotRequired[str | None]
+    """The number of the invoice a credit note corrects."""
 
 
 @dataclass(frozen=True)
@@ -437,19 +468,11 @@ class Store:
         *,
         payment_id: str,
         idempotency_key: str,
-        account_id: str,
-        order_id: str | None,
-        kind: Literal["charge", "refund", "invoice"],
-        amount: Decimal,
-        currency: str,
-        status: Literal["succeeded", "failed", "pending"],
-        failure_code: str | None = None,
-        payment_method: str | None = None,
-        refunded_payment_id: str | None = None,
-        due_date: datetime | None = None,
         card: CardDetails | None = None,
+        **columns: Unpack[PaymentColumns],
     ) -> PaymentRecord:
-        """Insert a payment once per idempotency key; a second call returns the first record."""
+        """Insert a payment once per idempotency key; a second call returns the first record.
+        ``columns`` are stored as given."""
         try:
             async with self._tx() as session:
                 existing = await session.scalar(
@@ -460,21 +483,12 @@ class Store:
                 row = PaymentRow(
                     id=payment_id,
                     idempotency_key=idempotency_key,
-                    account_id=account_id,
-                    order_id=order_id,
-                    kind=kind,
-                    amount=amount,
-                    currency=currency,
-                    status=status,
-                    failure_code=failure_code,
-                    payment_method=payment_method,
-                    refunded_payment_id=refunded_payment_id,
-                    due_date=due_date,
                     created_at=_now(),
                     card_brand=card.brand if card else None,
                     card_last4=card.last4 if card else None,
                     card_exp_month=card.exp_month if card else None,
                     card_exp_year=card.exp_year if card else None,
+                    **columns,
                 )
                 session.add(row)
                 return self._payment(row)
@@ -886,15 +900,7 @@ class Store:
     # --- invoice numbers ------------------------------------------------------------------------
 
     async def assign_number(
-        self,
-        *,
-        order_id: str,
-        kind: Literal["invoice", "credit_note"],
-        prefix: str,
-        year: int,
-        amount: Decimal,
-        currency: str,
-        refers_to: str | None = None,
+        self, *, prefix: str, year: int, **document: Unpack[NumberedDocument]
     ) -> str:
         """The order's number of this kind: given once, in the same transaction as the sequence
         moves on, so numbers are gapless and strictly increasing per prefix and year, and a
@@ -902,7 +908,8 @@ class Store:
         async with self._tx() as session:
             existing = await session.scalar(
                 select(InvoiceNumberRow.number).where(
-                    InvoiceNumberRow.order_id == order_id, InvoiceNumberRow.kind == kind
+                    InvoiceNumberRow.order_id == document["order_id"],
+                    InvoiceNumberRow.kind == document["kind"],
                 )
             )
             if existing is not None:
@@ -914,17 +921,7 @@ class Store:
                 session.add(sequence)
             sequence.last += 1
             number = f"{prefix}-{year:04d}-{sequence.last:06d}"
-            session.add(
-                InvoiceNumberRow(
-                    number=number,
-                    order_id=order_id,
-                    kind=kind,
-                    amount=amount,
-                    currency=currency,
-                    refers_to=refers_to,
-                    created_at=_now(),
-                )
-            )
+            session.add(InvoiceNumberRow(number=number, created_at=_now(), **document))
             return number
 
     async def invoice_numbers(self, prefix: str, year: int) -> list[tuple[str, str, str]]:
