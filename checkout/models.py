@@ -66,28 +66,38 @@ ProductCode = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,6
 
 
 class BillingCycle(StrEnum):
+    """How often a subscription is billed: an order line's and a subscription's cycle."""
+
     MONTHLY = "monthly"
     ANNUAL = "annual"
 
 
 class ItemMode(StrEnum):
+    """Whether an order's item buys seats or starts a trial."""
+
     BUY = "buy"
     TRIAL = "trial"
 
 
 class LineKind(StrEnum):
+    """What an invoice line does: a new subscription, a change of one, or a trial (nothing due)."""
+
     NEW = "new"
     CHANGE = "change"
     TRIAL = "trial"
 
 
 class TaxTreatment(StrEnum):
+    """How VAT applies to an invoice (the billing rules: docs/billing-rules.md)."""
+
     STANDARD = "standard"
     REVERSE_CHARGE = "reverse_charge"
     OUTSIDE_SCOPE = "outside_scope"
 
 
 class SubscriptionStatus(StrEnum):
+    """A subscription's state in the store and in ``SubscriptionView``."""
+
     ACTIVE = "active"
     TRIALING = "trialing"
     EXPIRED = "expired"
@@ -294,17 +304,23 @@ class CreditNote(Amount):
 
 
 class EmailStatus(StrEnum):
+    """How an order's e-mail went: ``EmailInfo.status``, and the outbox entry's status."""
+
     SENT = "sent"
     FAILED = "failed"
     PENDING = "pending"
 
 
 class EmailInfo(_Model):
+    """What became of one of the order's e-mails, and its Message-ID."""
+
     status: EmailStatus
     message_id: str | None = None
 
 
 class ResultStatus(StrEnum):
+    """How an order ended: ``CheckoutResult.status``."""
+
     COMPLETED = "completed"
     REJECTED = "rejected"
     COMPENSATED = "compensated"
@@ -424,6 +440,8 @@ class SubscriptionsResult(_Model):
 
 
 class EmailPurpose(StrEnum):
+    """Which e-mail of an order: one outbox entry and one Message-ID per order and purpose."""
+
     CONFIRMATION = "confirmation"
     COMPENSATION = "compensation"
     TRIAL_WELCOME = "trial_welcome"
@@ -505,8 +523,13 @@ class TrialInput(TrialRef):
 
 
 class TrialOutcome(StrEnum):
+    """Where a trial stands: ``TrialState.outcome``."""
+
+    #: The trial's seats are in use until its end.
     RUNNING = "running"
+    #: An order bought the product before the end: the trial's workflow ends, nothing withdrawn.
     CONVERTED = "converted"
+    #: The end came first: the seats were withdrawn and the subscription is ``expired``.
     EXPIRED = "expired"
 
 
@@ -577,9 +600,15 @@ class CheckoutState(_Model):
 
 
 class DecisionStatus(StrEnum):
+    """The ``decision`` update's answer: ``Decision.status`` (docs/contract.md, section 1)."""
+
+    #: Final: charged, or approved and invoiced, or nothing due.
     ACCEPTED = "accepted"
+    #: Provisional: a corporate order waits for its account manager.
     AWAITING_APPROVAL = "awaiting_approval"
+    #: Provisional: a payment that settles later; the order goes on once it has.
     PROCESSING = "processing"
+    #: Final: nothing was charged (the reason says why).
     REJECTED = "rejected"
 
 
