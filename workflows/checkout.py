@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime
 from datetime import timedelta
 from typing import Any
@@ -95,11 +94,11 @@ with workflow.unsafe.imports_passed_through():
     from checkout.steps import CheckoutSteps
     from checkout.summary import invoice_summary
     from checkout.summary import order_summary
-    from workflows import common
     from workflows.checkout_v1 import CheckoutV1
     from workflows.common import ENDING_STATE
     from workflows.common import NO_ORDER
     from workflows.common import MustCompensateError
+    from workflows.common import charge_input
     from workflows.common import decode_order
     from workflows.common import describe
     from workflows.common import ending_email
@@ -115,6 +114,8 @@ with workflow.unsafe.imports_passed_through():
     from workflows.options import SETTLE
     from workflows.options import VIES
     from workflows.options import ActivityOptions
+    from workflows.records import OperatorAction
+    from workflows.records import Progress
     from workflows.saga import Saga
     from workflows.saga import Undo
     from workflows.trial import convert_trials
@@ -179,25 +180,6 @@ def _decode(raw: RawValue) -> Any:
     return decode_order(raw, bytes)
 
 
-@dataclass
-class Progress(common.Progress):
-    """What v2 adds to the shared progress: the VAT check, the decision, and why it waits."""
-
-    vat: VatCheck | None = None
-    decision: Decision | None = None
-
-    def wait(
-        self, what: str | None, action: str | None = None, until: datetime | None = None
-    ) -> None:
-        self.waiting_for, self.next_action, self.deadline = what, action, until
-
-
-@dataclass
-class _OperatorAction:
-    kind: Literal["retry", "approve", "reject", "compensate"]
-    reason: str | None = None
-
-
 @workflow.defn(name=CHECKOUT_WORKFLOW)
 class CheckoutWorkflow:
     def __init__(self) -> None:
@@ -205,7 +187,7 @@ class CheckoutWorkflow:
         self._order: Order | None = None
         self._progress = Progress()
         self._saga = Saga()
-        self._operator: _OperatorAction | None = None
+        self._operator: OperatorAction | None = None
         self._rounds = 0
         self._turn_signalled = False
         self._published: CheckoutStatus | None = None
@@ -485,7 +467,7 @@ class CheckoutWorkflow:
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
         key = idempotency_key(order.order_id, "charge")
-        request = common.charge_input(order, plan, key, _anchor_year(plan))
+        request = charge_input(order, plan, key, _anchor_year(plan))
         if request is None:
             return
         self._set_state(CheckoutStatus.CHARGING)
@@ -974,7 +956,7 @@ class CheckoutWorkflow:
     # --- operator updates -----------------------------------------------------------------------
 
     async def _act(
-        self, action: _OperatorAction, done: Callable[[], bool], approver: str | None = None
+        self, action: OperatorAction, done: Callable[[], bool], approver: str | None = None
     ) -> CheckoutState:
         """An operator's update: the first one taken acts (a second is refused), and it answers
         with the status once ``done``."""
@@ -1002,7 +984,7 @@ class CheckoutWorkflow:
         if self._v1 is not None:
             return await self._v1.retry_provisioning()
         rounds = self._rounds
-        return await self._act(_OperatorAction("retry"), lambda: self._rounds > rounds)
+        return await self._act(OperatorAction("retry"), lambda: self._rounds > rounds)
 
     @retry_provisioning.validator
     def _validate_retry(self) -> None:
@@ -1014,7 +996,7 @@ class CheckoutWorkflow:
         if self._v1 is not None:
             return await self._v1.approve(request.approver)
         return await self._act(
-            _OperatorAction("approve"),
+            OperatorAction("approve"),
             lambda: self._progress.state != CheckoutStatus.AWAITING_APPROVAL,
             approver=request.approver,
         )
@@ -1028,7 +1010,7 @@ class CheckoutWorkflow:
         """An account manager rejects a corporate order: nothing is done, the contact is told."""
         if self._v1 is not None:
             return await self._v1.reject(request.approver, request.reason)
-        action = _OperatorAction("reject", request.reason)
+        action = OperatorAction("reject", request.reason)
         return await self._act(action, self._has_result, approver=request.approver)
 
     @reject.validator
@@ -1040,7 +1022,7 @@ class CheckoutWorkflow:
         """Undo everything done so far and end Compensated."""
         if self._v1 is not None:
             return await self._v1.compensate(request.reason)
-        return await self._act(_OperatorAction("compensate", request.reason), self._has_result)
+        return await self._act(OperatorAction("compensate", request.reason), self._has_result)
 
     @compensate.validator
     def _validate_compensate(self, request: CompensateRequest) -> None:  # noqa: ARG002
