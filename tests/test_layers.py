@@ -172,3 +172,16 @@ def test_a_violation_fails(layer: str, source: str, bad: list[str]) -> None:
     """The check catches each kind of violation in a made-up file, and passes clean ones."""
     found = violations(layer, source)
     assert [line.rsplit(" ", 1)[1] for line in found] == bad
+
+
+def test_workflow_code_imports_its_helpers_by_name() -> None:
+    """``from workflows import common`` reaches the module past the workflow sandbox's import
+    hook, so the sandbox executes it again for every run instead of passing it through
+    (docs/architecture.md, "The worker"); ``from workflows.common import X`` passes through."""
+    offenders = [
+        f"{path.relative_to(REPO)}:{node.lineno}"
+        for path in sorted((REPO / "workflows").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.module in PROJECT
+    ]
+    assert offenders == []

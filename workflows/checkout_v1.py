@@ -63,7 +63,18 @@ with workflow.unsafe.imports_passed_through():
     from checkout.summary import order_summary
 
     # Module-qualified: what v1 borrows from the shared helpers shows where it is used.
-    from workflows import common
+    from workflows.common import ENDING_STATE
+    from workflows.common import NO_ORDER
+    from workflows.common import MustCompensateError
+    from workflows.common import Progress
+    from workflows.common import charge_input
+    from workflows.common import decode_order
+    from workflows.common import describe
+    from workflows.common import ending_email
+    from workflows.common import refuse_second_action
+    from workflows.common import rejection_of
+    from workflows.common import require_state
+    from workflows.common import targets_input
     from workflows.options import CHARGE
     from workflows.options import EMAIL
     from workflows.options import MUST_FINISH
@@ -102,7 +113,7 @@ class CheckoutV1:
 
     def __init__(self) -> None:
         self._order: Order | None = None
-        self._progress = common.Progress()
+        self._progress = Progress()
         self._undo_stack: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self._operator_action: str | None = None
         self._operator_reason: str | None = None
@@ -110,11 +121,11 @@ class CheckoutV1:
 
     # --- the happy path -------------------------------------------------------------------------
 
-    async def run(self, raw_order: RawValue = common.NO_ORDER) -> CheckoutResult:
+    async def run(self, raw_order: RawValue = NO_ORDER) -> CheckoutResult:
         # Typed RawValue so that no payload, whatever it holds, can fail decoding before we look
         # at it: a malformed order ends rejected instead of failing workflow tasks forever.
         try:
-            order = parse_order(common.decode_order(raw_order, _json_or_bytes))
+            order = parse_order(decode_order(raw_order, _json_or_bytes))
         except CheckoutRejected as rejected:
             return self._end_rejected(rejected)
         self._order = order
@@ -137,7 +148,7 @@ class CheckoutV1:
             # The workflow id is free again once a run ended: a repeated start returns what the
             # first run did instead of running the order twice.
             self._progress.result = claim.earlier_result
-            self._set_state(common.ENDING_STATE[claim.earlier_result.status])
+            self._set_state(ENDING_STATE[claim.earlier_result.status])
             return claim.earlier_result
         try:
             result = await self._checkout(order, policy)
@@ -190,10 +201,10 @@ class CheckoutV1:
                 await self._charge_payment(order, plan)
             subscriptions = await self._provision(order, plan, policy)
             subscriptions = await self._reset_anchor(order, plan) or subscriptions
-        except common.MustCompensateError as undo:
+        except MustCompensateError as undo:
             return await self._end_compensated(undo.reason, undo.message)
         except (ActivityError, CheckoutRejected) as error:
-            rejected = error if isinstance(error, CheckoutRejected) else common.rejection_of(error)
+            rejected = error if isinstance(error, CheckoutRejected) else rejection_of(error)
             if rejected is None:
                 raise
             # Rejections come before anything took effect (a declined charge took nothing), so
@@ -252,7 +263,7 @@ class CheckoutV1:
                 f" {quote(self._operator_reason, 200)}",
             )
         if self._operator_action == "compensate":
-            raise common.MustCompensateError(
+            raise MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
@@ -294,9 +305,7 @@ class CheckoutV1:
         )
 
     async def _charge_payment(self, order: Order, plan: CheckoutPlan) -> None:
-        request = common.charge_input(
-            order, plan, idempotency_key(workflow.info().workflow_id, "charge")
-        )
+        request = charge_input(order, plan, idempotency_key(workflow.info().workflow_id, "charge"))
         if request is None:
             return
         self._set_state(CheckoutStatus.CHARGING)
@@ -351,7 +360,7 @@ class CheckoutV1:
     async def _park(self, error: ActivityError, policy: CheckoutPolicy) -> None:
         """Wait for an operator: ``retry_provisioning`` returns, ``compensate`` or the park
         timeout raise MustCompensateError."""
-        self._progress.last_error = f"provision_subscriptions: {common.describe(error)}"
+        self._progress.last_error = f"provision_subscriptions: {describe(error)}"
         self._operator_action = None
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
         workflow.logger.warning("order parked in NeedsAttention: %s", self._progress.last_error)
@@ -361,13 +370,13 @@ class CheckoutV1:
                 timeout=timedelta(seconds=policy.park_timeout_seconds),
             )
         except TimeoutError:
-            raise common.MustCompensateError(
+            raise MustCompensateError(
                 Reason.PROVISIONING_FAILED,
                 f"provisioning failed and nobody resolved it within"
                 f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._progress.last_error}",
             ) from None
         if self._operator_action == "compensate":
-            raise common.MustCompensateError(
+            raise MustCompensateError(
                 Reason.OPERATOR_COMPENSATED,
                 f"compensated by an operator: {quote(self._operator_reason, 200)}",
             )
@@ -383,9 +392,9 @@ class CheckoutV1:
                 RetryPolicy(maximum_interval=timedelta(seconds=30), maximum_attempts=5),
             )
         except ActivityError as error:
-            raise common.MustCompensateError(
+            raise MustCompensateError(
                 Reason.PROVISIONING_FAILED,
-                f"the billing anchor could not be reset: {common.describe(error)}",
+                f"the billing anchor could not be reset: {describe(error)}",
             ) from None
         return result.subscriptions
 
@@ -401,7 +410,7 @@ class CheckoutV1:
         """A step of the product's side: 30 s an attempt, retried as ``retry_policy`` says."""
         return await self._step(
             name,
-            common.targets_input(order, plan),
+            targets_input(order, plan),
             SubscriptionsResult,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=retry_policy,
@@ -431,7 +440,7 @@ class CheckoutV1:
         try:
             return await self._step("send_email", request, EmailInfo, **EMAIL)
         except ActivityError as error:
-            self._progress.last_error = f"send_email: {common.describe(error)}"
+            self._progress.last_error = f"send_email: {describe(error)}"
             workflow.logger.warning("e-mail not sent: %s", self._progress.last_error)
             return EmailInfo(status=EmailStatus.FAILED)
 
@@ -481,7 +490,7 @@ class CheckoutV1:
         assert self._order is not None
         self._set_state(CheckoutStatus.NOTIFYING)
         email = await self._send_email(
-            common.ending_email(
+            ending_email(
                 self._order,
                 self._progress.plan,
                 EmailPurpose.REJECTION,
@@ -557,13 +566,13 @@ class CheckoutV1:
         return self.status()
 
     def _claim_operator_action(self, action: str) -> None:
-        common.refuse_second_action(self._operator_action)
+        refuse_second_action(self._operator_action)
         self._operator_action = action
 
     def validate(self, update: str) -> None:
         """The validator of each operator update."""
         allowed = _UPDATE_STATES[update]
-        common.require_state(
+        require_state(
             update, self._progress.state, *allowed, busy=self._operator_action is not None
         )
 
