@@ -135,6 +135,18 @@ async def _lock_queue(session: AsyncSession, account_id: str) -> None:
         )
 
 
+async def _lock_account(session: AsyncSession, account_id: str) -> None:
+    """Changes to one account's subscriptions run one at a time. PostgreSQL: the account's row,
+    locked for the transaction; SQLite takes its write lock at BEGIN already, so no statement is
+    needed there."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(
+            select(AccountRow.account_id)
+            .where(AccountRow.account_id == account_id)
+            .with_for_update()
+        )
+
+
 async def _lock_sequence(session: AsyncSession, prefix: str, year: int) -> None:
     """Numbers of one prefix and year are given one at a time, also the very first one (whose
     sequence row does not exist yet to be locked). PostgreSQL: an advisory lock; SQLite takes
@@ -584,8 +596,7 @@ class Store:
     ) -> list[SubscriptionView]:
         products = [t.product for t in targets]
         async with self._tx() as session:
-            # Lock the account's subscriptions (PostgreSQL) so concurrent orders serialise.
-            await session.get(AccountRow, account_id, with_for_update=True)
+            await _lock_account(session, account_id)
             done = await session.get(OrderStepRow, (order_id, step))
             if done is not None:
                 if done.status == "undone":
@@ -689,7 +700,7 @@ class Store:
     ) -> tuple[bool, SubscriptionStatus | None]:
         """Withdraw a trial's seats and mark it expired, only if it is still that trial."""
         async with self._tx() as session:
-            await session.get(AccountRow, account_id, with_for_update=True)
+            await _lock_account(session, account_id)
             row = await session.scalar(
                 select(SubscriptionRow)
                 .where(SubscriptionRow.account_id == account_id, SubscriptionRow.product == product)
