@@ -22,6 +22,8 @@ from activities.checkout import _Sending
 from checkout.config import Settings
 from checkout.gateway import ChargeRequest
 from checkout.gateway import SandboxGateway
+from checkout.models import ChargeInfo
+from checkout.models import ChargeInput
 from checkout.models import CheckoutResult
 from checkout.models import CheckoutStatus
 from checkout.models import EmailStatus
@@ -47,6 +49,7 @@ from tests.helpers import purposes
 from tests.helpers import run_order
 from tests.helpers import seeded_account
 from tests.helpers import settings_for
+from tests.helpers import start_order
 from tests.helpers import state_of
 from tests.helpers import unique_queue
 
@@ -489,6 +492,57 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
     assert state.compensations_run == ["undo_provisioning", "refund_payment"]
     payments = await store.payments(account_id=acc.account_id)
     assert sorted(p.kind for p in payments) == ["charge", "refund"]
+    assert await store.subscriptions(acc.account_id) == []
+
+
+class HeldCharge(CheckoutActivities):
+    """The real activities; the charge waits at the gateway's door until the test opens it."""
+
+    entered: asyncio.Event
+    opened: asyncio.Event
+
+    @activity.defn(name="charge_payment")
+    async def charge_payment(self, request: ChargeInput) -> ChargeInfo:
+        self.entered.set()
+        await self.opened.wait()
+        return await super().charge_payment(request)
+
+
+async def test_cancelling_while_charging_refunds_what_the_gateway_took(
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
+) -> None:
+    """Found reading the contract: a cancel while the charge activity ran let the workflow go
+    on at once, and the charge, which does not heartbeat, still took the money; with no charge
+    in the workflow's hands there was nothing to refund. The cancel now waits for the charge's
+    answer, and the compensation gives the money back."""
+    acc = await seeded_account(store)
+    settings = make_settings()
+    held = activities_with(settings, store, HeldCharge)
+    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    async with checkout_worker(dev_env.client, settings, store, activities=held):
+        handle = await start_order(dev_env.client, settings, order(acc.account_id))
+        await asyncio.wait_for(held.entered.wait(), timeout=30)
+        await handle.cancel()
+
+        async def cancel_seen() -> None:
+            history = await handle.fetch_history()
+            assert any(
+                e.HasField("workflow_execution_cancel_requested_event_attributes")
+                for e in history.events
+            )
+
+        await eventually(cancel_seen)
+        held.opened.set()  # the gateway takes the money after the cancel came
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        state = await state_of(handle)
+    assert state.state is CheckoutStatus.CANCELLED
+    assert state.compensations_run == ["refund_payment"]
+    payments = await store.payments(account_id=acc.account_id)
+    assert sorted(p.kind for p in payments) == ["charge", "refund"]
+    charge, refund = sorted(payments, key=lambda p: p.kind)
+    assert refund.amount == charge.amount
     assert await store.subscriptions(acc.account_id) == []
 
 

@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.models import ApproveRequest
     from checkout.models import BeginOrderInput
     from checkout.models import ChargeInfo
+    from checkout.models import ChargeInput
     from checkout.models import CheckoutPlan
     from checkout.models import CheckoutPolicy
     from checkout.models import CheckoutResult
@@ -128,6 +129,8 @@ A = TypeVar("A")
 CHECKOUT_V2 = "checkout-v2"
 #: The patch that sends the customer one ``parked`` e-mail when a paid order parks.
 PARKED_EMAIL = "parked-email"
+#: The patch after which a cancel while Charging waits for the charge's answer (and refunds it).
+CHARGE_OUTLIVES_CANCEL = "charge-outlives-cancel"
 #: How often a queued order looks again whether its turn came, should a wake-up be missed.
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
@@ -472,7 +475,7 @@ class CheckoutWorkflow:
             return
         self._set_state(CheckoutStatus.CHARGING)
         self._saga.register("refund_payment", self._refund_payment)
-        charge = await self._step(CheckoutSteps.charge_payment, request, **CHARGE)
+        charge = await self._charge_to_the_end(request)
         self._progress.charge = charge
         self._number_invoice(charge)
         if charge.status == "pending":
@@ -490,6 +493,33 @@ class CheckoutWorkflow:
             )
             self._number_invoice(self._progress.charge)
             self._progress.wait(None)
+
+    async def _charge_to_the_end(self, request: ChargeInput) -> ChargeInfo:
+        """The charge, waited for to its end even when the order is cancelled meanwhile. The
+        gateway may take the money whatever the workflow does (the activity does not heartbeat,
+        so it never learns of a cancel): the cancel waits for its answer, so that the
+        compensation refunds what was charged. Runs cancelled here before this patch (none are
+        known) cancel the activity and go on at once, as they did."""
+        name = CheckoutSteps.charge_payment.__name__
+        with self._progress.step(name) as activity_id:
+            self._refresh_details()
+            charging = workflow.start_activity_method(
+                CheckoutSteps.charge_payment,
+                request,
+                activity_id=activity_id,
+                summary=name.replace("_", " "),
+                **CHARGE,
+            )
+            try:
+                return await asyncio.shield(charging)
+            except asyncio.CancelledError:
+                if not workflow.patched(CHARGE_OUTLIVES_CANCEL):
+                    charging.cancel()
+                    raise
+                with contextlib.suppress(ActivityError):
+                    # Declined for good: nothing was taken, nothing to give back.
+                    self._progress.charge = await charging
+                raise
 
     def _number_invoice(self, accepted: ChargeInfo) -> None:
         """The invoice takes the number its acceptance was given."""
