@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from temporalio.client import Client
+from temporalio.worker import UnsandboxedWorkflowRunner
 from temporalio.worker import Worker
+from temporalio.worker import WorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner
 from temporalio.worker.workflow_sandbox import SandboxRestrictions
 
@@ -92,6 +94,18 @@ def build_activities(
     )
 
 
+def workflow_runner(settings: Settings) -> WorkflowRunner:
+    """Temporal's sandbox unless CHECKOUT_WORKFLOW_SANDBOX=off. The sandbox re-imports every
+    module a workflow imports, for every run it builds; the pure modules (our models and rules,
+    pydantic) are passed through instead: they hold no state a run could change, and re-importing
+    them costs CPU and memory."""
+    if not settings.workflow_sandbox:
+        return UnsandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
+    )
+
+
 def build_worker(
     client: Client, settings: Settings, activities: CheckoutActivities, **options: object
 ) -> Worker:
@@ -113,12 +127,7 @@ def build_worker(
         workflows=list(WORKFLOWS),
         activities=[*activities.all(), reconcile.reconcile],  # type: ignore[list-item]
         interceptors=[CheckoutInterceptor()],
-        # The sandbox re-imports every module a workflow imports, for every run it builds;
-        # the pure modules (our models and rules, pydantic) are passed through instead: they
-        # hold no state a run could change, and re-importing them costs CPU and memory.
-        workflow_runner=SandboxedWorkflowRunner(
-            restrictions=SandboxRestrictions.default.with_passthrough_modules(*PASSED_THROUGH)
-        ),
+        workflow_runner=workflow_runner(settings),
         # Small limits: the worker shares two cores with the Temporal server and the database.
         # Local activities (the order's own record) run beside the activities.
         max_concurrent_activities=20,

@@ -201,9 +201,10 @@ async def stack() -> AsyncIterator[Stack]:
 
 
 @contextlib.contextmanager
-def worker_processes(s: Stack, profile_to: Path | None = None) -> Any:
+def worker_processes(s: Stack, profile_to: Path | None = None, *, sandbox: str = "on") -> Any:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CHECKOUT_", "TEMPORAL_"))}
     env.update(
+        CHECKOUT_WORKFLOW_SANDBOX=sandbox,
         TEMPORAL_ADDRESS=s.address,
         CHECKOUT_TASK_QUEUE=s.checkout_queue,
         CHECKOUT_DATABASE_URL=s.database_url,
@@ -400,7 +401,7 @@ async def bench(args: argparse.Namespace) -> list[tuple[str, str, str]]:
         orders, accounts = make_orders(args.orders)
         latency_orders, latency_accounts = make_orders(args.sequential, ("one_item",))
         await s.store.import_accounts(accounts + latency_accounts)
-        with worker_processes(s, args.profile_worker):
+        with worker_processes(s, args.profile_worker, sandbox=args.workflow_sandbox):
             await _wait_log(s.workdir / "worker.log", "worker polling task queue")
             await _wait_log(s.workdir / "floor.log", "floor worker polling")
             assert s.worker is not None
@@ -529,8 +530,15 @@ def main() -> None:
     parser.add_argument(
         "--profile-worker", type=Path, help="run the checkout worker under cProfile into this file"
     )
+    parser.add_argument(
+        "--workflow-sandbox",
+        choices=("on", "off"),
+        default="on",
+        help="CHECKOUT_WORKFLOW_SANDBOX for the checkout worker (the floor's stays in the sandbox)",
+    )
     args = parser.parse_args()
     print(f"machine: {machine()}, load average {os.getloadavg()[0]:.2f} at the start", flush=True)
+    print(f"checkout worker: workflow sandbox {args.workflow_sandbox}", flush=True)
     started = time.monotonic()
     rows = asyncio.run(bench(args))
     print(f"\n| {datetime.now(UTC):%Y-%m-%d} | checkout | floor: 5 no-op activities |")

@@ -167,6 +167,10 @@ class Settings:
     stripe_api_base: str | None = None
     #: The worker serves Prometheus metrics on 127.0.0.1 at this port; None: no metrics.
     metrics_port: int | None = None
+    #: Run workflows in Temporal's sandbox (the default): it refuses a call that would break
+    #: replay (the clock, randomness, I/O) when it happens. Off saves the worker CPU the sandbox
+    #: costs (docs/architecture.md, "The worker"); the tests always run workflows in it.
+    workflow_sandbox: bool = True
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Settings:
@@ -179,6 +183,9 @@ class Settings:
             raise ConfigError(
                 f"CHECKOUT_VAT_VERIFICATION: {verification!r} is not one of offline, vies"
             )
+        sandbox = env.get("CHECKOUT_WORKFLOW_SANDBOX", "on") or "on"
+        if sandbox not in ("on", "off"):
+            raise ConfigError(f"CHECKOUT_WORKFLOW_SANDBOX: {sandbox!r} is not one of on, off")
         catalog = env.get("CHECKOUT_CATALOG_PATH")
         gateway, stripe_api_key, stripe_api_base = _payment_gateway(env)
         return cls(
@@ -205,4 +212,5 @@ class Settings:
             stripe_api_key=stripe_api_key,
             stripe_api_base=stripe_api_base,
             metrics_port=_port(env, "CHECKOUT_METRICS_PORT"),
+            workflow_sandbox=sandbox == "on",
         )

@@ -132,6 +132,7 @@ def test_empty_values_mean_the_default() -> None:
         "STRIPE_API_KEY",
         "CHECKOUT_STRIPE_API_BASE",
         "CHECKOUT_METRICS_PORT",
+        "CHECKOUT_WORKFLOW_SANDBOX",
     ]
     assert Settings.from_env(dict.fromkeys(names, "")) == Settings()
 
@@ -154,6 +155,7 @@ def test_every_variable_overrides_its_setting() -> None:
             "CHECKOUT_PARK_TIMEOUT": "PT30M",
             "CHECKOUT_APPROVAL_TIMEOUT": "20",
             "CHECKOUT_METRICS_PORT": "9464",
+            "CHECKOUT_WORKFLOW_SANDBOX": "off",
         }
     )
     assert settings.task_queue == "checkout-eu"
@@ -168,6 +170,7 @@ def test_every_variable_overrides_its_setting() -> None:
     assert settings.park_timeout_seconds == 1800
     assert settings.approval_timeout_seconds == 20
     assert settings.metrics_port == 9464
+    assert settings.workflow_sandbox is False
 
 
 @pytest.mark.parametrize("tls", ["none", "starttls", "tls"])
@@ -181,6 +184,13 @@ def test_bad_smtp_tls_is_a_config_error(tls: str) -> None:
     """Any other CHECKOUT_SMTP_TLS is a ConfigError naming the variable."""
     with pytest.raises(ConfigError, match="CHECKOUT_SMTP_TLS"):
         Settings.from_env({"CHECKOUT_SMTP_TLS": tls})
+
+
+@pytest.mark.parametrize("value", ["true", "OFF", "0", "sandboxed"])
+def test_bad_workflow_sandbox_is_a_config_error(value: str) -> None:
+    """CHECKOUT_WORKFLOW_SANDBOX is on or off, nothing else."""
+    with pytest.raises(ConfigError, match="CHECKOUT_WORKFLOW_SANDBOX"):
+        Settings.from_env({"CHECKOUT_WORKFLOW_SANDBOX": value})
 
 
 @pytest.mark.parametrize("mode", ["online", "VIES", "none"])
