@@ -226,9 +226,12 @@ class CheckoutActivities(CheckoutSteps):
     @activity.defn
     async def finish_order(self, request: FinishOrderInput) -> FinishedOrder:
         """Record the outcome and release the order's places in line; the orders now first in
-        line are returned for the workflow to wake."""
-        wake = await self.record_outcome(request.order_id, request.run_id, request.result)
-        return FinishedOrder(wake=wake)
+        line are returned for the workflow to wake. An undone order whose invoice had a number
+        (cancelled after its charge) gets its credit note first, recorded with the outcome."""
+        credit_note = await self._credit_note(request.result)
+        result = request.result.model_copy(update={"credit_note": credit_note})
+        wake = await self.record_outcome(request.order_id, request.run_id, result)
+        return FinishedOrder(wake=wake, credit_note=credit_note)
 
     async def record_outcome(self, order_id: str, run_id: str, result: CheckoutResult) -> list[str]:
         """Record how the order ended (only its own run may, and only once) and release its

@@ -495,9 +495,11 @@ class FinishOrderInput(_Model):
 
 
 class FinishedOrder(_Model):
-    """What recording an order's end released: the orders now first in line, to wake."""
+    """What recording an order's end released: the orders now first in line, to wake; and the
+    credit note given for an undone order's invoice, if it had a number."""
 
     wake: list[str] = Field(default_factory=list)
+    credit_note: CreditNote | None = None
 
 
 class SavePlanInput(_Model):

@@ -7,12 +7,15 @@ import asyncio
 from datetime import timedelta
 from decimal import ROUND_HALF_UP
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from temporalio import activity
 from temporalio.api.common.v1 import Payload
+from temporalio.client import WithStartWorkflowOperation
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
@@ -20,12 +23,17 @@ from temporalio.testing import WorkflowEnvironment
 from activities.checkout import CheckoutActivities
 from activities.checkout import _Sending
 from checkout.config import Settings
+from checkout.contract import CHECKOUT_WORKFLOW
+from checkout.contract import DECISION_UPDATE
+from checkout.contract import checkout_workflow_id
 from checkout.gateway import ChargeRequest
 from checkout.gateway import SandboxGateway
 from checkout.models import ChargeInfo
 from checkout.models import ChargeInput
 from checkout.models import CheckoutResult
 from checkout.models import CheckoutStatus
+from checkout.models import Decision
+from checkout.models import DecisionStatus
 from checkout.models import EmailStatus
 from checkout.models import PaymentRecord
 from checkout.models import ResultStatus
@@ -520,7 +528,8 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
     held = activities_with(settings, store, HeldCharge)
     held.entered, held.opened = asyncio.Event(), asyncio.Event()
     async with checkout_worker(dev_env.client, settings, store, activities=held):
-        handle = await start_order(dev_env.client, settings, order(acc.account_id))
+        raw = order(acc.account_id)
+        handle = await start_order(dev_env.client, settings, raw)
         await asyncio.wait_for(held.entered.wait(), timeout=30)
         await handle.cancel()
 
@@ -537,12 +546,35 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
             await handle.result()
         assert isinstance(failure.value.cause, CancelledError)
         state = await state_of(handle)
+        # The backend asks again under the same id: the order went through (charged), then was
+        # undone, and the answer says so, as the run itself answered.
+        start: WithStartWorkflowOperation[Any, CheckoutResult] = WithStartWorkflowOperation(
+            CHECKOUT_WORKFLOW,
+            raw,
+            id=checkout_workflow_id(raw["order_id"]),
+            task_queue=settings.task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+            result_type=CheckoutResult,
+        )
+        decision = await dev_env.client.execute_update_with_start_workflow(
+            DECISION_UPDATE, start_workflow_operation=start, result_type=Decision
+        )
     assert state.state is CheckoutStatus.CANCELLED
     assert state.compensations_run == ["refund_payment"]
     payments = await store.payments(account_id=acc.account_id)
     assert sorted(p.kind for p in payments) == ["charge", "refund"]
     charge, refund = sorted(payments, key=lambda p: p.kind)
     assert refund.amount == charge.amount
+    assert decision.status is DecisionStatus.ACCEPTED, decision
+    assert decision.charge is not None and decision.charge.id == charge.id
+    # The charge was given an invoice number; the refund gets its credit note.
+    record = await store.order(raw["order_id"])
+    assert record is not None and record.result is not None
+    result = CheckoutResult.model_validate_json(record.result)
+    assert result.invoice is not None and result.invoice.number is not None, result
+    assert result.credit_note is not None, result
+    assert result.credit_note.invoice_number == result.invoice.number
+    assert result.credit_note.amount == charge.amount
     assert await store.subscriptions(acc.account_id) == []
 
 

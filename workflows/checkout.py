@@ -518,7 +518,11 @@ class CheckoutWorkflow:
                     raise
                 with contextlib.suppress(ActivityError):
                     # Declined for good: nothing was taken, nothing to give back.
-                    self._progress.charge = await charging
+                    self._progress.charge = charge = await charging
+                    self._number_invoice(charge)
+                    if charge.status != "pending":
+                        # Money was taken: the order went through, then was undone.
+                        self._decide(DecisionStatus.ACCEPTED)
                 raise
 
     def _number_invoice(self, accepted: ChargeInfo) -> None:
@@ -783,13 +787,18 @@ class CheckoutWorkflow:
         assert self._order is not None
         await self._compensate()
         p = self._progress
+        paid = p.charge is not None or p.invoice_payment is not None
         result = CheckoutResult(
             order_id=self._order.order_id,
             status=ResultStatus.COMPENSATED,
             reason=Reason.CANCELLED.value,
             message="the checkout was cancelled; everything done was undone",
+            # What was paid or invoiced, with its number: recording the outcome gives it its
+            # credit note.
+            invoice=p.plan.invoice if paid and p.plan is not None else None,
             charge=p.charge,
             refund=p.refund,
+            invoice_payment=p.invoice_payment,
         )
         p.result = result
         self._decide(DecisionStatus.REJECTED, Reason.CANCELLED.value, result.message)
@@ -844,6 +853,8 @@ class CheckoutWorkflow:
                 order_id=result.order_id or "", run_id=workflow.info().run_id, result=result
             ),
         )
+        if finished.credit_note is not None:
+            self._progress.result = result.model_copy(update={"credit_note": finished.credit_note})
         await self._wake(finished.wake)
 
     async def _wake(self, orders: list[str]) -> None:
@@ -878,11 +889,13 @@ class CheckoutWorkflow:
         )
 
     def _decision_of(self, result: CheckoutResult) -> Decision:
-        """The decision an ended order stands by: accepted once money was taken or invoiced."""
+        """The decision an ended order stands by, as its run gave it: accepted once money was
+        taken (a payment still settling when the order was cancelled was not) or invoiced, even
+        when the order was undone later (compensated, or cancelled and refunded)."""
+        charged = result.charge is not None and result.charge.status != "pending"
         accepted = result.status is ResultStatus.COMPLETED or (
             result.status is ResultStatus.COMPENSATED
-            and (result.charge is not None or result.invoice_payment is not None)
-            and result.reason != Reason.CANCELLED.value
+            and (charged or result.invoice_payment is not None)
         )
         if accepted:
             return Decision(
