@@ -26,14 +26,11 @@ from checkout.vat import validate_vat_id
 
 log = logging.getLogger(__name__)
 
-#: VIES answers that mean "we could not ask the member state", not "the number is invalid".
-_UNAVAILABLE = {
-    "MS_UNAVAILABLE",
-    "TIMEOUT",
-    "SERVICE_UNAVAILABLE",
-    "MS_MAX_CONCURRENT_REQ",
-    "GLOBAL_MAX_CONCURRENT_REQ",
-}
+#: VIES's ``userError`` values that are an answer about the number. Every other value
+#: (MS_UNAVAILABLE, TIMEOUT, SERVICE_UNAVAILABLE, the *_MAX_CONCURRENT_REQ* family, IP_BLOCKED,
+#: VAT_BLOCKED, and any code VIES adds later) means "we could not ask the member state", never
+#: "the number is invalid": retried, then ``unverified``.
+_ANSWERS = {"VALID", "INVALID", "INVALID_INPUT"}
 
 
 class ViesUnavailable(Exception):
@@ -89,7 +86,7 @@ class VatVerifier:
         except (urllib.error.URLError, TimeoutError, OSError, ValueError) as exc:
             raise ViesUnavailable(str(exc)) from exc
         error = answer.get("userError") or answer.get("errorWrappers")
-        if isinstance(error, str) and error in _UNAVAILABLE:
+        if isinstance(error, str) and error and error not in _ANSWERS:
             raise ViesUnavailable(error)
         if isinstance(error, list) and error:
             raise ViesUnavailable(str(error[0].get("error", error)))

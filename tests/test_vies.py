@@ -146,9 +146,13 @@ async def test_vies_valid_is_valid(vies: FakeVies) -> None:
     assert vies.content_types == ["application/json"]
 
 
-async def test_vies_not_registered_is_invalid(vies: FakeVies) -> None:
-    """VIES answering valid: false raises InvalidVatId, without retrying."""
-    vies.default = NOT_REGISTERED
+@pytest.mark.parametrize("user_error", [None, "INVALID"])
+async def test_vies_not_registered_is_invalid(vies: FakeVies, user_error: str | None) -> None:
+    """VIES answering valid: false (with no userError, or INVALID) raises InvalidVatId, without
+    retrying."""
+    vies.default = (
+        NOT_REGISTERED if user_error is None else {**NOT_REGISTERED, "userError": user_error}
+    )
     with pytest.raises(InvalidVatId):
         await verifier(vies.url).verify("DE136695976", "DE")
     assert len(vies.requests) == 1
@@ -194,9 +198,22 @@ async def test_vies_unavailable_then_not_registered_is_invalid(vies: FakeVies) -
         {"actionSucceed": False, "errorWrappers": [{"error": "MS_MAX_CONCURRENT_REQ"}]},
         {"userError": "GLOBAL_MAX_CONCURRENT_REQ"},
         {"valid": False, "userError": "MS_UNAVAILABLE"},
+        {"valid": False, "userError": "IP_BLOCKED"},
+        {"valid": False, "userError": "GLOBAL_MAX_CONCURRENT_REQ_TIME"},
+        {"valid": False, "userError": "A_CODE_VIES_ADDS_LATER"},
         {"unexpected": "shape"},
     ],
-    ids=["http-500", "http-503", "error-wrappers", "global-max", "valid-false-unavailable", "junk"],
+    ids=[
+        "http-500",
+        "http-503",
+        "error-wrappers",
+        "global-max",
+        "valid-false-unavailable",
+        "ip-blocked",
+        "global-max-time",
+        "unknown-code",
+        "junk",
+    ],
 )
 async def test_vies_outage_shapes_are_unverified_never_invalid(
     vies: FakeVies, answer: Answer
