@@ -429,10 +429,7 @@ class CheckoutWorkflow:
                 f" {quote(self._operator.reason, 200)}",
             )
         if self._operator.kind == "compensate":
-            raise MustCompensateError(
-                Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {quote(self._operator.reason, 200)}",
-            )
+            raise MustCompensateError.by_operator(self._operator.reason)
         self._progress.steps_done.append("approval")
         self._set_state(CheckoutStatus.CHARGING)
 
@@ -648,10 +645,7 @@ class CheckoutWorkflow:
             self._progress.wait(None)
         assert self._operator is not None
         if self._operator.kind == "compensate":
-            raise MustCompensateError(
-                Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {quote(self._operator.reason, 200)}",
-            )
+            raise MustCompensateError.by_operator(self._operator.reason)
 
     async def _send_parked_email(self) -> None:
         """The "we are on it" e-mail: the customer paid and waits, so they hear that a person is

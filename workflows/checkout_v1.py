@@ -244,16 +244,12 @@ class CheckoutV1:
         self._progress.waiting_for = "the account manager: approve or reject the order"
         self._refresh_details()
         try:
-            await workflow.wait_condition(
-                lambda: self._operator_action is not None,
-                timeout=timedelta(seconds=policy.approval_timeout_seconds),
+            await self._wait_for_operator(
+                policy.approval_timeout_seconds,
+                lambda within: CheckoutRejected(
+                    Reason.APPROVAL_TIMEOUT, f"nobody approved the order within {within}"
+                ),
             )
-        except TimeoutError:
-            raise CheckoutRejected(
-                Reason.APPROVAL_TIMEOUT,
-                "nobody approved the order within"
-                f" {timedelta(seconds=policy.approval_timeout_seconds)}",
-            ) from None
         finally:
             self._progress.waiting_for = None
         if self._operator_action == "reject":
@@ -263,10 +259,7 @@ class CheckoutV1:
                 f" {quote(self._operator_reason, 200)}",
             )
         if self._operator_action == "compensate":
-            raise MustCompensateError(
-                Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {quote(self._operator_reason, 200)}",
-            )
+            raise MustCompensateError.by_operator(self._operator_reason)
         self._progress.steps_done.append("approval")
         self._progress.current_step = None
 
@@ -364,22 +357,16 @@ class CheckoutV1:
         self._operator_action = None
         self._set_state(CheckoutStatus.NEEDS_ATTENTION, step="provision_subscriptions")
         workflow.logger.warning("order parked in NeedsAttention: %s", self._progress.last_error)
-        try:
-            await workflow.wait_condition(
-                lambda: self._operator_action is not None,
-                timeout=timedelta(seconds=policy.park_timeout_seconds),
-            )
-        except TimeoutError:
-            raise MustCompensateError(
+        await self._wait_for_operator(
+            policy.park_timeout_seconds,
+            lambda within: MustCompensateError(
                 Reason.PROVISIONING_FAILED,
-                f"provisioning failed and nobody resolved it within"
-                f" {timedelta(seconds=policy.park_timeout_seconds)}: {self._progress.last_error}",
-            ) from None
+                f"provisioning failed and nobody resolved it within {within}:"
+                f" {self._progress.last_error}",
+            ),
+        )
         if self._operator_action == "compensate":
-            raise MustCompensateError(
-                Reason.OPERATOR_COMPENSATED,
-                f"compensated by an operator: {quote(self._operator_reason, 200)}",
-            )
+            raise MustCompensateError.by_operator(self._operator_reason)
 
     async def _reset_anchor(self, order: Order, plan: CheckoutPlan) -> list[SubscriptionView]:
         self._set_state(CheckoutStatus.RESETTING_ANCHOR)
@@ -552,6 +539,16 @@ class CheckoutV1:
         if self._progress.last_error:
             lines.append(f"last error: {self._progress.last_error}")
         workflow.set_current_details("\n\n".join(lines))
+
+    async def _wait_for_operator(
+        self, timeout_seconds: float, timed_out: Callable[[timedelta], Exception]
+    ) -> None:
+        """Wait for an operator's update; raise ``timed_out(timeout)`` when none came in time."""
+        within = timedelta(seconds=timeout_seconds)
+        try:
+            await workflow.wait_condition(lambda: self._operator_action is not None, timeout=within)
+        except TimeoutError:
+            raise timed_out(within) from None
 
     def status(self) -> CheckoutState:
         return self._progress.checkout_state(self._order)

@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from checkout.echo import escape
+    from checkout.echo import quote
     from checkout.errors import REJECTION_REASONS
     from checkout.errors import CheckoutRejected
     from checkout.errors import Reason
@@ -175,6 +176,11 @@ class MustCompensateError(Exception):
         super().__init__(message)
         self.reason = reason
         self.message = message
+
+    @classmethod
+    def by_operator(cls, reason: str | None) -> MustCompensateError:
+        """The ``compensate`` update, with the operator's reason."""
+        return cls(Reason.OPERATOR_COMPENSATED, f"compensated by an operator: {quote(reason, 200)}")
 
 
 def rejection_of(error: BaseException) -> CheckoutRejected | None:
