@@ -23,10 +23,12 @@ from checkout.config import Settings
 from checkout.echo import escape
 from checkout.echo import quote
 from checkout.echo import token
+from checkout.errors import IDEMPOTENCY_CONFLICT
 from checkout.errors import PAYMENT_PROCESSING
 from checkout.errors import PROVISIONING_UNAVAILABLE
 from checkout.errors import STEP_ALREADY_UNDONE
 from checkout.errors import SUBSCRIPTION_CHANGED
+from checkout.errors import UNKNOWN_ACCOUNT
 from checkout.errors import CheckoutRejected
 from checkout.errors import Reason
 from checkout.errors import rejection
@@ -279,7 +281,7 @@ class CheckoutActivities(CheckoutSteps):
         except IdempotencyConflict as exc:
             # A bug, never a customer's doing: stop here, loudly, with nothing charged.
             raise ApplicationError(
-                str(exc), type="IdempotencyConflict", non_retryable=True
+                str(exc), type=IDEMPOTENCY_CONFLICT, non_retryable=True
             ) from None
         log.info("order %s: charged %s %s", request.order_id, payment.amount, payment.currency)
         settled = payment.status != "pending"
@@ -554,7 +556,7 @@ class CheckoutActivities(CheckoutSteps):
         if entry is None:
             raise ApplicationError(
                 f"no account {quote(request.account_id)} to e-mail",
-                type="UnknownAccount",
+                type=UNKNOWN_ACCOUNT,
                 non_retryable=True,
             )
         if entry.status == "sent":

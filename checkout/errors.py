@@ -63,6 +63,13 @@ OUTAGE_TYPES = frozenset({STORE_UNAVAILABLE})
 #: decline (bad key, missing permission, idempotency key reused with other parameters): retrying
 #: the same request cannot help, a person has to look.
 PAYMENT_GATEWAY_ERROR = "PaymentGatewayError"
+#: ``ApplicationError.type`` of an idempotency key sent again with other parameters: a bug, never
+#: a customer's doing; nothing was charged.
+IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
+#: ``ApplicationError.type`` of an e-mail for an account the store does not have.
+UNKNOWN_ACCOUNT = "UnknownAccount"
+#: ``ApplicationError.type`` of a ``decision`` update on a run that ended without one.
+NO_DECISION = "NoDecision"
 
 
 class CheckoutRejected(Exception):

@@ -54,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.contract import email_workflow_id
     from checkout.contract import idempotency_key
     from checkout.echo import quote
+    from checkout.errors import NO_DECISION
     from checkout.errors import OUTAGE_TYPES
     from checkout.errors import SUBSCRIPTION_CHANGED
     from checkout.errors import CheckoutRejected
@@ -913,7 +914,7 @@ class CheckoutWorkflow:
         if self._v1 is not None:
             raise ApplicationError(
                 "this order was placed before decisions existed: read its result",
-                type="NoDecision",
+                type=NO_DECISION,
                 non_retryable=True,
             )
         await workflow.wait_condition(lambda: self._progress.decision is not None)
