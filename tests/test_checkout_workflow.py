@@ -16,9 +16,11 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
 from activities.checkout import CheckoutActivities
 from activities.checkout import _Sending
@@ -60,6 +62,8 @@ from tests.helpers import settings_for
 from tests.helpers import start_order
 from tests.helpers import state_of
 from tests.helpers import unique_queue
+from worker import WORKFLOWS
+from workflows.interceptors import CheckoutInterceptor
 
 CENT = Decimal("0.01")
 
@@ -546,6 +550,7 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
             await handle.result()
         assert isinstance(failure.value.cause, CancelledError)
         state = await state_of(handle)
+        history = await handle.fetch_history()
         # The backend asks again under the same id: the order went through (charged), then was
         # undone, and the answer says so, as the run itself answered.
         start: WithStartWorkflowOperation[Any, CheckoutResult] = WithStartWorkflowOperation(
@@ -575,6 +580,19 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
     assert result.credit_note is not None, result
     assert result.credit_note.invoice_number == result.invoice.number
     assert result.credit_note.amount == charge.amount
+    # The new path (behind its patch) replays: the same code makes the same decisions again.
+    assert any(
+        e.HasField("marker_recorded_event_attributes")
+        and e.marker_recorded_event_attributes.marker_name == "core_patch"
+        for e in history.events
+    )
+    replayer = Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        interceptors=[CheckoutInterceptor()],
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure
     assert await store.subscriptions(acc.account_id) == []
 
 
