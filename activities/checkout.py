@@ -235,16 +235,24 @@ class CheckoutActivities(CheckoutSteps):
         wake = await self.record_outcome(request.order_id, request.run_id, result)
         return FinishedOrder(wake=wake, credit_note=credit_note)
 
-    async def record_outcome(self, order_id: str, run_id: str, result: CheckoutResult) -> list[str]:
+    async def record_outcome(
+        self,
+        order_id: str,
+        run_id: str,
+        result: CheckoutResult,
+        email: EmailAttempt | None = None,
+    ) -> list[str]:
         """Record how the order ended (only its own run may, and only once) and release its
         places in line; return the orders now first in line. The outcome is counted in the
-        metrics when this call is the one that records it, so a retry does not count again."""
+        metrics when this call is the one that records it, so a retry does not count again.
+        ``email``: the try to send the order's e-mail, recorded in the same transaction."""
         return await self._store.finish_order(
             order_id,
             run_id,
             result.status.value,
             result.model_dump_json(),
             on_recorded=lambda: self.metrics.order_finished(result),
+            email=email,
         )
 
     @activity.defn
@@ -480,14 +488,7 @@ class CheckoutActivities(CheckoutSteps):
             if sending.error is not None:
                 log.info("order %s: e-mail deferred: %s", order_id, escape(sending.error, 500))
         result = request.result.model_copy(update={"email": email, "credit_note": credit_note})
-        wake = await self._store.finish_order(
-            order_id,
-            request.run_id,
-            result.status.value,
-            result.model_dump_json(),
-            on_recorded=lambda: self.metrics.order_finished(result),
-            email=attempt,
-        )
+        wake = await self.record_outcome(order_id, request.run_id, result, email=attempt)
         if attempt is not None:
             self._count_email(email_input, attempt)
         return Notified(email=email, wake=wake, credit_note=credit_note)
