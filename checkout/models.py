@@ -98,10 +98,10 @@ class TaxTreatment(StrEnum):
 class SubscriptionStatus(StrEnum):
     """A subscription's state in the store and in ``SubscriptionView``."""
 
-    ACTIVE = "active"
-    TRIALING = "trialing"
-    EXPIRED = "expired"
-    CANCELED = "canceled"
+    ACTIVE = "active"  #: Paid for the current period; its seats are in use.
+    TRIALING = "trialing"  #: In a trial until ``trial_end``; nothing paid.
+    EXPIRED = "expired"  #: A trial that ended unbought: its seats were withdrawn.
+    CANCELED = "canceled"  #: Ended by the account (imported from the portal; never set here).
 
 
 class CheckoutStatus(StrEnum):
@@ -306,9 +306,9 @@ class CreditNote(Amount):
 class EmailStatus(StrEnum):
     """How an order's e-mail went: ``EmailInfo.status``, and the outbox entry's status."""
 
-    SENT = "sent"
-    FAILED = "failed"
-    PENDING = "pending"
+    SENT = "sent"  #: The SMTP server accepted it (a resend keeps the Message-ID).
+    FAILED = "failed"  #: Given up after ``CHECKOUT_EMAIL_RETRY_FOR``; an operator may resend.
+    PENDING = "pending"  #: In the outbox, which keeps trying; the order does not wait.
 
 
 class EmailInfo(_Model):
