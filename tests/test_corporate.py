@@ -15,15 +15,24 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from babel.dates import format_date
+from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
+from temporalio.client import WorkflowFailureError
 from temporalio.client import WorkflowHandle
 from temporalio.client import WorkflowUpdateFailedError
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer
 
+from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.models import Account
+from checkout.models import ChargeInfo
+from checkout.models import CheckoutResult
 from checkout.models import CheckoutState
 from checkout.models import CheckoutStatus
+from checkout.models import InvoicePaymentInput
 from checkout.models import PaymentRecord
 from checkout.models import ResultStatus
 from checkout.store import Store
@@ -31,6 +40,7 @@ from devtools import SmtpSink
 from tests.helpers import TRIAL
 from tests.helpers import MakeSettings
 from tests.helpers import account
+from tests.helpers import activities_with
 from tests.helpers import checkout_worker
 from tests.helpers import end_trial
 from tests.helpers import eventually
@@ -43,6 +53,8 @@ from tests.helpers import seeded_account
 from tests.helpers import start_order
 from tests.helpers import state_of
 from tests.helpers import text_of
+from worker import WORKFLOWS
+from workflows.interceptors import CheckoutInterceptor
 
 pytestmark = pytest.mark.e2e
 
@@ -332,3 +344,76 @@ async def test_compensated_invoiced_order_says_no_invoice_is_due(
     (payment,) = await store.payments(account_id=acc.account_id)
     assert (payment.kind, payment.status) == ("invoice", "failed")  # voided
     assert "No invoice is due for this order." in text
+
+
+class HeldInvoice(CheckoutActivities):
+    """The real activities; the invoice is recorded (and numbered), then its answer waits until
+    the test lets it go: the cancel comes after the store wrote it."""
+
+    entered: asyncio.Event
+    opened: asyncio.Event
+
+    @activity.defn(name="record_invoice_payment")
+    async def record_invoice_payment(self, request: InvoicePaymentInput) -> ChargeInfo:
+        recorded = await super().record_invoice_payment(request)
+        self.entered.set()
+        await self.opened.wait()
+        return recorded
+
+
+async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_number(
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
+) -> None:
+    """Found reading the contract: a cancel while an approved order's invoice was being recorded
+    cancelled the recording and compensated at once; the store had already written the pending
+    invoice with its number, so it stayed due, with no credit note. The cancel now waits for the
+    record: the invoice is voided and its number credited."""
+    acc = await seeded_account(store, corporate=True)
+    settings = make_settings()
+    held = activities_with(settings, store, HeldInvoice)
+    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    raw = corporate_order(acc.account_id)
+    async with checkout_worker(dev_env.client, settings, store, activities=held):
+        handle = await start_order(dev_env.client, settings, raw)
+        await reaches(handle, CheckoutStatus.AWAITING_APPROVAL)
+        approving = asyncio.ensure_future(
+            handle.execute_update("approve", {"approver": MANAGER}, result_type=CheckoutState)
+        )
+        await asyncio.wait_for(held.entered.wait(), timeout=30)
+        await handle.cancel()
+
+        async def cancel_seen() -> None:
+            history = await handle.fetch_history()
+            assert any(
+                e.HasField("workflow_execution_cancel_requested_event_attributes")
+                for e in history.events
+            )
+
+        await eventually(cancel_seen)
+        held.opened.set()  # the store's answer comes back after the cancel
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        await approving
+        state = await state_of(handle)
+        history = await handle.fetch_history()
+
+    assert state.state is CheckoutStatus.CANCELLED
+    assert state.compensations_run == ["void_invoice"]
+    (payment,) = await store.payments(account_id=acc.account_id)
+    assert (payment.kind, payment.status) == ("invoice", "failed")  # voided, nothing due
+    record = await store.order(raw["order_id"])
+    assert record is not None and record.result is not None
+    result = CheckoutResult.model_validate_json(record.result)
+    assert result.invoice is not None and result.invoice.number is not None, result
+    assert result.credit_note is not None, result
+    assert result.credit_note.invoice_number == result.invoice.number
+    assert result.credit_note.amount == payment.amount
+    assert await store.subscriptions(acc.account_id) == []
+    replayer = Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        interceptors=[CheckoutInterceptor()],
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure

@@ -132,6 +132,9 @@ CHECKOUT_V2 = "checkout-v2"
 PARKED_EMAIL = "parked-email"
 #: The patch after which a cancel while Charging waits for the charge's answer (and refunds it).
 CHARGE_OUTLIVES_CANCEL = "charge-outlives-cancel"
+#: The patch after which a cancel while an approved order is invoiced waits for the invoice's
+#: record (and voids it, with a credit note for its number).
+INVOICE_OUTLIVES_CANCEL = "invoice-outlives-cancel"
 #: How often a queued order looks again whether its turn came, should a wake-up be missed.
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
@@ -439,7 +442,8 @@ class CheckoutWorkflow:
         self._set_state(CheckoutStatus.CHARGING)
         self._saga.register("void_invoice", self._void_invoice)
         self._progress.invoice_due = due
-        self._progress.invoice_payment = await self._local(
+        name = CheckoutSteps.record_invoice_payment.__name__
+        recording = workflow.start_local_activity_method(
             CheckoutSteps.record_invoice_payment,
             InvoicePaymentInput(
                 order_id=order.order_id,
@@ -450,7 +454,24 @@ class CheckoutWorkflow:
                 due_date=due,
                 invoice_year=_anchor_year(plan),
             ),
+            summary=name.replace("_", " "),
+            **LOCAL,
         )
+        try:
+            self._progress.invoice_payment = await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            if not workflow.patched(INVOICE_OUTLIVES_CANCEL):
+                recording.cancel()
+                raise
+            # The store may have recorded the invoice (and given it its number) before the
+            # cancel came: wait for the record, so that the compensation voids it and the
+            # number gets its credit note, instead of leaving a pending invoice behind.
+            with contextlib.suppress(ActivityError):
+                self._progress.invoice_payment = await recording
+                self._number_invoice(self._progress.invoice_payment)
+                self._decide(DecisionStatus.ACCEPTED)
+            raise
+        self._progress.steps_done.append(name)
         self._number_invoice(self._progress.invoice_payment)
 
     async def _void_invoice(self) -> None:
