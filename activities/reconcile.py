@@ -39,6 +39,7 @@ from checkout.models import CheckoutStatus
 from checkout.models import EmailInfo
 from checkout.models import EmailPurpose
 from checkout.models import EmailStatus
+from checkout.models import FinishOrderInput
 from checkout.models import PaymentRecord
 from checkout.models import ReconcileFinding
 from checkout.models import ReconcileInput
@@ -160,8 +161,19 @@ class Reconciler:
         payment = await self._store.payment_by_key(key)
         return payment if payment is not None and payment.status == "succeeded" else None
 
-    def _plan(self, order: OrderRecord) -> CheckoutPlan | None:
-        return CheckoutPlan.model_validate_json(order.plan) if order.plan else None
+    async def _plan(self, order: OrderRecord) -> CheckoutPlan | None:
+        """The order's plan as saved before its payment, with the invoice number its acceptance
+        was given (the run had it only in its own state), so the repair's result names it and
+        an undone order gets its credit note."""
+        if not order.plan:
+            return None
+        plan = CheckoutPlan.model_validate_json(order.plan)
+        number = await self._store.document_number(order.order_id, "invoice")
+        if number is None or plan.invoice.number == number:
+            return plan
+        return plan.model_copy(
+            update={"invoice": plan.invoice.model_copy(update={"number": number})}
+        )
 
     async def _undo(self, order: OrderRecord) -> PaymentRecord | None:
         """Undo in reverse, with the keys the run itself would have used."""
@@ -192,7 +204,7 @@ class Reconciler:
                     invoice_payment_id=invoice.id,
                 )
             )
-        plan = self._plan(order)
+        plan = await self._plan(order)
         message = "the checkout was stopped before it finished; everything it had done was undone"
         email: EmailInfo | None = None
         if charge is not None or invoice is not None:
@@ -222,7 +234,7 @@ class Reconciler:
 
     async def _finish(self, order: OrderRecord) -> None:
         """The run had done everything but the e-mail: record it complete and send it."""
-        plan = self._plan(order)
+        plan = await self._plan(order)
         charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
         invoice = await self._store.payment_by_key(idempotency_key(order.order_id, "invoice"))
         products = {t.product for t in plan.targets} if plan else set()
@@ -285,8 +297,11 @@ class Reconciler:
             return EmailInfo(status=EmailStatus.FAILED)
 
     async def _record(self, order: OrderRecord, result: CheckoutResult) -> None:
-        # As the run would have: recorded once, and counted in the metrics when recorded.
-        await self._activities.record_outcome(order.order_id, order.run_id, result)
+        # As the run would have: recorded once, counted in the metrics when recorded, and an
+        # undone order's numbered invoice credited.
+        await self._activities.finish_order(
+            FinishOrderInput(order_id=order.order_id, run_id=order.run_id, result=result)
+        )
 
     async def _release(self, order_id: str) -> list[str]:
         wake = await self._store.release_order(order_id)

@@ -394,7 +394,20 @@ async def test_a_terminated_run_is_repaired_by_reconcile_fix_once(
     previous = later_result.invoice.lines[0].previous
     assert previous is not None and previous.seats == before[0].seats
     assert [s.seats for s in await store.subscriptions(queue.account.account_id)] == [10]
-    assert (await store.order(raw["order_id"])) is not None
+    # The charge's invoice number (given when it was accepted, known only to the terminated
+    # run) is in the repaired result, and the refund has its credit note.
+    record = await store.order(raw["order_id"])
+    assert record is not None and record.result is not None
+    repaired = CheckoutResult.model_validate_json(record.result)
+    number = await store.document_number(raw["order_id"], "invoice")
+    assert number is not None
+    assert repaired.invoice is not None and repaired.invoice.number == number, repaired
+    assert repaired.credit_note is not None, repaired
+    assert repaired.credit_note.invoice_number == number
+    assert repaired.credit_note.amount == payments[0].amount
+    assert repaired.credit_note.number == await store.document_number(
+        raw["order_id"], "credit_note"
+    )
 
 
 # --- the property: any interleaving ends as the orders run one after the other ----------------

@@ -935,6 +935,17 @@ class Store:
             session.add(InvoiceNumberRow(number=number, created_at=_now(), **document))
             return number
 
+    async def document_number(
+        self, order_id: str, kind: Literal["invoice", "credit_note"]
+    ) -> str | None:
+        """The number the order's invoice (or credit note) was given, if it was given one."""
+        async with self._tx() as session:
+            return await session.scalar(
+                select(InvoiceNumberRow.number).where(
+                    InvoiceNumberRow.order_id == order_id, InvoiceNumberRow.kind == kind
+                )
+            )
+
     async def invoice_numbers(self, prefix: str, year: int) -> list[tuple[str, str, str]]:
         """(number, order_id, kind) of a prefix and year, in the order they were given."""
         start = f"{prefix}-{year:04d}-"
