@@ -31,6 +31,7 @@ from checkout.contract import CHECKOUT_STATUS
 from checkout.contract import checkout_workflow_id
 from checkout.contract import idempotency_key
 from checkout.echo import escape
+from checkout.echo import token
 from checkout.errors import Reason
 from checkout.models import ChargeInfo
 from checkout.models import CheckoutPlan
@@ -136,12 +137,23 @@ class Reconciler:
         )
         if not fix:
             return finding
-        if await self._was_complete(order, run):
-            await self._finish(order)
-            action = "finished"
-        else:
-            refund = await self._undo(order)
-            action = "undone"
+        try:
+            if await self._was_complete(order, run):
+                await self._finish(order)
+                action = "finished"
+            else:
+                refund = await self._undo(order)
+                action = "undone"
+        except Exception as exc:  # one order's repair must not stop the others'
+            # Left as it was found (every step is keyed, so the next --fix resumes where this
+            # one stopped); its place in line stays held until then.
+            log.exception("reconcile: order %s not repaired", token(order.order_id))
+            return finding.model_copy(
+                update={
+                    "action": "failed",
+                    "detail": f"{finding.detail}; repair failed: {escape(exc, 300)}",
+                }
+            )
         await self._release(order.order_id)
         return finding.model_copy(
             update={
@@ -347,14 +359,22 @@ class Reconciler:
             if done is not None:
                 continue
             if fix:
-                refund = await self._activities.refund_payment(
-                    RefundInput(
-                        order_id=charge.order_id,
-                        account_id=charge.account_id or (order.account_id if order else ""),
-                        idempotency_key=key,
-                        charge_id=charge.id,
+                try:
+                    refund = await self._activities.refund_payment(
+                        RefundInput(
+                            order_id=charge.order_id,
+                            account_id=charge.account_id or (order.account_id if order else ""),
+                            idempotency_key=key,
+                            charge_id=charge.id,
+                        )
                     )
-                )
+                except Exception as exc:  # one refund failing must not stop the rest
+                    log.exception("reconcile: charge %s not refunded", token(charge.id))
+                    failed = f"{finding.detail}; refund failed: {escape(exc, 300)}"
+                    findings.append(
+                        finding.model_copy(update={"action": "failed", "detail": failed})
+                    )
+                    continue
                 finding = finding.model_copy(
                     update={"fixed": True, "action": "refunded", "refunded": refund.amount}
                 )

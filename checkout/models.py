@@ -690,7 +690,8 @@ class ReconcileFinding(_Model):
     charged: Money | None = None
     refunded: Money | None = None
     fixed: bool = False
-    #: What ``--fix`` did: ``undone``, ``finished``, ``refunded`` or ``released``.
+    #: What ``--fix`` did: ``undone``, ``finished``, ``refunded`` or ``released``; ``failed``
+    #: when the repair stopped on an error (in ``detail``): the next ``--fix`` resumes it.
     action: str | None = None
 
 

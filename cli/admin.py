@@ -51,6 +51,11 @@ async def cmd_reconcile(args: argparse.Namespace, settings: Settings) -> int:
     print(render.reconcile_findings(report.findings))
     if not args.fix:
         print("repair with `checkout reconcile --fix` (safe to repeat)")
+    elif failed := sum(f.action == "failed" for f in report.findings):
+        print(
+            f"{failed} repair(s) failed (DETAIL says why): remove the cause and run"
+            " `checkout reconcile --fix` again; it resumes where it stopped"
+        )
     return 0
 
 
