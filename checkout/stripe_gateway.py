@@ -17,6 +17,12 @@ What comes back is sorted three ways:
   parameters) is a non-retryable ``ApplicationError`` of type ``PaymentGatewayError``: sending
   the same request again cannot help.
 
+A refund takes back exactly what the PaymentIntent received. When someone refunded the charge in
+full outside the checkout (in the Dashboard), before our refund or while it was on its way
+(Stripe's ``charge_already_refunded``), those refunds are the order's refund and nothing more is
+refunded; a charge refunded only in part by hand is a final ``PaymentGatewayError`` that says
+how much an operator must still refund.
+
 No message this module writes contains the API key; Stripe's own messages are scrubbed of
 anything that looks like a key before they are passed on.
 """
@@ -64,6 +70,9 @@ _REDACTED = "[redacted]"
 #: HTTP statuses after which the same request may well succeed: a key whose first request is
 #: still being executed (409), rate limits (429), and Stripe's own failures.
 _RETRYABLE_STATUSES = frozenset({409, 429})
+
+#: Refund statuses that gave nothing back: such a refund does not count towards a charge's.
+_GONE_REFUND_STATUSES = frozenset({"failed", "canceled"})
 
 
 class PaymentGatewayUnavailable(Exception):
@@ -138,44 +147,53 @@ class StripeGateway:
     async def refund(
         self, *, idempotency_key: str, charge_id: str, account_id: str, order_id: str
     ) -> PaymentRecord:
-        """Refund exactly what the PaymentIntent took, once per idempotency key."""
+        """Refund exactly what the PaymentIntent took, once per idempotency key.
+
+        A charge someone already refunded in full outside the checkout (by hand in the
+        Dashboard), before this refund or while it was being sent, counts as refunded: the
+        record of those refunds comes back and nothing more is refunded. A charge refunded only
+        in part is a final gateway error: the rest is for an operator to refund.
+        """
         intent = (
-            await self._call(self._client.v1.payment_intents.retrieve_async(charge_id))
+            await self._call(
+                self._client.v1.payment_intents.retrieve_async(
+                    charge_id, {"expand": ["latest_charge"]}
+                )
+            )
         ).to_dict()
         if intent.get("status") != "succeeded":
             # Like the sandbox: nothing (yet) to give back. Retried, so a payment that is still
             # processing is refunded once it has settled.
             raise LookupError(f"PaymentIntent {charge_id} is {intent.get('status')}: no refund")
-        refund = (
-            await self._call(
-                self._client.v1.refunds.create_async(
-                    {
-                        "payment_intent": charge_id,
-                        # Explicit, so a refund never takes back more or less than this charge
-                        # even if someone refunded part of it by hand meanwhile: Stripe refuses.
-                        "amount": int(intent["amount_received"]),
-                        "metadata": {"order_id": order_id, "account_id": account_id},
-                    },
-                    {"idempotency_key": idempotency_key},
-                )
+        charge = intent.get("latest_charge")
+        if isinstance(charge, dict) and int(charge.get("amount_refunded") or 0) > 0:
+            refunds = await self._refunds_of(charge_id)
+            if not any(_is_ours(r, order_id) for r in refunds):
+                return _refunded_outside(intent, refunds, order_id)
+            # Our own refund, from an attempt whose answer was lost: the same request under the
+            # same key below gets Stripe's saved answer.
+        refund = await self._call(
+            self._create_refund(
+                {
+                    "payment_intent": charge_id,
+                    # Explicit, so a refund never takes back more or less than this charge
+                    # even if someone refunded part of it by hand meanwhile: Stripe refuses.
+                    "amount": int(intent["amount_received"]),
+                    "metadata": {"order_id": order_id, "account_id": account_id},
+                },
+                idempotency_key,
             )
-        ).to_dict()
+        )
+        if refund is None:
+            # Refunded in full by someone else between our look and our request.
+            return _refunded_outside(intent, await self._refunds_of(charge_id), order_id)
         status = refund.get("status")
         if status in ("failed", "canceled"):
             _refuse(
                 f"Stripe refund {refund.get('id')} of PaymentIntent {charge_id} is {status}"
                 f" ({refund.get('failure_reason') or 'no reason given'})"
             )
-        currency = str(refund["currency"]).upper()
-        return PaymentRecord(
-            id=str(refund["id"]),
-            kind="refund",
-            amount=from_minor_units(int(refund["amount"]), currency),
-            currency=currency,
-            order_id=order_id,
-            status="succeeded" if status == "succeeded" else "pending",
-            created_at=_timestamp(refund.get("created")),
-        )
+        return _refund_record(refund, order_id)
 
     async def settlement(self, payment_id: str) -> PaymentRecord:
         """Where a ``processing`` PaymentIntent stands now (one retrieval, no waiting): the
@@ -201,6 +219,33 @@ class StripeGateway:
                 _failed_record(request, request_payment_id(request), Reason.INVALID_PAYMENT_METHOD),
             )
         return account.payment_customer_id
+
+    async def _create_refund(
+        self, params: stripe.params.RefundCreateParams, idempotency_key: str
+    ) -> dict[str, Any] | None:
+        """The refund Stripe made, or None when it answers that the charge is already fully
+        refunded. Any other failure is left for :meth:`_call` to sort."""
+        try:
+            created = await self._client.v1.refunds.create_async(
+                params, {"idempotency_key": idempotency_key}
+            )
+        except stripe.InvalidRequestError as exc:
+            if _error_body(exc).get("code") != "charge_already_refunded":
+                raise
+            return None
+        return created.to_dict()
+
+    async def _refunds_of(self, payment_intent: str) -> list[dict[str, Any]]:
+        """Every refund of the PaymentIntent, newest first, page by page."""
+        refunds: list[dict[str, Any]] = []
+        params: stripe.params.RefundListParams = {"payment_intent": payment_intent, "limit": 100}
+        while True:
+            page = (await self._call(self._client.v1.refunds.list_async(params))).to_dict()
+            data = page.get("data") or []
+            refunds += data
+            if not page.get("has_more") or not data:
+                return refunds
+            params = {**params, "starting_after": str(data[-1]["id"])}
 
     async def _call(self, call: Awaitable[T], *, request: ChargeRequest | None = None) -> T:
         """Await one Stripe call and sort its failure (see the module's docstring)."""
@@ -358,6 +403,63 @@ def _card(intent: dict[str, Any]) -> CardDetails | None:
         last4=str(card["last4"]),
         exp_month=card.get("exp_month"),
         exp_year=card.get("exp_year"),
+    )
+
+
+def _refund_record(refund: dict[str, Any], order_id: str) -> PaymentRecord:
+    currency = str(refund["currency"]).upper()
+    return PaymentRecord(
+        id=str(refund["id"]),
+        kind="refund",
+        amount=from_minor_units(int(refund["amount"]), currency),
+        currency=currency,
+        order_id=order_id,
+        status="succeeded" if refund.get("status") == "succeeded" else "pending",
+        created_at=_timestamp(refund.get("created")),
+    )
+
+
+def _is_ours(refund: dict[str, Any], order_id: str) -> bool:
+    """A refund this checkout made for the order: it names the order in its metadata."""
+    return (refund.get("metadata") or {}).get("order_id") == order_id
+
+
+def _refunded_outside(
+    intent: dict[str, Any], refunds: list[dict[str, Any]], order_id: str
+) -> PaymentRecord:
+    """The refund record of a PaymentIntent refunded outside the checkout: all its refunds that
+    stand (succeeded, or still on their way) must add up to what it took; else a final error
+    that says how much is left for an operator to refund."""
+    pid = str(intent["id"])
+    currency = str(intent["currency"]).upper()
+    received = int(intent["amount_received"])
+    standing = [r for r in refunds if r.get("status") not in _GONE_REFUND_STATUSES]
+    refunded = sum(int(r["amount"]) for r in standing)
+    if not standing or refunded != received:
+
+        def money(minor: int) -> str:
+            return f"{from_minor_units(minor, currency)} {currency}"
+
+        _refuse(
+            f"PaymentIntent {pid} of order {order_id} was partly refunded outside the checkout:"
+            f" {money(refunded)} of {money(received)}. The checkout refunds a charge only in"
+            f" full, so it refunds nothing more: an operator must refund the remaining"
+            f" {money(received - refunded)} by hand"
+        )
+    # Stripe lists the newest first, so of refunds made within one second max() keeps it.
+    latest = max(standing, key=lambda r: int(r.get("created") or 0))
+    log.warning(
+        "order %s: PaymentIntent %s was refunded outside the checkout (%s, %s %s); counted as"
+        " the order's refund",
+        order_id,
+        pid,
+        ", ".join(str(r["id"]) for r in standing),
+        from_minor_units(refunded, currency),
+        currency,
+    )
+    pending = any(r.get("status") != "succeeded" for r in standing)
+    return _refund_record(
+        {**latest, "amount": refunded, "status": "pending" if pending else "succeeded"}, order_id
     )
 
 

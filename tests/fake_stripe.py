@@ -14,12 +14,21 @@ It follows Stripe's API reference where the gateway depends on it:
 * errors are ``{"error": {"type", "code", "decline_code", "message", "param", ...}}``; a card
   decline is a 402 ``card_error`` carrying the PaymentIntent (``requires_payment_method``);
 * a PaymentIntent names its ``latest_charge``, expanded to the Charge object (with
-  ``payment_method_details.card``) when asked; a SEPA debit answers ``processing`` until
-  :meth:`FakeStripe.settle` decides it.
+  ``payment_method_details.card``, ``amount_refunded`` and ``refunded``) when asked; a SEPA
+  debit answers ``processing`` until :meth:`FakeStripe.settle` decides it;
+* ``POST /v1/refunds`` refunds the given ``amount`` (or what is left) of the PaymentIntent's
+  charge: a 400 ``charge_already_refunded`` when nothing is left, ``amount_too_large`` when the
+  amount is more than is left; card refunds succeed at once, SEPA ones stay ``pending``;
+* ``GET /v1/refunds?payment_intent=…`` lists the PaymentIntent's refunds newest first, as a
+  ``list`` object with ``has_more``, paged by ``limit`` (default 10, at most 100) and
+  ``starting_after``.
 
-Outages are injected per request: :meth:`FakeStripe.fail_next` answers with an HTTP error before
-executing; :meth:`FakeStripe.drop_next` closes the connection without an answer, before or after
-executing (a reply lost on the way back).
+:meth:`FakeStripe.refund_by_hand` refunds a charge as someone in the Dashboard would (no
+metadata, no idempotency key). Outages are injected per request: :meth:`FakeStripe.fail_next`
+answers with an HTTP error before executing; :meth:`FakeStripe.drop_next` closes the connection
+without an answer, before or after executing (a reply lost on the way back).
+:meth:`FakeStripe.when_next` runs a test's action when a request arrives, before it is answered
+(something happening elsewhere meanwhile, as a refund by hand).
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ import re
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,6 +149,13 @@ class _Fault:
     body: dict[str, Any] | None = None
 
 
+@dataclass
+class _Hook:
+    method: str
+    path: str
+    action: Callable[[], None]
+
+
 class _DropConnection(Exception):
     """Close the connection without an answer."""
 
@@ -157,6 +174,7 @@ class FakeStripe:
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
     _saved: dict[tuple[str, str], _Saved] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
+    _hooks: list[_Hook] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     # --- set-up and inspection by tests --------------------------------------------------------
@@ -219,6 +237,23 @@ class FakeStripe:
         lost)."""
         self._faults.append(_Fault("drop_after" if after_executing else "drop", path))
 
+    def when_next(self, method: str, path: str, action: Callable[[], None]) -> None:
+        """Run ``action`` when the next ``method`` request to ``path`` arrives, before it is
+        answered: something that happens elsewhere in the meantime."""
+        self._hooks.append(_Hook(method, path, action))
+
+    def refund_by_hand(self, payment_intent: str, amount: int | None = None) -> dict[str, Any]:
+        """Refund the PaymentIntent's charge as someone in the Dashboard would: ``amount`` in
+        the minor unit, or all that is left; no metadata. Returns the Refund object."""
+        with self._lock:
+            intent = self.payment_intents[payment_intent]
+            charge = self.charges[intent["latest_charge"]]
+            left = charge["amount_captured"] - charge["amount_refunded"]
+            amount = left if amount is None else amount
+            if not 0 < amount <= left:
+                raise ValueError(f"cannot refund {amount} of {left} left on {charge['id']}")
+            return self._refund(intent, charge, amount, {})
+
     def settle(self, payment_intent: str, *, succeeded: bool) -> None:
         """The bank's answer to a processing SEPA debit."""
         with self._lock:
@@ -250,6 +285,12 @@ class FakeStripe:
         path = split.path
         pairs = parse_qsl(body.decode() if method == "POST" else split.query, True)
         seen = Seen(method, path, decode_form(pairs), headers)
+        with self._lock:
+            hook = next((h for h in self._hooks if (h.method, h.path) == (method, path)), None)
+            if hook is not None:
+                self._hooks.remove(hook)
+        if hook is not None:
+            hook.action()  # outside the lock: the action may take it (refund_by_hand)
         with self._lock:
             self.requests.append(seen)
             status, answer, extra = self._answer(seen)
@@ -317,6 +358,8 @@ class FakeStripe:
             return self._retrieve_payment_intent(seen.path.rsplit("/", 1)[1], seen.params)
         if seen.method == "POST" and seen.path == "/v1/refunds":
             return self._create_refund(seen.params)
+        if seen.method == "GET" and seen.path == "/v1/refunds":
+            return self._list_refunds(seen.params)
         raise _Invalid(
             _error(
                 "invalid_request_error", f"Unrecognized request URL ({seen.method}: {seen.path})."
@@ -481,6 +524,11 @@ class FakeStripe:
                 "amount",
                 code="amount_too_large",
             )
+        return 200, self._refund(intent, charge, amount, params.get("metadata") or {})
+
+    def _refund(
+        self, intent: dict[str, Any], charge: dict[str, Any], amount: int, metadata: dict[str, Any]
+    ) -> dict[str, Any]:
         charge["amount_refunded"] += amount
         charge["refunded"] = charge["amount_refunded"] == charge["amount_captured"]
         refund = {
@@ -490,7 +538,7 @@ class FakeStripe:
             "charge": charge["id"],
             "created": int(time.time()),
             "currency": intent["currency"],
-            "metadata": params.get("metadata") or {},
+            "metadata": metadata,
             "payment_intent": intent["id"],
             "reason": None,
             "status": "succeeded"
@@ -498,7 +546,43 @@ class FakeStripe:
             else "pending",
         }
         self.refunds[refund["id"]] = refund
-        return 200, refund
+        return refund
+
+    def _list_refunds(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        limit = str(params.get("limit") or "10")
+        if not limit.isdigit() or not 1 <= int(limit) <= 100:
+            raise _Invalid(
+                _error(
+                    "invalid_request_error",
+                    "Invalid limit: must be between 1 and 100",
+                    "limit",
+                )
+            )
+        wanted = params.get("payment_intent")
+        # Newest first; refunds made within one second keep the order they were made in.
+        refunds = [
+            r for r in reversed(self.refunds.values()) if wanted in (None, r["payment_intent"])
+        ]
+        after = params.get("starting_after")
+        if after is not None:
+            ids = [r["id"] for r in refunds]
+            if after not in ids:
+                raise _Invalid(
+                    _error(
+                        "invalid_request_error",
+                        f"No such refund: '{after}'",
+                        "starting_after",
+                        code="resource_missing",
+                    )
+                )
+            refunds = refunds[ids.index(after) + 1 :]
+        page = refunds[: int(limit)]
+        return 200, {
+            "object": "list",
+            "data": [dict(r) for r in page],
+            "has_more": len(refunds) > len(page),
+            "url": "/v1/refunds",
+        }
 
 
 class _Invalid(Exception):

@@ -1,8 +1,8 @@
 """The Stripe gateway (checkout/stripe_gateway.py; docs/contract.md, section 9) with the real
 ``stripe`` client against a local fake of Stripe's API (tests/fake_stripe.py): one confirmed
 off-session PaymentIntent per idempotency key, declines as reasons, outages retried under the same
-key, other refusals final, SEPA settlement, exact refunds, and the API key never in a message or
-log.
+key, other refusals final, SEPA settlement, exact refunds (a charge refunded by hand in full
+counts, in part is final), and the API key never in a message or log.
 
 The last test talks to Stripe's test mode itself and runs only with a test key in STRIPE_API_KEY.
 """
@@ -36,6 +36,7 @@ from checkout.models import Account
 from checkout.models import CardDetails
 from checkout.models import ChargeInput
 from checkout.models import PaymentRecord
+from checkout.models import RefundInput
 from checkout.money import from_minor_units
 from checkout.money import to_minor_units
 from checkout.store import Store
@@ -575,6 +576,125 @@ async def test_a_payment_still_processing_is_not_refunded_yet(
     assert fake.seen("POST", "/v1/refunds")[0].params["amount"] == "172550"
 
 
+async def refund_order(gateway: StripeGateway, paid: PaymentRecord, acc: Account) -> PaymentRecord:
+    """The compensation's refund of ``paid``, under the order's refund key."""
+    return await gateway.refund(
+        idempotency_key=f"checkout-{ORDER}/refund",
+        charge_id=paid.id,
+        account_id=acc.account_id,
+        order_id=ORDER,
+    )
+
+
+@pytest.mark.parametrize("by_hand", [[None], [100000, 23456]], ids=["at-once", "in-two"])
+async def test_a_charge_refunded_by_hand_in_full_is_the_refund_and_nothing_more_is_refunded(
+    fake: FakeStripe,
+    gateway: StripeGateway,
+    acc: Account,
+    customer: str,
+    caplog: pytest.LogCaptureFixture,
+    by_hand: list[int | None],
+) -> None:
+    """A charge refunded in full in the Dashboard before the compensation's refund is that
+    refund: the by-hand refunds' sum under the latest one's id, a warning, no new refund."""
+    paid = await gateway.charge(request(acc, fake.save_card(customer), amount="1234.56"))
+    made = [fake.refund_by_hand(paid.id, amount) for amount in by_hand]
+
+    refunded = await refund_order(gateway, paid, acc)
+    again = await refund_order(gateway, paid, acc)
+
+    assert (refunded.kind, refunded.status) == ("refund", "succeeded")
+    assert refunded.id == made[-1]["id"]
+    assert (refunded.amount, refunded.currency) == (Decimal("1234.56"), "EUR")
+    assert refunded.order_id == ORDER
+    assert again == refunded
+    assert fake.seen("POST", "/v1/refunds") == []
+    assert len(fake.refunds) == len(made)
+    listed = fake.seen("GET", "/v1/refunds")
+    assert listed[0].params == {"payment_intent": paid.id, "limit": "100"}
+    assert any(
+        r.levelno == logging.WARNING and "refunded outside the checkout" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+async def test_refunds_by_hand_are_read_page_by_page(
+    fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
+) -> None:
+    """More refunds by hand than one page of Stripe's list holds (100) are all counted."""
+    paid = await gateway.charge(request(acc, fake.save_card(customer), amount="1.01"))
+    made = [fake.refund_by_hand(paid.id, 1) for _ in range(101)]
+
+    refunded = await refund_order(gateway, paid, acc)
+
+    assert (refunded.id, refunded.amount) == (made[-1]["id"], Decimal("1.01"))
+    pages = fake.seen("GET", "/v1/refunds")
+    assert [p.params.get("starting_after") for p in pages] == [None, made[1]["id"]]
+    assert fake.seen("POST", "/v1/refunds") == []
+
+
+async def test_a_debit_refunded_by_hand_that_is_still_on_its_way_is_a_pending_refund(
+    fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
+) -> None:
+    """A SEPA refund made by hand is pending for days: it still counts, as a pending refund."""
+    paid = await gateway.charge(request(acc, fake.save_sepa_debit(customer)))
+    fake.settle(paid.id, succeeded=True)
+    made = fake.refund_by_hand(paid.id)
+
+    refunded = await refund_order(gateway, paid, acc)
+
+    assert (refunded.id, refunded.status, refunded.amount) == (
+        made["id"],
+        "pending",
+        Decimal("1725.50"),
+    )
+    assert fake.seen("POST", "/v1/refunds") == []
+
+
+async def test_a_charge_refunded_by_hand_while_our_refund_is_sent_is_the_refund(
+    fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
+) -> None:
+    """Refunded in full by hand between our look at the charge and our POST (Stripe's 400
+    charge_already_refunded): the by-hand refund is the refund, also on a retry of the key."""
+    paid = await gateway.charge(request(acc, fake.save_card(customer), amount="1234.56"))
+    made: list[dict[str, Any]] = []
+    fake.when_next("POST", "/v1/refunds", lambda: made.append(fake.refund_by_hand(paid.id)))
+
+    refunded = await refund_order(gateway, paid, acc)
+    again = await refund_order(gateway, paid, acc)
+
+    (by_hand,) = made
+    assert (refunded.id, refunded.status) == (by_hand["id"], "succeeded")
+    assert (refunded.amount, refunded.currency) == (Decimal("1234.56"), "EUR")
+    assert again == refunded
+    (sent,) = fake.seen("POST", "/v1/refunds")  # the retry saw the charge refunded first
+    assert sent.status == 400
+    assert len(fake.refunds) == 1
+
+
+async def test_a_charge_refunded_by_hand_in_part_is_a_final_error_naming_the_amounts(
+    fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
+) -> None:
+    """A charge refunded only in part by hand is a final gateway error saying what was
+    refunded and what an operator must still refund; the rest is not refunded automatically."""
+    paid = await gateway.charge(request(acc, fake.save_card(customer), amount="1234.56"))
+    fake.refund_by_hand(paid.id, 20000)
+
+    with pytest.raises(ApplicationError) as refused:
+        await like_temporal(lambda: refund_order(gateway, paid, acc))
+
+    assert refused.value.type == PAYMENT_GATEWAY_ERROR
+    assert refused.value.non_retryable
+    message = refused.value.message
+    assert paid.id in message
+    assert "partly refunded outside the checkout: 200.00 EUR of 1234.56 EUR" in message
+    assert "an operator must refund the remaining 1034.56 EUR" in message
+    assert fake.seen("POST", "/v1/refunds") == []
+    assert len(fake.refunds) == 1
+    (charge,) = fake.charges.values()
+    assert (charge["amount_refunded"], charge["refunded"]) == (20000, False)
+
+
 # --- the API key stays secret --------------------------------------------------------------------
 
 
@@ -684,6 +804,43 @@ async def test_charge_payment_activity_reports_the_card_from_stripe(
     assert (info.amount, info.currency) == (Decimal("99.00"), "EUR")
     assert rejected.value.type == Reason.EXPIRED_CARD.value
     assert rejected.value.non_retryable
+
+
+async def test_refund_payment_activity_reports_a_refund_made_by_hand_and_stores_nothing(
+    fake: FakeStripe, store: Store, acc: Account, customer: str
+) -> None:
+    """Through the worker's wiring: the compensation's refund of a charge refunded by hand is
+    that refund, the same on a second run; with Stripe the store keeps no payment rows."""
+    settings = Settings(payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url)
+    activities = build_activities(settings, store)
+    env = ActivityEnvironment()
+    card = fake.save_card(customer)
+    charged = await env.run(
+        activities.charge_payment,
+        ChargeInput(
+            order_id=ORDER,
+            account_id=acc.account_id,
+            idempotency_key=f"order-{ORDER}/charge",
+            payment_method=card,
+            amount=Decimal("99.00"),
+            currency="EUR",
+        ),
+    )
+    by_hand = fake.refund_by_hand(charged.id)
+    undo = RefundInput(
+        order_id=ORDER,
+        account_id=acc.account_id,
+        idempotency_key=f"order-{ORDER}/refund",
+        charge_id=charged.id,
+    )
+
+    first = await env.run(activities.refund_payment, undo)
+    second = await env.run(activities.refund_payment, undo)
+
+    assert (first.id, first.amount, first.currency) == (by_hand["id"], Decimal("99.00"), "EUR")
+    assert second == first
+    assert fake.seen("POST", "/v1/refunds") == []
+    assert await store.payments() == []
 
 
 async def test_charge_payment_activity_reports_the_sandbox_card(store: Store) -> None:
