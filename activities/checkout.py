@@ -356,6 +356,8 @@ class CheckoutActivities(CheckoutSteps):
             id=payment.id,
             amount=payment.amount,
             currency=payment.currency,
+            # Due, not paid: the customer pays the invoice by its due date.
+            status="pending",
             invoice_number=number,
         )
 

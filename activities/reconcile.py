@@ -70,7 +70,14 @@ class _Run:
 def _info(payment: PaymentRecord | None) -> ChargeInfo | None:
     if payment is None:
         return None
-    return ChargeInfo(id=payment.id, amount=payment.amount, currency=payment.currency)
+    # As the run reports them: an invoice is due (pending) as recorded, whatever befell it later.
+    pending = payment.kind == "invoice" or payment.status == "pending"
+    return ChargeInfo(
+        id=payment.id,
+        amount=payment.amount,
+        currency=payment.currency,
+        status="pending" if pending else "succeeded",
+    )
 
 
 class Reconciler:

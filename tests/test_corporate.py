@@ -141,6 +141,7 @@ async def test_corporate_order_waits_for_approval_then_is_invoiced_not_charged(
     total = result.invoice.total
     assert total == Decimal("2915.50")  # 5 x 490.00 + 19 % German VAT
     assert (result.invoice_payment.amount, result.invoice_payment.currency) == (total, "EUR")
+    assert result.invoice_payment.status == "pending"  # due by its date, not paid
 
     ordered_at = result.invoice.lines[0].period_start  # the anchor: when the order was placed
     (payment,) = await store.payments(account_id=acc.account_id)
