@@ -112,7 +112,10 @@ async def cmd_resend(args: argparse.Namespace, settings: Settings) -> int:
                 f"{what} could not be sent ({one_line(error, 200)}); it stays {entry.status}"
             ) from None
         done = await store.outbox_resent(entry.order_id, entry.purpose, sent=True)
-    print(render.email_resent(done))
+    if args.json:
+        print_json(_listed(done))  # the row `emails list --json` shows for it
+    else:
+        print(render.email_resent(done))
     return 0
 
 
@@ -134,5 +137,8 @@ def add_commands(commands: Any) -> None:
         "--purpose",
         metavar="P",
         help=f"which e-mail ({', '.join(PURPOSES)}); needed when the order has several",
+    )
+    resend.add_argument(
+        "--json", action="store_true", help="print the e-mail's outbox row as JSON once sent"
     )
     resend.set_defaults(handler=cmd_resend)

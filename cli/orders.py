@@ -321,8 +321,12 @@ def _refusal(cause: BaseException) -> str:
     return one_line(cause.message if isinstance(cause, ApplicationError) else str(cause))
 
 
-async def _update(order_id: str, name: str, arg: BaseModel | None = None) -> int:
+async def _update(args: argparse.Namespace, name: str, arg: BaseModel | None = None) -> int:
+    order_id = args.order_id
     state = await _send_update(order_id, name, arg)
+    if args.json:
+        print_json(state)
+        return 0
     line = f"{name}: order {order_id} is {state.state.value}"
     if state.result is not None:
         line += f" ({render.outcome(state.result)})"
@@ -372,12 +376,16 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
     state = await _send_update(args.order_id, RETRY_PROVISIONING_UPDATE)
+    if args.json:
+        print_json(state)  # the state either way; the exit status says whether it went through
     if state.state is CheckoutStatus.NEEDS_ATTENTION:
         when = render.timestamp(state.deadline) if state.deadline else "the park timeout"
         raise CliError(
             f"retry of order {args.order_id} failed again: {state.last_error or 'no error given'};"
             f" it stays parked and compensates itself at {when} unless retried or compensated"
         )
+    if args.json:
+        return 0
     line = f"retry_provisioning: order {args.order_id} went through and is {state.state.value}"
     if state.result is not None:
         line += f" ({render.outcome(state.result)})"
@@ -387,17 +395,17 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
 
 async def cmd_compensate(args: argparse.Namespace, _: Settings) -> int:
     request = _request(CompensateRequest, reason=args.reason)
-    return await _update(args.order_id, "compensate", request)
+    return await _update(args, "compensate", request)
 
 
 async def cmd_approve(args: argparse.Namespace, _: Settings) -> int:
     approver = args.by or os_user()
-    return await _update(args.order_id, "approve", _request(ApproveRequest, approver=approver))
+    return await _update(args, "approve", _request(ApproveRequest, approver=approver))
 
 
 async def cmd_reject(args: argparse.Namespace, _: Settings) -> int:
     request = _request(RejectRequest, approver=args.by or os_user(), reason=args.reason)
-    return await _update(args.order_id, "reject", request)
+    return await _update(args, "reject", request)
 
 
 # --- the parser --------------------------------------------------------------------------------
@@ -416,9 +424,11 @@ def _on_order(
     handler: Callable[[argparse.Namespace, Settings], Awaitable[int]],
     help_: str,
 ) -> Any:
-    """A command on one checkout, named by its ORDER_ID."""
+    """A command on one checkout, named by its ORDER_ID, printing the CheckoutState with
+    ``--json``."""
     command = commands.add_parser(name, help=help_)
     command.add_argument("order_id", metavar="ORDER_ID")
+    command.add_argument("--json", action="store_true", help="print the CheckoutState as JSON")
     command.set_defaults(handler=handler)
     return command
 
@@ -441,8 +451,7 @@ def add_commands(commands: Any) -> None:
     quote_.add_argument("--json", action="store_true", help="print the invoice as JSON")
     quote_.set_defaults(handler=cmd_quote)
 
-    status = _on_order(commands, "status", cmd_status, "where a checkout is (the status query)")
-    status.add_argument("--json", action="store_true", help="print the CheckoutState as JSON")
+    _on_order(commands, "status", cmd_status, "where a checkout is (the status query)")
 
     listing = commands.add_parser("list", help="checkouts, newest first")
     statuses = [s.value for s in CheckoutStatus]

@@ -159,6 +159,22 @@ async def test_resend_picks_the_purpose_and_refuses_what_it_cannot_do(outbox: Ou
     assert "taking longer" in again["Subject"]
     entry = await outbox.store.outbox_entry("ord-7", "parked")
     assert entry is not None and (entry.status, entry.attempts) == ("sent", 2)
+    # --json: the row `emails list --json` shows for it, after this resend.
+    code, out, err = await outbox(
+        "emails", "resend", "ord-7", "--purpose", "confirmation", "--json"
+    )
+    assert (code, err) == (0, ""), err
+    row = json.loads(out)
+    assert (row["order_id"], row["purpose"], row["status"], row["attempts"]) == (
+        "ord-7",
+        "confirmation",
+        "sent",
+        2,
+    )
+    assert row["message_id"] == confirmation["Message-ID"]
+    assert row["to"] == acc.billing_email
+    *_, resent = await outbox.sink.wait_for(4)
+    assert resent["Message-ID"] == confirmation["Message-ID"]
 
     for argv, expected in (
         (["ord-missing"], "no e-mail of order ord-missing in the outbox"),
@@ -177,10 +193,11 @@ async def test_resend_picks_the_purpose_and_refuses_what_it_cannot_do(outbox: Ou
     assert (code, out) == (1, "")
     assert "could not be sent" in one_line(err) and "it stays sent" in err
     entry = await outbox.store.outbox_entry("ord-7", "confirmation")
-    assert entry is not None and (entry.status, entry.attempts) == ("sent", 2)
+    assert entry is not None and (entry.status, entry.attempts) == ("sent", 3)
     assert entry.last_error is not None and "SMTPConnectError" in entry.last_error
     assert [m["Message-ID"] for m in outbox.sink.messages] == [
         parked["Message-ID"],
         confirmation["Message-ID"],
         parked["Message-ID"],
+        confirmation["Message-ID"],
     ]

@@ -23,6 +23,8 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 from checkout.contract import checkout_workflow_id
 from checkout.models import CheckoutResult
+from checkout.models import CheckoutState
+from checkout.models import CheckoutStatus
 from checkout.models import ResultStatus
 from checkout.store import Store
 from cli import main as checkout_command
@@ -530,9 +532,11 @@ async def test_operator_commands_on_a_parked_order(cli: Cli) -> None:
         await _eventually_in(cli, order_id, "NeedsAttention")
     finally:
         assert (await cli("products", "resume", "remote-support"))[0] == 0
-    code, out, err = await cli("retry", order_id)
+    code, out, err = await cli("retry", order_id, "--json")
     assert (code, err) == (0, "")
-    assert out.startswith(f"retry_provisioning: order {order_id} went through and is ")
+    state = CheckoutState.model_validate_json(out)  # --json: the state once it went through
+    assert state.state is not CheckoutStatus.NEEDS_ATTENTION
+    assert "provision_subscriptions" in state.steps_done
     assert (await _result(cli, order_id)).status is ResultStatus.COMPLETED
 
 
@@ -576,9 +580,12 @@ async def test_approve_and_reject_corporate_orders(cli: Cli) -> None:
     assert [p.kind for p in payments] == ["invoice"]
 
     code, out, err = await cli(
-        "reject", rejected["order_id"], "--by", "Jane Doe", "--reason", "no budget"
+        "reject", rejected["order_id"], "--by", "Jane Doe", "--reason", "no budget", "--json"
     )
     assert (code, err) == (0, "")
+    state = CheckoutState.model_validate_json(out)  # --json: the CheckoutState after the update
+    assert state.order_id == rejected["order_id"]
+    assert state.state is not CheckoutStatus.AWAITING_APPROVAL
     result = await _result(cli, rejected["order_id"])
     assert (result.status, result.reason) == (ResultStatus.REJECTED, "approval_rejected")
     assert await cli.store.payments(order_id=rejected["order_id"]) == []
