@@ -30,6 +30,8 @@ from checkout.contract import DECISION_UPDATE
 from checkout.contract import checkout_workflow_id
 from checkout.gateway import ChargeRequest
 from checkout.gateway import SandboxGateway
+from checkout.models import BeginOrder
+from checkout.models import BeginOrderInput
 from checkout.models import ChargeInfo
 from checkout.models import ChargeInput
 from checkout.models import CheckoutResult
@@ -637,3 +639,65 @@ async def test_gateway_timeouts_are_retried_and_charge_once(
     ]
     assert result.charge is not None and result.charge.id == payments[0].id
     assert state.steps_done.count("charge_payment") == 1
+
+
+class HeldClaim(CheckoutActivities):
+    """The real activities; the order is claimed (and priced) in the store, then the answer
+    waits until the test lets it go: the cancel comes after the claim was written."""
+
+    entered: asyncio.Event
+    opened: asyncio.Event
+
+    @activity.defn(name="begin_order")
+    async def begin_order(self, request: BeginOrderInput) -> BeginOrder:
+        begun = await super().begin_order(request)
+        self.entered.set()
+        await self.opened.wait()
+        return begun
+
+
+async def test_cancelling_while_the_order_is_claimed_releases_its_place_in_line(
+    dev_env: WorkflowEnvironment, store: Store, make_settings: MakeSettings
+) -> None:
+    """Found reading the code: a cancel while the order was being claimed cancelled the claim's
+    local activity and ended the run at once; the store had already claimed the order, so it
+    stayed unfinished and held its place in line, and the account's later orders of the product
+    waited in Queued until the queue timeout. The cancel now waits for the claim and ends the
+    order recorded, with its place released."""
+    acc = await seeded_account(store)
+    settings = make_settings()
+    held = activities_with(settings, store, HeldClaim)
+    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    raw = order(acc.account_id)
+    async with checkout_worker(dev_env.client, settings, store, activities=held):
+        handle = await start_order(dev_env.client, settings, raw)
+        await asyncio.wait_for(held.entered.wait(), timeout=30)
+        await handle.cancel()
+
+        async def cancel_seen() -> None:
+            history = await handle.fetch_history()
+            assert any(
+                e.HasField("workflow_execution_cancel_requested_event_attributes")
+                for e in history.events
+            )
+
+        await eventually(cancel_seen)
+        held.opened.set()  # the claim's answer comes back after the cancel
+        with pytest.raises(WorkflowFailureError) as failure:
+            await handle.result()
+        assert isinstance(failure.value.cause, CancelledError)
+        history = await handle.fetch_history()
+
+    record = await store.order(raw["order_id"])
+    assert record is not None and record.result is not None, record
+    result = CheckoutResult.model_validate_json(record.result)
+    assert result.reason == "cancelled", result
+    assert [o for o, _, _ in await store.held_locks() if o == raw["order_id"]] == []
+    assert await store.payments(account_id=acc.account_id) == []
+    replayer = Replayer(
+        workflows=list(WORKFLOWS),
+        data_converter=pydantic_data_converter,
+        interceptors=[CheckoutInterceptor()],
+    )
+    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert replayed.replay_failure is None, replayed.replay_failure

@@ -60,6 +60,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.errors import CheckoutRejected
     from checkout.errors import Reason
     from checkout.models import ApproveRequest
+    from checkout.models import BeginOrder
     from checkout.models import BeginOrderInput
     from checkout.models import ChargeInfo
     from checkout.models import ChargeInput
@@ -135,6 +136,9 @@ CHARGE_OUTLIVES_CANCEL = "charge-outlives-cancel"
 #: The patch after which a cancel while an approved order is invoiced waits for the invoice's
 #: record (and voids it, with a credit note for its number).
 INVOICE_OUTLIVES_CANCEL = "invoice-outlives-cancel"
+#: The patch after which a cancel while the order is claimed (``begin_order``) waits for the
+#: claim, then ends the order recorded and releases its places in line.
+BEGIN_OUTLIVES_CANCEL = "begin-outlives-cancel"
 #: How often a queued order looks again whether its turn came, should a wake-up be missed.
 QUEUE_RECHECK = timedelta(seconds=30)
 #: Encoding of the stand-in for a start with more than one argument (see interceptors.py).
@@ -253,10 +257,7 @@ class CheckoutWorkflow:
         self._refresh_details()
         run_id = workflow.info().run_id
         anchor = workflow.info().workflow_start_time.replace(microsecond=0)
-        begin = await self._local(
-            CheckoutSteps.begin_order,
-            BeginOrderInput(order=order, run_id=run_id, anchor=anchor, price=order.vat_id is None),
-        )
+        begin = await self._begin(order, run_id, anchor)
         claim = begin.claim
         self._policy = begin.policy
         if begin.plan is not None or begin.rejected is not None:
@@ -288,6 +289,34 @@ class CheckoutWorkflow:
             await self._end_cancelled()
             raise
         return result
+
+    async def _begin(self, order: Order, run_id: str, anchor: datetime) -> BeginOrder:
+        """Claim the order for this run (its places in line) and, without a VAT ID to check
+        first, price it: one local activity."""
+        name = CheckoutSteps.begin_order.__name__
+        beginning = workflow.start_local_activity_method(
+            CheckoutSteps.begin_order,
+            BeginOrderInput(order=order, run_id=run_id, anchor=anchor, price=order.vat_id is None),
+            summary=name.replace("_", " "),
+            **LOCAL,
+        )
+        try:
+            begin = await asyncio.shield(beginning)
+        except asyncio.CancelledError:
+            if not workflow.patched(BEGIN_OUTLIVES_CANCEL):
+                beginning.cancel()
+                raise
+            # The store may have claimed the order (its places in line) before the cancel came:
+            # wait for the claim and end the order recorded, so that the later orders of the
+            # account do not wait in Queued for a run that is gone.
+            begin = await beginning
+            self._progress.steps_done.append(name)
+            if begin.claim.owner_run_id == run_id and begin.claim.earlier_result is None:
+                self._policy = begin.policy
+                await self._end_cancelled()
+            raise
+        self._progress.steps_done.append(name)
+        return begin
 
     async def _checkout(
         self,
