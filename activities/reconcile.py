@@ -6,7 +6,10 @@ store and Temporal; ``--fix`` brings each to a consistent end with the order's o
 keys, so running it twice does nothing more:
 
 - a run stopped before ``Notifying`` is undone: anchor and seats restored, the charge refunded
-  (key ``order-<id>/refund``), an invoice voided, the customer told if money had moved;
+  (key ``order-<id>/refund``), an invoice voided, the customer told if money had moved. When the
+  store has no payment for the order, the gateway is asked once for its charge
+  (``find_charge``): a worker stopped between the provider taking the money and the store's
+  record leaves a charge only the provider knows;
 - a run stopped in ``Notifying`` or later was complete: its result is recorded and its
   confirmation sent (the outbox never sends one twice);
 - then its places in line are released and the orders waiting behind it are woken.
@@ -121,6 +124,7 @@ class Reconciler:
         run = await self._run(order)
         if run is not None and run.status == "running":
             return None
+        lookup_failed = await self._find_charge(order)
         charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
         refund = await self._succeeded(idempotency_key(order.order_id, "refund"))
         finding = ReconcileFinding(
@@ -135,6 +139,12 @@ class Reconciler:
             charged=charge.amount if charge else None,
             refunded=refund.amount if refund else None,
         )
+        if lookup_failed is not None:
+            detail = f"{finding.detail}; its charge could not be looked up: {lookup_failed}"
+            finding = finding.model_copy(update={"detail": detail})
+            if fix:
+                # Undone now, a charge the store has no record of would never be refunded.
+                return finding.model_copy(update={"action": "failed"})
         if not fix:
             return finding
         try:
@@ -168,6 +178,22 @@ class Reconciler:
             return run.checkout_status in _COMPLETE_STATES
         # No word from Temporal: the anchor reset is the last step before Notifying.
         return await self._store.step_status(order.order_id, "anchor") == "applied"
+
+    async def _find_charge(self, order: OrderRecord) -> str | None:
+        """Ask the gateway for the order's charge when the store has no payment for it (one
+        call; the gateway records what it finds). The error, escaped, if it could not answer."""
+        keys = [idempotency_key(order.order_id, step) for step in ("charge", "invoice")]
+        for key in keys:
+            if await self._store.payment_by_key(key) is not None:
+                return None
+        try:
+            await self._activities.gateway.find_charge(
+                order_id=order.order_id, account_id=order.account_id, idempotency_key=keys[0]
+            )
+        except Exception as exc:
+            log.warning("reconcile: order %s: charge not looked up: %s", token(order.order_id), exc)
+            return escape(exc, 300)
+        return None
 
     async def _succeeded(self, key: str) -> PaymentRecord | None:
         payment = await self._store.payment_by_key(key)

@@ -1,5 +1,7 @@
 """Payment gateways. The built-in sandbox decides by token (docs/contract.md, section 7), keeps
-every charge and refund in the store under its idempotency key, and so charges each key once."""
+every charge and refund in the store under its idempotency key, and so charges each key once.
+Every gateway records its charges, their settlement and its refunds in the store's payments, so
+``checkout reconcile`` and ``checkout accounts show`` see them whichever gateway took the money."""
 
 from __future__ import annotations
 
@@ -71,7 +73,15 @@ class PaymentGateway(Protocol):
 
     async def settlement(self, payment_id: str) -> PaymentRecord:
         """Where a ``pending`` charge stands now: the record when it succeeded or is still
-        pending; :class:`PaymentDeclined` when it failed."""
+        pending; :class:`PaymentDeclined` when it failed. The store's record follows."""
+        ...
+
+    async def find_charge(
+        self, *, order_id: str, account_id: str, idempotency_key: str
+    ) -> PaymentRecord | None:
+        """The order's charge under ``idempotency_key`` as the gateway knows it, recorded in the
+        store; None when it took nothing for the order. For reconciliation: a charge the
+        provider made but whose record a worker stopped before writing is found here."""
         ...
 
 
@@ -138,6 +148,16 @@ class SandboxGateway:
             status="succeeded",
             refunded_payment_id=charge_id,
         )
+
+    async def find_charge(
+        self,
+        *,
+        order_id: str,  # noqa: ARG002 - the protocol's signature
+        account_id: str,  # noqa: ARG002 - the protocol's signature
+        idempotency_key: str,
+    ) -> PaymentRecord | None:
+        """The sandbox charges and records in one transaction: the store is the whole answer."""
+        return await self._store.payment_by_key(idempotency_key)
 
     async def settlement(self, payment_id: str) -> PaymentRecord:
         """Sandbox charges settle at once: the stored record, declined as it was recorded."""

@@ -1,12 +1,15 @@
 """``checkout reconcile --fix`` when a repair itself fails: the other orders are still repaired,
-the failed one is reported and resumed by the next run. Real store, Temporal dev server (the
-orders' runs are unknown to it, as after retention) and the sandbox gateway."""
+the failed one is reported and resumed by the next run; and a Stripe charge the store never
+recorded (the worker stopped between Stripe's answer and the record) is found and refunded once.
+Real store, Temporal dev server (the orders' runs are unknown to it, as after retention), the
+sandbox gateway and the Stripe gateway against the local fake (tests/fake_stripe.py)."""
 
 from __future__ import annotations
 
 import uuid
 
 import pytest
+from sqlalchemy import delete
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -19,6 +22,8 @@ from checkout.models import BeginOrderInput
 from checkout.models import Order
 from checkout.models import PaymentRecord
 from checkout.store import Store
+from checkout.store.schema import PaymentRow
+from tests.fake_stripe import running_fake_stripe
 from tests.helpers import MakeSettings
 from tests.helpers import activities_with
 from tests.helpers import now
@@ -27,6 +32,8 @@ from tests.helpers import seeded_account
 from workflows.common import charge_input
 
 pytestmark = pytest.mark.e2e
+
+API_KEY = f"sk_test_51Fake{uuid.uuid4().hex}"
 
 
 class RefusingGateway(SandboxGateway):
@@ -95,3 +102,77 @@ async def test_a_failing_repair_leaves_the_others_repaired_and_is_resumed(
 
     assert [(f.order_id, f.action) for f in second.findings] == [(refused, "undone")]
     assert sorted(p.kind for p in await store.payments(order_id=refused)) == ["charge", "refund"]
+
+
+@pytest.mark.parametrize("search_fails", [False, True], ids=["found", "search-fails-first"])
+async def test_a_stripe_charge_the_store_never_recorded_is_refunded_once(
+    dev_env: WorkflowEnvironment,
+    store: Store,
+    make_settings: MakeSettings,
+    search_fails: bool,
+) -> None:
+    """A Stripe charge whose record a stopped worker never wrote is found by reconcile --fix,
+    refunded once and recorded with its refund; a second --fix refunds nothing more. A search
+    Stripe cannot answer leaves the order as found (``failed``), never undone unrefunded."""
+    with running_fake_stripe(API_KEY) as fake:
+        settings = make_settings(
+            payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url
+        )
+        acts = activities_with(settings, store, CheckoutActivities)
+        customer = fake.add_customer()
+        acc = await seeded_account(
+            store, account_id=f"acc-{uuid.uuid4().hex[:8]}", payment_customer_id=customer
+        )
+        placed = Order.model_validate(
+            order(acc.account_id, payment_method=fake.save_card(customer))
+        )
+        begun = await acts.begin_order(
+            BeginOrderInput(order=placed, run_id=str(uuid.uuid4()), anchor=now())
+        )
+        assert begun.plan is not None
+        request = charge_input(
+            placed, begun.plan, idempotency_key(placed.order_id, "charge"), now().year
+        )
+        assert request is not None
+        await acts.charge_payment(request)
+        # As if the worker had stopped between Stripe's answer and the store's record.
+        async with store.engine.begin() as connection:
+            await connection.execute(delete(PaymentRow))
+        (intent,) = fake.payment_intents.values()
+        assert intent["status"] == "succeeded"
+        assert await store.payments(order_id=placed.order_id) == []
+
+        reconciler = Reconciler(client=dev_env.client, store=store, activities=acts)
+        if search_fails:
+            fake.fail_next(503, path="/v1/payment_intents/search")
+            (failed,) = [
+                f
+                for f in (await reconciler.run(fix=True)).findings
+                if f.order_id == placed.order_id
+            ]
+            assert (failed.action, failed.fixed) == ("failed", False)
+            assert "could not be looked up" in failed.detail and "HTTP 503" in failed.detail
+            left = await store.order(placed.order_id)
+            assert left is not None and left.result is None
+            assert fake.refunds == {}
+        first = await reconciler.run(fix=True)
+        second = await reconciler.run(fix=True)
+
+    (finding,) = [f for f in first.findings if f.order_id == placed.order_id]
+    assert (finding.action, finding.fixed) == ("undone", True)
+    assert finding.charged == finding.refunded == request.amount
+    assert [f for f in second.findings if f.order_id == placed.order_id] == []
+    (refund,) = fake.refunds.values()
+    assert (refund["payment_intent"], refund["amount"]) == (intent["id"], intent["amount"])
+    assert len(fake.seen("POST", "/v1/refunds")) == 1
+    assert [r.status for r in fake.seen("GET", "/v1/payment_intents/search")] == [
+        *([503] if search_fails else []),
+        200,
+    ]
+    payments = await store.payments(order_id=placed.order_id)
+    assert [(p.kind, p.id, p.status) for p in payments] == [
+        ("charge", intent["id"], "succeeded"),
+        ("refund", refund["id"], "succeeded"),
+    ]
+    done = await store.order(placed.order_id)
+    assert done is not None and done.result is not None
