@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 from typing import Protocol
 
@@ -65,6 +66,10 @@ class ChargeRequest:
 
 
 class PaymentGateway(Protocol):
+    #: How long a new charge may take to show in :meth:`find_charge`: reconcile repairs no order
+    #: whose run closed more recently than this without a charge found.
+    charge_search_lag: timedelta
+
     async def charge(self, request: ChargeRequest) -> PaymentRecord: ...
 
     async def refund(
@@ -92,6 +97,9 @@ def payment_id(prefix: str, idempotency_key: str) -> str:
 
 class SandboxGateway:
     """Behaves like a card gateway's test mode, without a network."""
+
+    #: Its charges are in the store the moment they are made.
+    charge_search_lag = timedelta(0)
 
     def __init__(self, store: Store) -> None:
         self._store = store

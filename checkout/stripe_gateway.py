@@ -43,6 +43,7 @@ import re
 from collections.abc import Awaitable
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 from typing import NoReturn
 from typing import TypeVar
@@ -88,6 +89,10 @@ class PaymentGatewayUnavailable(Exception):
     """Stripe could not be reached or asked us to come back later: retried by Temporal."""
 
 
+#: Stripe: "Under normal operating conditions, data is searchable in less than a minute"; with a
+#: margin, as reconcile waits this long after a run closed before trusting an empty search.
+SEARCH_LAG = timedelta(minutes=3)
+
 #: PaymentIntent statuses that took the customer's money, or will: the best first.
 _TAKING_STATUSES = ("succeeded", "processing")
 
@@ -102,10 +107,13 @@ class StripeGateway:
         *,
         api_base: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        charge_search_lag: timedelta = SEARCH_LAG,
     ) -> None:
         if not api_key:
             raise ValueError("the Stripe gateway needs an API key")
         self._api_key = api_key
+        #: How long a new PaymentIntent may take to show in Stripe's search (find_charge).
+        self.charge_search_lag = charge_search_lag
         #: Where accounts name their Stripe customer, and where payments are recorded.
         self._store = store
         self._http = stripe.HTTPXClient(timeout=timeout)

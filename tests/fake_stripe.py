@@ -27,8 +27,9 @@ It follows Stripe's API reference where the gateway depends on it:
   ``metadata['key']:'value'`` clause; anything else is a 400), newest first, as a
   ``search_result`` object with ``data``, ``has_more`` and ``next_page``, paged by ``limit``
   (default 10, at most 100) and ``page`` (the previous ``next_page``); ``expand[]=
-  data.latest_charge`` expands each one's charge. Unlike Stripe's, whose results lag behind by
-  up to about a minute, it finds a PaymentIntent at once.
+  data.latest_charge`` expands each one's charge. Stripe's results lag behind by up to about a
+  minute; the fake finds a PaymentIntent at once unless :attr:`FakeStripe.search_lag` (seconds)
+  says how long a new one stays out of its results.
 
 :meth:`FakeStripe.refund_by_hand` refunds a charge as someone in the Dashboard would (no
 metadata, no idempotency key). Outages are injected per request: :meth:`FakeStripe.fail_next`
@@ -179,6 +180,8 @@ class FakeStripe:
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Seconds a new PaymentIntent stays out of search results, as Stripe's search lags behind.
+    search_lag: float = 0.0
     _saved: dict[tuple[str, str], _Saved] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _hooks: list[_Hook] = field(default_factory=list)
@@ -511,8 +514,11 @@ class FakeStripe:
             )
         key, value = (re.sub(r"\\(.)", r"\1", part) for part in query.groups())
         limit = _limit(params)
+        indexed = time.time() - self.search_lag
         found = [
-            i for i in reversed(self.payment_intents.values()) if i["metadata"].get(key) == value
+            i
+            for i in reversed(self.payment_intents.values())
+            if i["metadata"].get(key) == value and i["created"] <= indexed
         ]
         start = int(params.get("page") or 0)
         page = found[start : start + limit]
