@@ -141,6 +141,8 @@ class CheckoutActivities(CheckoutSteps):
         #: The store, for what works beside the activities (reconciliation).
         self.store = store
         self._gateway = gateway
+        #: The gateway, for reconciliation's look for a charge the store has no record of.
+        self.gateway = gateway
         self._mailer = mailer
         self._catalog = catalog
         self._settings = settings

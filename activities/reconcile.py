@@ -6,7 +6,12 @@ store and Temporal; ``--fix`` brings each to a consistent end with the order's o
 keys, so running it twice does nothing more:
 
 - a run stopped before ``Notifying`` is undone: anchor and seats restored, the charge refunded
-  (key ``order-<id>/refund``), an invoice voided, the customer told if money had moved;
+  (key ``order-<id>/refund``), an invoice voided, the customer told if money had moved. When the
+  store has no payment for the order, the gateway is asked once for its charge
+  (``find_charge``): a worker stopped between the provider taking the money and the store's
+  record leaves a charge only the provider knows. A pending charge (a debit) is asked how it
+  settled; one still pending, or a charge the gateway's search may not show yet (a run closed
+  less than ``charge_search_lag`` ago), leaves the order for a later ``--fix``;
 - a run stopped in ``Notifying`` or later was complete: its result is recorded and its
   confirmation sent (the outbox never sends one twice);
 - then its places in line are released and the orders waiting behind it are woken.
@@ -18,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC
 from datetime import datetime
 
 from temporalio import activity
@@ -33,6 +39,7 @@ from checkout.contract import idempotency_key
 from checkout.echo import escape
 from checkout.echo import token
 from checkout.errors import Reason
+from checkout.gateway import PaymentDeclined
 from checkout.models import ChargeInfo
 from checkout.models import CheckoutPlan
 from checkout.models import CheckoutResult
@@ -65,6 +72,7 @@ _COMPLETE_STATES = frozenset({CheckoutStatus.NOTIFYING.value, CheckoutStatus.COM
 class _Run:
     status: str
     checkout_status: str | None
+    close_time: datetime | None = None
 
 
 def _info(payment: PaymentRecord | None) -> ChargeInfo | None:
@@ -122,12 +130,17 @@ class Reconciler:
                 return None  # past retention, or never started under that id
             raise
         status = description.status or WorkflowExecutionStatus.RUNNING
-        return _Run(status.name.lower(), description.typed_search_attributes.get(CHECKOUT_STATUS))
+        return _Run(
+            status.name.lower(),
+            description.typed_search_attributes.get(CHECKOUT_STATUS),
+            description.close_time,
+        )
 
     async def _check_unfinished(self, order: OrderRecord, *, fix: bool) -> ReconcileFinding | None:
         run = await self._run(order)
         if run is not None and run.status == "running":
             return None
+        not_yet = await self._look_up_charge(order)
         charge = await self._succeeded(idempotency_key(order.order_id, "charge"))
         refund = await self._succeeded(idempotency_key(order.order_id, "refund"))
         finding = ReconcileFinding(
@@ -142,8 +155,20 @@ class Reconciler:
             charged=charge.amount if charge else None,
             refunded=refund.amount if refund else None,
         )
+        if not_yet is not None:
+            finding = finding.model_copy(update={"detail": f"{finding.detail}; {not_yet}"})
+            if fix:
+                # Undone now, a charge not (yet) known as taken would never be refunded.
+                return finding.model_copy(update={"action": "failed"})
         if not fix:
             return finding
+        wait = await self._too_recent(order, run, charged=charge is not None)
+        if wait is not None:
+            detail = (
+                f"{finding.detail}; no charge found, but the run closed too recently for the"
+                f" payment provider's search to be sure: run --fix again after {wait:%H:%M:%S} UTC"
+            )
+            return finding.model_copy(update={"action": "failed", "detail": detail})
         try:
             if await self._was_complete(order, run):
                 await self._finish(order)
@@ -175,6 +200,47 @@ class Reconciler:
             return run.checkout_status in _COMPLETE_STATES
         # No word from Temporal: the anchor reset is the last step before Notifying.
         return await self._store.step_status(order.order_id, "anchor") == "applied"
+
+    async def _look_up_charge(self, order: OrderRecord) -> str | None:
+        """Bring the store's record of the order's charge up to date through the gateway (which
+        records what it learns): when the store has no payment for the order, ask for its
+        charge (one call); a pending charge (a debit), ask how it settled. Why the order cannot
+        be repaired yet, if so: the gateway could not answer, or the charge is still pending."""
+        gateway = self._activities.gateway
+        charge_key = idempotency_key(order.order_id, "charge")
+        charge = await self._store.payment_by_key(charge_key)
+        try:
+            invoice = await self._store.payment_by_key(idempotency_key(order.order_id, "invoice"))
+            if charge is None and invoice is None:
+                charge = await gateway.find_charge(
+                    order_id=order.order_id, account_id=order.account_id, idempotency_key=charge_key
+                )
+            if charge is not None and charge.status == "pending":
+                charge = await gateway.settlement(charge.id)
+        except PaymentDeclined:
+            return None  # the debit failed: nothing was taken, and the record says so
+        except Exception as exc:
+            log.warning("reconcile: order %s: charge not looked up: %s", token(order.order_id), exc)
+            return f"its charge could not be looked up: {escape(exc, 300)}"
+        if charge is not None and charge.status == "pending":
+            return (
+                f"its charge {charge.id} is still pending (a debit the bank has not settled):"
+                " run --fix again once it has"
+            )
+        return None
+
+    async def _too_recent(
+        self, order: OrderRecord, run: _Run | None, *, charged: bool
+    ) -> datetime | None:
+        """When the gateway's search may still miss a charge of the order (its run closed less
+        than the search's lag ago, and no payment is known): the time to try again."""
+        if charged or run is None or run.close_time is None:
+            return None
+        for step in ("charge", "invoice"):
+            if await self._store.payment_by_key(idempotency_key(order.order_id, step)):
+                return None
+        ready = run.close_time + self._activities.gateway.charge_search_lag
+        return ready if datetime.now(UTC) < ready else None
 
     async def _succeeded(self, key: str) -> PaymentRecord | None:
         payment = await self._store.payment_by_key(key)

@@ -17,6 +17,15 @@ What comes back is sorted three ways:
   parameters) is a non-retryable ``ApplicationError`` of type ``PaymentGatewayError``: sending
   the same request again cannot help.
 
+Every charge (a decline too), its settlement and every refund is recorded in the store's
+payments under the PaymentIntent's or Refund's id and the step's idempotency key, as the sandbox
+records its own: once per key, so a retried activity or Stripe's replay of a key records nothing
+twice. A key the store already holds for another amount is refused before anything is sent
+(:class:`~checkout.gateway.IdempotencyConflict`). A worker stopped between Stripe's answer and
+the record leaves a charge only Stripe knows: :meth:`StripeGateway.find_charge` searches
+Stripe's PaymentIntents by the order in their metadata and records what it finds, for
+``checkout reconcile``. Stripe's search lags behind by up to about a minute.
+
 A refund takes back exactly what the PaymentIntent received. When someone refunded the charge in
 full outside the checkout (in the Dashboard), before our refund or while it was on its way
 (Stripe's ``charge_already_refunded``), those refunds are the order's refund and nothing more is
@@ -34,9 +43,9 @@ import re
 from collections.abc import Awaitable
 from datetime import UTC
 from datetime import datetime
+from datetime import timedelta
 from typing import Any
 from typing import NoReturn
-from typing import Protocol
 from typing import TypeVar
 
 import stripe
@@ -46,13 +55,14 @@ from checkout.echo import escape
 from checkout.errors import PAYMENT_GATEWAY_ERROR
 from checkout.errors import Reason
 from checkout.gateway import ChargeRequest
+from checkout.gateway import IdempotencyConflict
 from checkout.gateway import PaymentDeclined
 from checkout.gateway import payment_id
-from checkout.models import Account
 from checkout.models import CardDetails
 from checkout.models import PaymentRecord
 from checkout.money import from_minor_units
 from checkout.money import to_minor_units
+from checkout.store import Store
 
 log = logging.getLogger("checkout.stripe")
 
@@ -79,27 +89,33 @@ class PaymentGatewayUnavailable(Exception):
     """Stripe could not be reached or asked us to come back later: retried by Temporal."""
 
 
-class AccountLookup(Protocol):
-    """Where the gateway finds an account's Stripe customer (the store)."""
+#: Stripe: "Under normal operating conditions, data is searchable in less than a minute"; with a
+#: margin, as reconcile waits this long after a run closed before trusting an empty search.
+SEARCH_LAG = timedelta(minutes=3)
 
-    async def get_account(self, account_id: str) -> Account | None: ...
+#: PaymentIntent statuses that took the customer's money, or will: the best first.
+_TAKING_STATUSES = ("succeeded", "processing")
 
 
 class StripeGateway:
-    """Charges, refunds and settles through Stripe; no state of its own."""
+    """Charges, refunds and settles through Stripe, and records each in the store."""
 
     def __init__(
         self,
         api_key: str,
-        accounts: AccountLookup,
+        store: Store,
         *,
         api_base: str | None = None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        charge_search_lag: timedelta = SEARCH_LAG,
     ) -> None:
         if not api_key:
             raise ValueError("the Stripe gateway needs an API key")
         self._api_key = api_key
-        self._accounts = accounts
+        #: How long a new PaymentIntent may take to show in Stripe's search (find_charge).
+        self.charge_search_lag = charge_search_lag
+        #: Where accounts name their Stripe customer, and where payments are recorded.
+        self._store = store
         self._http = stripe.HTTPXClient(timeout=timeout)
         self._client = stripe.StripeClient(
             api_key,
@@ -122,6 +138,16 @@ class StripeGateway:
     async def charge(self, request: ChargeRequest) -> PaymentRecord:
         if request.amount <= 0:
             raise ValueError("a charge needs a positive amount")
+        await self._refuse_reused_key(request)
+        try:
+            paid = await self._charge(request)
+        except PaymentDeclined as declined:
+            await self._record_charge(declined.payment, request)
+            raise
+        await self._record_charge(paid, request)
+        return paid
+
+    async def _charge(self, request: ChargeRequest) -> PaymentRecord:
         customer = await self._customer_of(request)
         intent = await self._call(
             self._client.v1.payment_intents.create_async(
@@ -169,7 +195,8 @@ class StripeGateway:
         if isinstance(charge, dict) and int(charge.get("amount_refunded") or 0) > 0:
             refunds = await self._refunds_of(charge_id)
             if not any(_is_ours(r, order_id) for r in refunds):
-                return _refunded_outside(intent, refunds, order_id)
+                outside = _refunded_outside(intent, refunds, order_id)
+                return await self._record_refund(outside, idempotency_key, account_id, charge_id)
             # Our own refund, from an attempt whose answer was lost: the same request under the
             # same key below gets Stripe's saved answer.
         refund = await self._call(
@@ -186,29 +213,157 @@ class StripeGateway:
         )
         if refund is None:
             # Refunded in full by someone else between our look and our request.
-            return _refunded_outside(intent, await self._refunds_of(charge_id), order_id)
+            return await self._record_refund(
+                _refunded_outside(intent, await self._refunds_of(charge_id), order_id),
+                idempotency_key,
+                account_id,
+                charge_id,
+            )
         status = refund.get("status")
         if status in ("failed", "canceled"):
             _refuse(
                 f"Stripe refund {refund.get('id')} of PaymentIntent {charge_id} is {status}"
                 f" ({refund.get('failure_reason') or 'no reason given'})"
             )
-        return _refund_record(refund, order_id)
+        return await self._record_refund(
+            _refund_record(refund, order_id), idempotency_key, account_id, charge_id
+        )
 
     async def settlement(self, payment_id: str) -> PaymentRecord:
         """Where a ``processing`` PaymentIntent stands now (one retrieval, no waiting): the
-        record when it succeeded or still processes; ``payment_failed`` when it failed."""
+        record when it succeeded or still processes; ``payment_failed`` when it failed. The
+        store's pending record becomes succeeded or failed with it."""
         intent = await self._call(
             self._client.v1.payment_intents.retrieve_async(
                 payment_id, {"expand": ["latest_charge"]}
             )
         )
-        return _charge_record(intent.to_dict(), failed_reason=Reason.PAYMENT_FAILED)
+        try:
+            record = _charge_record(intent.to_dict(), failed_reason=Reason.PAYMENT_FAILED)
+        except PaymentDeclined as declined:
+            await self._store.settle_payment(
+                payment_id, status="failed", failure_code=declined.reason.value
+            )
+            raise
+        if record.status == "succeeded":
+            await self._store.settle_payment(payment_id, status="succeeded", card=record.card)
+        return record
+
+    async def find_charge(
+        self, *, order_id: str, account_id: str, idempotency_key: str
+    ) -> PaymentRecord | None:
+        """The order's charge: the store's record under the key, else the PaymentIntent that
+        Stripe's search finds by ``metadata['order_id']`` (one request), recorded under the key.
+
+        Only a PaymentIntent that took the money, or will (``succeeded``, ``processing``),
+        counts: a declined one took nothing. Stripe's search lags behind by up to about a
+        minute, so a charge made just before may not be found yet."""
+        stored = await self._store.payment_by_key(idempotency_key)
+        if stored is not None:
+            return stored
+        found = (
+            await self._call(
+                self._client.v1.payment_intents.search_async(
+                    {
+                        "query": f"metadata['order_id']:'{_quoted(order_id)}'",
+                        "limit": 100,
+                        "expand": ["data.latest_charge"],
+                    }
+                )
+            )
+        ).to_dict()
+        taking = [
+            intent
+            for intent in found.get("data") or []
+            if intent.get("status") in _TAKING_STATUSES
+            and (intent.get("metadata") or {}).get("order_id") == order_id
+        ]
+        if not taking:
+            return None
+        # The best status, then the oldest: the first charge under the order's key.
+        taking.sort(key=lambda i: (_TAKING_STATUSES.index(i["status"]), int(i.get("created") or 0)))
+        if len(taking) > 1:
+            log.warning(
+                "order %s: Stripe has %d PaymentIntents that took money (%s); %s is recorded as"
+                " the order's charge, the others are for an operator to refund",
+                order_id,
+                len(taking),
+                ", ".join(str(i["id"]) for i in taking),
+                taking[0]["id"],
+            )
+        intent = taking[0]
+        log.warning(
+            "order %s: PaymentIntent %s (%s) was not in the store; recorded as the order's charge",
+            order_id,
+            intent["id"],
+            intent["status"],
+        )
+        return await self._store.record_payment(
+            **_charge_columns(
+                _charge_record(intent, failed_reason=None),
+                idempotency_key=idempotency_key,
+                account_id=account_id,
+                payment_method=_payment_method_id(intent),
+            )
+        )
+
+    # --- recording in the store -------------------------------------------------------------------
+
+    async def _refuse_reused_key(self, request: ChargeRequest) -> None:
+        """As the sandbox: a key recorded for another amount or currency is refused before
+        anything is sent (after Stripe has forgotten a key, 24 hours on, it would charge
+        again)."""
+        previous = await self._store.payment_by_key(request.idempotency_key)
+        if previous is not None and (previous.amount, previous.currency) != (
+            request.amount,
+            request.currency,
+        ):
+            raise IdempotencyConflict(
+                f"idempotency key {request.idempotency_key} was used for"
+                f" {previous.amount} {previous.currency}, not {request.amount} {request.currency}"
+            )
+
+    async def _record_charge(self, charge: PaymentRecord, request: ChargeRequest) -> None:
+        recorded = await self._store.record_payment(
+            **_charge_columns(
+                charge,
+                idempotency_key=request.idempotency_key,
+                account_id=request.account_id,
+                payment_method=request.payment_method,
+            )
+        )
+        if recorded.id != charge.id:
+            # Stripe answered the key with another PaymentIntent than the one recorded for it:
+            # the key had expired at Stripe (24 hours), so the customer may be charged twice.
+            log.error(
+                "order %s: Stripe answered key %s with PaymentIntent %s, but %s is recorded"
+                " under it; check both in the Dashboard",
+                request.order_id,
+                request.idempotency_key,
+                charge.id,
+                recorded.id,
+            )
+
+    async def _record_refund(
+        self, refund: PaymentRecord, idempotency_key: str, account_id: str, charge_id: str
+    ) -> PaymentRecord:
+        await self._store.record_payment(
+            payment_id=refund.id,
+            idempotency_key=idempotency_key,
+            account_id=account_id,
+            order_id=refund.order_id,
+            kind="refund",
+            amount=refund.amount,
+            currency=refund.currency,
+            status=refund.status,
+            refunded_payment_id=charge_id,
+        )
+        return refund
 
     # --- calling Stripe ---------------------------------------------------------------------------
 
     async def _customer_of(self, request: ChargeRequest) -> str:
-        account = await self._accounts.get_account(request.account_id)
+        account = await self._store.get_account(request.account_id)
         if account is None:
             raise LookupError(f"no account {request.account_id}")
         if account.payment_customer_id is None:
@@ -313,6 +468,37 @@ class StripeGateway:
 def request_payment_id(request: ChargeRequest) -> str:
     """The id of a charge Stripe made no PaymentIntent for: stable per idempotency key."""
     return payment_id("ch", request.idempotency_key)
+
+
+def _quoted(value: str) -> str:
+    """A value for a quoted string of Stripe's search query language."""
+    return value.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _payment_method_id(intent: dict[str, Any]) -> str | None:
+    method = intent.get("payment_method")
+    if isinstance(method, dict):
+        method = method.get("id")
+    return str(method) if method else None
+
+
+def _charge_columns(
+    charge: PaymentRecord, *, idempotency_key: str, account_id: str, payment_method: str | None
+) -> dict[str, Any]:
+    """``Store.record_payment``'s arguments for a charge record."""
+    return {
+        "payment_id": charge.id,
+        "idempotency_key": idempotency_key,
+        "account_id": account_id,
+        "order_id": charge.order_id,
+        "kind": "charge",
+        "amount": charge.amount,
+        "currency": charge.currency,
+        "status": charge.status,
+        "failure_code": charge.failure_code,
+        "payment_method": payment_method,
+        "card": charge.card,
+    }
 
 
 def _error_body(exc: stripe.StripeError) -> dict[str, Any]:

@@ -21,7 +21,15 @@ It follows Stripe's API reference where the gateway depends on it:
   amount is more than is left; card refunds succeed at once, SEPA ones stay ``pending``;
 * ``GET /v1/refunds?payment_intent=…`` lists the PaymentIntent's refunds newest first, as a
   ``list`` object with ``has_more``, paged by ``limit`` (default 10, at most 100) and
-  ``starting_after``.
+  ``starting_after``;
+* ``GET /v1/payment_intents/search?query=metadata['order_id']:'X'`` finds the PaymentIntents
+  whose metadata names the value (only this form of Stripe's search query language, one
+  ``metadata['key']:'value'`` clause; anything else is a 400), newest first, as a
+  ``search_result`` object with ``data``, ``has_more`` and ``next_page``, paged by ``limit``
+  (default 10, at most 100) and ``page`` (the previous ``next_page``); ``expand[]=
+  data.latest_charge`` expands each one's charge. Stripe's results lag behind by up to about a
+  minute; the fake finds a PaymentIntent at once unless :attr:`FakeStripe.search_lag` (seconds)
+  says how long a new one stays out of its results.
 
 :meth:`FakeStripe.refund_by_hand` refunds a charge as someone in the Dashboard would (no
 metadata, no idempotency key). Outages are injected per request: :meth:`FakeStripe.fail_next`
@@ -172,6 +180,8 @@ class FakeStripe:
     payment_intents: dict[str, dict[str, Any]] = field(default_factory=dict)
     charges: dict[str, dict[str, Any]] = field(default_factory=dict)
     refunds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Seconds a new PaymentIntent stays out of search results, as Stripe's search lags behind.
+    search_lag: float = 0.0
     _saved: dict[tuple[str, str], _Saved] = field(default_factory=dict)
     _faults: list[_Fault] = field(default_factory=list)
     _hooks: list[_Hook] = field(default_factory=list)
@@ -354,6 +364,8 @@ class FakeStripe:
     def _route(self, seen: Seen) -> tuple[int, dict[str, Any]]:
         if seen.method == "POST" and seen.path == "/v1/payment_intents":
             return self._create_payment_intent(seen.params)
+        if seen.method == "GET" and seen.path == "/v1/payment_intents/search":
+            return self._search_payment_intents(seen.params)
         if seen.method == "GET" and seen.path.startswith("/v1/payment_intents/"):
             return self._retrieve_payment_intent(seen.path.rsplit("/", 1)[1], seen.params)
         if seen.method == "POST" and seen.path == "/v1/refunds":
@@ -490,6 +502,38 @@ class FakeStripe:
             )
         return 200, self._expanded(intent, params)
 
+    def _search_payment_intents(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        query = _METADATA_QUERY.fullmatch(str(params.get("query") or "").strip())
+        if query is None:
+            raise _Invalid(
+                _error(
+                    "invalid_request_error",
+                    f"the fake reads only metadata['key']:'value', not {params.get('query')}",
+                    "query",
+                )
+            )
+        key, value = (re.sub(r"\\(.)", r"\1", part) for part in query.groups())
+        limit = _limit(params)
+        indexed = time.time() - self.search_lag
+        found = [
+            i
+            for i in reversed(self.payment_intents.values())
+            if i["metadata"].get(key) == value and i["created"] <= indexed
+        ]
+        start = int(params.get("page") or 0)
+        page = found[start : start + limit]
+        more = start + limit < len(found)
+        expand = "data.latest_charge" in (params.get("expand") or [])
+        return 200, {
+            "object": "search_result",
+            "data": [
+                self._expanded(i, {"expand": ["latest_charge"] if expand else []}) for i in page
+            ],
+            "has_more": more,
+            "next_page": str(start + limit) if more else None,
+            "url": "/v1/payment_intents/search",
+        }
+
     def _create_refund(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         intent = self.payment_intents.get(str(params.get("payment_intent")))
         if intent is None:
@@ -549,15 +593,7 @@ class FakeStripe:
         return refund
 
     def _list_refunds(self, params: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-        limit = str(params.get("limit") or "10")
-        if not limit.isdigit() or not 1 <= int(limit) <= 100:
-            raise _Invalid(
-                _error(
-                    "invalid_request_error",
-                    "Invalid limit: must be between 1 and 100",
-                    "limit",
-                )
-            )
+        limit = _limit(params)
         wanted = params.get("payment_intent")
         # Newest first; refunds made within one second keep the order they were made in.
         refunds = [
@@ -576,13 +612,26 @@ class FakeStripe:
                     )
                 )
             refunds = refunds[ids.index(after) + 1 :]
-        page = refunds[: int(limit)]
+        page = refunds[:limit]
         return 200, {
             "object": "list",
             "data": [dict(r) for r in page],
             "has_more": len(refunds) > len(page),
             "url": "/v1/refunds",
         }
+
+
+#: The one search query form the fake answers: ``metadata['key']:'value'`` (backslash escapes).
+_METADATA_QUERY = re.compile(r"metadata\['((?:[^'\\]|\\.)+)'\]:'((?:[^'\\]|\\.)*)'")
+
+
+def _limit(params: dict[str, Any]) -> int:
+    limit = str(params.get("limit") or "10")
+    if not limit.isdigit() or not 1 <= int(limit) <= 100:
+        raise _Invalid(
+            _error("invalid_request_error", "Invalid limit: must be between 1 and 100", "limit")
+        )
+    return int(limit)
 
 
 class _Invalid(Exception):

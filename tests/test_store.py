@@ -13,6 +13,7 @@ from datetime import timedelta
 from datetime import timezone
 from decimal import Decimal
 from typing import Any
+from typing import Literal
 
 import pytest
 from alembic import command
@@ -614,6 +615,42 @@ async def test_record_payment_is_idempotent_per_key(store: Store) -> None:
     assert await store.payment_by_id("ch_a") == first
     assert await store.payment_by_id("ch_b") is None
     assert await store.payments(order_id="ord-1") == [first]
+
+
+async def test_record_payment_records_a_payment_id_once_whatever_the_key(store: Store) -> None:
+    """A provider's payment reached again under another key (a refund made by hand, found by
+    the order's refund key and by reconcile's) returns the row recorded for it: no error."""
+    first = await store.record_payment(**payment(payment_id="re_1", kind="refund"))
+    again = await store.record_payment(
+        **payment(payment_id="re_1", kind="refund", idempotency_key="ch_a/reconcile-refund")
+    )
+
+    assert again == first
+    assert await count(store, PaymentRow) == 1
+    assert await store.payment_by_key("ch_a/reconcile-refund") is None
+
+
+@pytest.mark.parametrize(
+    ("status", "failure_code"), [("succeeded", None), ("failed", "payment_failed")]
+)
+async def test_settle_payment_settles_a_pending_payment_once(
+    store: Store, status: Literal["succeeded", "failed"], failure_code: str | None
+) -> None:
+    """A pending payment becomes succeeded (with the card) or failed; one already settled, or
+    none at all, is left as it is."""
+    await store.record_payment(**payment(status="pending"))
+    card = CardDetails(brand="visa", last4="4242", exp_month=1, exp_year=2030)
+
+    settled = await store.settle_payment(
+        "ch_a", status=status, failure_code=failure_code, card=card
+    )
+    again = await store.settle_payment("ch_a", status="failed", failure_code="other")
+
+    assert settled is not None
+    assert (settled.status, settled.failure_code) == (status, failure_code)
+    assert settled.card == card
+    assert again == settled == await store.payment_by_id("ch_a")
+    assert await store.settle_payment("ch_none", status="succeeded") is None
 
 
 async def test_concurrent_record_payment_with_one_key_returns_one_record(store: Store) -> None:

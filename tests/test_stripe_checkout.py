@@ -88,7 +88,8 @@ async def test_a_card_order_shows_the_card_stripe_reports(
     fake: FakeStripe,
 ) -> None:
     """Charged through Stripe: the decision, the result and the e-mail name the card as the
-    charge reports it (Mastercard •••• 4444), never the PaymentMethod id."""
+    charge reports it (Mastercard •••• 4444), never the PaymentMethod id; the store records the
+    PaymentIntent as the order's charge."""
     customer, acc = await stripe_customer(store, fake)
     card = fake.save_card(customer, brand="mastercard", last4="4444")
     raw = order(acc.account_id, payment_method=card)
@@ -100,6 +101,10 @@ async def test_a_card_order_shows_the_card_stripe_reports(
     assert (decision.charge.card.brand, decision.charge.card.last4) == ("mastercard", "4444")
     assert result.status is ResultStatus.COMPLETED
     assert result.charge is not None and result.charge.id.startswith("pi_")
+    payments = await store.payments(order_id=raw["order_id"])
+    assert [(p.kind, p.id, p.status) for p in payments] == [
+        ("charge", result.charge.id, "succeeded")
+    ]
     (message,) = await smtp_sink.wait_for(1)
     text = text_of(message)
     assert "Mastercard •••• 4444" in text
@@ -118,7 +123,7 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
     """A debit that answers processing: the decision is processing at once, the order waits in
     Charging with nothing provisioned and its details say it waits for the bank. Settled, it is
     provisioned and accepted; refused by the bank, it ends rejected / payment_failed with
-    nothing provisioned."""
+    nothing provisioned. The store's record of the charge goes from pending to how it ended."""
     customer, acc = await stripe_customer(store, fake)
     debit = fake.save_sepa_debit(customer)
     raw = order(acc.account_id, payment_method=debit)
@@ -130,6 +135,8 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
         state = await reaches(handle, CheckoutStatus.CHARGING)
         assert state.waiting_for == "the bank to settle the payment"
         assert await store.subscriptions(acc.account_id) == []
+        (pending,) = await store.payments(order_id=raw["order_id"])
+        assert (pending.id, pending.status) == (decision.charge.id, "pending")
         fake.settle(decision.charge.id, succeeded=settles)
         result = await asyncio.wait_for(handle.result(), 120)
 
@@ -139,6 +146,8 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
             return again
 
         answer = await eventually(final_decision, within=10)
+    (charge,) = await store.payments(order_id=raw["order_id"])
+    assert (charge.id, charge.status) == (decision.charge.id, "succeeded" if settles else "failed")
     if settles:
         assert result.status is ResultStatus.COMPLETED, result
         assert answer.status is DecisionStatus.ACCEPTED

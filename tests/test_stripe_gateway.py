@@ -2,7 +2,8 @@
 ``stripe`` client against a local fake of Stripe's API (tests/fake_stripe.py): one confirmed
 off-session PaymentIntent per idempotency key, declines as reasons, outages retried under the same
 key, other refusals final, SEPA settlement, exact refunds (a charge refunded by hand in full
-counts, in part is final), and the API key never in a message or log.
+counts, in part is final), every payment recorded once in the store, a charge only Stripe knows
+found by its search, and the API key never in a message or log.
 
 The last test talks to Stripe's test mode itself and runs only with a test key in STRIPE_API_KEY.
 """
@@ -19,10 +20,12 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from typing import NoReturn
 from typing import TypeVar
 
 import pytest
 import stripe
+from sqlalchemy import delete
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -30,6 +33,7 @@ from checkout.config import Settings
 from checkout.errors import PAYMENT_GATEWAY_ERROR
 from checkout.errors import Reason
 from checkout.gateway import ChargeRequest
+from checkout.gateway import IdempotencyConflict
 from checkout.gateway import PaymentDeclined
 from checkout.gateway import SandboxGateway
 from checkout.models import Account
@@ -40,6 +44,8 @@ from checkout.models import RefundInput
 from checkout.money import from_minor_units
 from checkout.money import to_minor_units
 from checkout.store import Store
+from checkout.store import StoreUnavailable
+from checkout.store.schema import PaymentRow
 from checkout.stripe_gateway import PaymentGatewayUnavailable
 from checkout.stripe_gateway import StripeGateway
 from devtools import free_port
@@ -124,6 +130,22 @@ async def like_temporal(call: Callable[[], Awaitable[T]], attempts: int = 5) -> 
         except PaymentGatewayUnavailable:
             continue
     raise AssertionError(f"still failing after {attempts} attempts")
+
+
+def stopped_before_recording(monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
+    """Every payment record from now on fails, as when the worker is stopped between Stripe's
+    answer and the store's record (undo with ``monkeypatch.undo()``)."""
+
+    async def stopped(**_: Any) -> NoReturn:
+        raise StoreUnavailable("database unavailable: the worker was stopped")
+
+    monkeypatch.setattr(store, "record_payment", stopped)
+
+
+async def forget_payments(store: Store) -> None:
+    """Delete every row of the payments table: a record lost."""
+    async with store.engine.begin() as connection:
+        await connection.execute(delete(PaymentRow))
 
 
 # --- amounts -----------------------------------------------------------------------------------
@@ -366,13 +388,30 @@ async def test_stripe_out_of_reach_is_retryable(store: Store, acc: Account) -> N
         await gateway.aclose()
 
 
-async def test_a_reused_key_with_another_amount_is_a_final_gateway_error(
-    fake: FakeStripe, gateway: StripeGateway, acc: Account, customer: str
+async def test_a_reused_key_with_another_amount_is_refused_before_anything_is_sent(
+    fake: FakeStripe, gateway: StripeGateway, store: Store, acc: Account, customer: str
 ) -> None:
-    """The same idempotency key with another amount is Stripe's idempotency_error: refused for
-    good (docs/billing-rules.md, Payment), not retried, and the first charge stands alone."""
+    """The same idempotency key with another amount than the store recorded for it is refused
+    as by the sandbox (IdempotencyConflict), before a request goes to Stripe."""
+    card = fake.save_card(customer)
+    paid = await gateway.charge(request(acc, card))
+
+    with pytest.raises(IdempotencyConflict, match=r"was used for 1725\.50 EUR, not 1\.00 EUR"):
+        await like_temporal(lambda: gateway.charge(request(acc, card, amount="1.00")))
+
+    assert len(fake.seen("POST", "/v1/payment_intents")) == 1
+    assert [(p.id, p.amount) for p in await store.payments()] == [(paid.id, paid.amount)]
+
+
+async def test_a_reused_key_the_store_lost_is_a_final_gateway_error(
+    fake: FakeStripe, gateway: StripeGateway, store: Store, acc: Account, customer: str
+) -> None:
+    """Without the store's record, the same idempotency key with another amount is Stripe's
+    idempotency_error: refused for good (docs/billing-rules.md, Payment), not retried, and the
+    first charge stands alone."""
     card = fake.save_card(customer)
     await gateway.charge(request(acc, card))
+    await forget_payments(store)
 
     with pytest.raises(ApplicationError) as refused:
         await like_temporal(lambda: gateway.charge(request(acc, card, amount="1.00")))
@@ -695,6 +734,177 @@ async def test_a_charge_refunded_by_hand_in_part_is_a_final_error_naming_the_amo
     assert (charge["amount_refunded"], charge["refunded"]) == (20000, False)
 
 
+# --- the store's record of Stripe's payments ------------------------------------------------------
+
+
+def rows(payments: list[PaymentRecord]) -> list[tuple[str, str, Decimal, str, str | None]]:
+    return [(p.kind, p.id, p.amount, p.status, p.account_id) for p in payments]
+
+
+async def test_a_charge_and_its_refund_are_recorded_once_each_also_when_repeated(
+    fake: FakeStripe, gateway: StripeGateway, store: Store, acc: Account, customer: str
+) -> None:
+    """A Stripe charge and its refund are in the store's payments under their Stripe ids and
+    keys, once each: after a lost reply retried, and after a repeat Stripe replays."""
+    card = fake.save_card(customer, "visa", "4242", exp_month=7, exp_year=2031)
+    fake.drop_next(after_executing=True, path="/v1/payment_intents")
+
+    paid, lost = await like_temporal(lambda: gateway.charge(request(acc, card)))
+    await gateway.charge(request(acc, card))
+    refunded = await refund_order(gateway, paid, acc)
+    await refund_order(gateway, paid, acc)
+
+    assert lost == 1
+    assert [r.replayed for r in fake.seen("POST", "/v1/payment_intents")] == [False, True, True]
+    assert rows(await store.payments(order_id=ORDER)) == [
+        ("charge", paid.id, Decimal("1725.50"), "succeeded", acc.account_id),
+        ("refund", refunded.id, Decimal("1725.50"), "succeeded", acc.account_id),
+    ]
+    charge = await store.payment_by_key(f"checkout-{ORDER}/charge")
+    assert charge is not None and charge.card == paid.card
+    refund = await store.payment_by_key(f"checkout-{ORDER}/refund")
+    assert refund is not None and refund.id == refunded.id
+
+
+async def test_a_declined_charge_is_recorded_failed_with_its_reason(
+    fake: FakeStripe, gateway: StripeGateway, store: Store, acc: Account, customer: str
+) -> None:
+    """A decline is recorded as the sandbox records one: failed, with the reason, once."""
+    card = fake.save_card(
+        customer, outcome=Outcome("declined", "card_declined", "insufficient_funds", "No funds.")
+    )
+    for _ in range(2):
+        with pytest.raises(PaymentDeclined) as declined:
+            await gateway.charge(request(acc, card))
+
+    (failed,) = await store.payments(order_id=ORDER)
+    assert (failed.id, failed.status, failed.failure_code) == (
+        declined.value.payment.id,
+        "failed",
+        "insufficient_funds",
+    )
+
+
+@pytest.mark.parametrize("settles", [True, False], ids=["succeeds", "fails"])
+async def test_a_debit_is_recorded_pending_then_as_it_settles(
+    fake: FakeStripe,
+    gateway: StripeGateway,
+    store: Store,
+    acc: Account,
+    customer: str,
+    settles: bool,
+) -> None:
+    """A SEPA charge is recorded pending, stays so while it processes, and becomes succeeded
+    (or failed, payment_failed) in the store when settlement sees the bank's answer."""
+    pending = await gateway.charge(request(acc, fake.save_sepa_debit(customer)))
+    await gateway.settlement(pending.id)
+    before = await store.payments(order_id=ORDER)
+    fake.settle(pending.id, succeeded=settles)
+
+    if settles:
+        await gateway.settlement(pending.id)
+    else:
+        with pytest.raises(PaymentDeclined):
+            await gateway.settlement(pending.id)
+
+    assert [(p.id, p.status) for p in before] == [(pending.id, "pending")]
+    (after,) = await store.payments(order_id=ORDER)
+    expected = ("succeeded", None) if settles else ("failed", "payment_failed")
+    assert (after.id, after.status, after.failure_code) == (pending.id, *expected)
+
+
+async def test_a_refund_made_by_hand_is_recorded_once_whatever_key_finds_it(
+    fake: FakeStripe, gateway: StripeGateway, store: Store, acc: Account, customer: str
+) -> None:
+    """A charge refunded in full in the Dashboard: the by-hand refund is recorded as the
+    order's refund, once, also when a second refund key (reconcile's) reaches it again."""
+    paid = await gateway.charge(request(acc, fake.save_card(customer), amount="99.00"))
+    by_hand = fake.refund_by_hand(paid.id)
+
+    first = await refund_order(gateway, paid, acc)
+    again = await gateway.refund(
+        idempotency_key=f"{paid.id}/reconcile-refund",
+        charge_id=paid.id,
+        account_id=acc.account_id,
+        order_id=ORDER,
+    )
+
+    assert first.id == again.id == by_hand["id"]
+    assert rows(await store.payments(order_id=ORDER)) == [
+        ("charge", paid.id, Decimal("99.00"), "succeeded", acc.account_id),
+        ("refund", by_hand["id"], Decimal("99.00"), "succeeded", acc.account_id),
+    ]
+
+
+async def test_find_charge_records_a_charge_only_stripe_knows(
+    fake: FakeStripe,
+    gateway: StripeGateway,
+    store: Store,
+    acc: Account,
+    customer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A charge Stripe made while the worker was stopped before recording it is found by one
+    search of the PaymentIntents by metadata['order_id'] and recorded under the order's key,
+    with its card; asked again, the store answers."""
+    card = fake.save_card(customer, "mastercard", "4444")
+    stopped_before_recording(monkeypatch, store)
+    with pytest.raises(StoreUnavailable):
+        await gateway.charge(request(acc, card, key=f"order-{ORDER}/charge"))
+    monkeypatch.undo()
+    assert await store.payments() == []
+
+    def find() -> Awaitable[PaymentRecord | None]:
+        return gateway.find_charge(
+            order_id=ORDER, account_id=acc.account_id, idempotency_key=f"order-{ORDER}/charge"
+        )
+
+    found = await find()
+    again = await find()
+
+    (intent,) = fake.payment_intents.values()
+    assert found is not None and found == again
+    assert (found.id, found.kind, found.status, found.amount) == (
+        intent["id"],
+        "charge",
+        "succeeded",
+        Decimal("1725.50"),
+    )
+    assert found.card is not None and found.card.last4 == "4444"
+    assert await store.payments() == [found]
+    (searched,) = fake.seen("GET", "/v1/payment_intents/search")
+    assert searched.params["query"] == f"metadata['order_id']:'{ORDER}'"
+    assert searched.params["expand"] == ["data.latest_charge"]
+
+
+async def test_find_charge_counts_no_declined_payment_intent(
+    fake: FakeStripe,
+    gateway: StripeGateway,
+    store: Store,
+    acc: Account,
+    customer: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An order Stripe took nothing for (no PaymentIntent, or a declined one) has no charge,
+    and nothing is recorded; another order's PaymentIntent is not its charge."""
+    declining = fake.save_card(customer, outcome=Outcome("declined", "card_declined"))
+    stopped_before_recording(monkeypatch, store)
+    with pytest.raises(StoreUnavailable):
+        await gateway.charge(request(acc, declining))
+    monkeypatch.undo()
+    other = request(acc, fake.save_card(customer), key="order-ord-2/charge")
+    other = ChargeRequest(**{**vars(other), "order_id": "ord-2"})
+    await gateway.charge(other)
+
+    assert (
+        await gateway.find_charge(
+            order_id=ORDER, account_id=acc.account_id, idempotency_key=f"order-{ORDER}/charge"
+        )
+        is None
+    )
+    assert [p.order_id for p in await store.payments()] == ["ord-2"]
+
+
 # --- the API key stays secret --------------------------------------------------------------------
 
 
@@ -806,11 +1016,11 @@ async def test_charge_payment_activity_reports_the_card_from_stripe(
     assert rejected.value.non_retryable
 
 
-async def test_refund_payment_activity_reports_a_refund_made_by_hand_and_stores_nothing(
+async def test_refund_payment_activity_reports_a_refund_made_by_hand_and_records_it(
     fake: FakeStripe, store: Store, acc: Account, customer: str
 ) -> None:
     """Through the worker's wiring: the compensation's refund of a charge refunded by hand is
-    that refund, the same on a second run; with Stripe the store keeps no payment rows."""
+    that refund, the same on a second run, and the store records the charge and it once."""
     settings = Settings(payment_gateway="stripe", stripe_api_key=API_KEY, stripe_api_base=fake.url)
     activities = build_activities(settings, store)
     env = ActivityEnvironment()
@@ -840,7 +1050,10 @@ async def test_refund_payment_activity_reports_a_refund_made_by_hand_and_stores_
     assert (first.id, first.amount, first.currency) == (by_hand["id"], Decimal("99.00"), "EUR")
     assert second == first
     assert fake.seen("POST", "/v1/refunds") == []
-    assert await store.payments() == []
+    assert [(p.kind, p.id, p.amount, p.status) for p in await store.payments()] == [
+        ("charge", charged.id, Decimal("99.00"), "succeeded"),
+        ("refund", by_hand["id"], Decimal("99.00"), "succeeded"),
+    ]
 
 
 async def test_charge_payment_activity_reports_the_sandbox_card(store: Store) -> None:

@@ -484,12 +484,18 @@ class Store:
         **columns: Unpack[PaymentColumns],
     ) -> PaymentRecord:
         """Insert a payment once per idempotency key; a second call returns the first record.
-        ``columns`` are stored as given."""
+        ``columns`` are stored as given.
+
+        A payment id is recorded once as well: a provider's payment reached again under another
+        key (Stripe's refund of a charge someone refunded by hand, found by two refund keys)
+        returns the row already recorded for it."""
         try:
             async with self._tx() as session:
                 existing = await session.scalar(
                     select(PaymentRow).where(PaymentRow.idempotency_key == idempotency_key)
                 )
+                if existing is None:
+                    existing = await session.get(PaymentRow, payment_id)
                 if existing is not None:
                     return self._payment(existing)
                 row = PaymentRow(
@@ -505,12 +511,38 @@ class Store:
                 session.add(row)
                 return self._payment(row)
         except IntegrityError:
-            # A concurrent call with the same key inserted first (PostgreSQL): its record is the
-            # answer, as it would be for a later call.
-            first = await self.payment_by_key(idempotency_key)
+            # A concurrent call with the same key (or payment) inserted first (PostgreSQL): its
+            # record is the answer, as it would be for a later call.
+            first = await self.payment_by_key(idempotency_key) or await self.payment_by_id(
+                payment_id
+            )
             if first is None:
                 raise
             return first
+
+    async def settle_payment(
+        self,
+        payment_id: str,
+        *,
+        status: Literal["succeeded", "failed"],
+        failure_code: str | None = None,
+        card: CardDetails | None = None,
+    ) -> PaymentRecord | None:
+        """Record how a ``pending`` payment settled (a SEPA debit the bank paid or refused):
+        the row afterwards, unchanged if it had settled already; None if there is no row."""
+        async with self._tx() as session:
+            row = await session.get(PaymentRow, payment_id, with_for_update=True)
+            if row is None:
+                return None
+            if row.status == "pending":
+                row.status = status
+                row.failure_code = failure_code
+                if card is not None and row.card_brand is None:
+                    row.card_brand = card.brand
+                    row.card_last4 = card.last4
+                    row.card_exp_month = card.exp_month
+                    row.card_exp_year = card.exp_year
+            return self._payment(row)
 
     async def payments(
         self, *, account_id: str | None = None, order_id: str | None = None
