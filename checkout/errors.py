@@ -70,6 +70,9 @@ IDEMPOTENCY_CONFLICT = "IdempotencyConflict"
 UNKNOWN_ACCOUNT = "UnknownAccount"
 #: ``ApplicationError.type`` of a ``decision`` update on a run that ended without one.
 NO_DECISION = "NoDecision"
+#: ``ApplicationError.type`` of a refund of a payment that never went through (a direct debit
+#: the bank refused after the order was cancelled): nothing was taken, nothing to give back.
+NOTHING_TO_REFUND = "NothingToRefund"
 
 
 class CheckoutRejected(Exception):

@@ -52,6 +52,7 @@ import stripe
 from temporalio.exceptions import ApplicationError
 
 from checkout.echo import escape
+from checkout.errors import NOTHING_TO_REFUND
 from checkout.errors import PAYMENT_GATEWAY_ERROR
 from checkout.errors import Reason
 from checkout.gateway import ChargeRequest
@@ -80,6 +81,9 @@ _REDACTED = "[redacted]"
 #: HTTP statuses after which the same request may well succeed: a key whose first request is
 #: still being executed (409), rate limits (429), and Stripe's own failures.
 _RETRYABLE_STATUSES = frozenset({409, 429})
+#: PaymentIntent states after which it never took money: a confirmed one whose payment failed
+#: (``requires_payment_method``) or one cancelled.
+_NEVER_PAID = frozenset({"requires_payment_method", "canceled"})
 
 #: Refund statuses that gave nothing back: such a refund does not count towards a charge's.
 _GONE_REFUND_STATUSES = frozenset({"failed", "canceled"})
@@ -187,10 +191,24 @@ class StripeGateway:
                 )
             )
         ).to_dict()
-        if intent.get("status") != "succeeded":
+        status = intent.get("status")
+        if status in _NEVER_PAID and not int(intent.get("amount_received") or 0):
+            # A debit the bank refused after the order was undone: nothing was taken. Final, or
+            # the compensation would ask again for ever; the store's pending charge settles as
+            # failed, as the settlement would have recorded it.
+            await self._store.settle_payment(
+                charge_id, status="failed", failure_code=Reason.PAYMENT_FAILED.value
+            )
+            raise ApplicationError(
+                f"PaymentIntent {charge_id} is {status}: it took nothing, there is nothing to"
+                " refund",
+                type=NOTHING_TO_REFUND,
+                non_retryable=True,
+            )
+        if status != "succeeded":
             # Like the sandbox: nothing (yet) to give back. Retried, so a payment that is still
             # processing is refunded once it has settled.
-            raise LookupError(f"PaymentIntent {charge_id} is {intent.get('status')}: no refund")
+            raise LookupError(f"PaymentIntent {charge_id} is {status}: no refund")
         charge = intent.get("latest_charge")
         if isinstance(charge, dict) and int(charge.get("amount_refunded") or 0) > 0:
             refunds = await self._refunds_of(charge_id)

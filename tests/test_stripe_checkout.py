@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 from temporalio.client import Client
 from temporalio.client import WithStartWorkflowOperation
+from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
 
 from checkout.config import Settings
@@ -36,6 +38,7 @@ from tests.helpers import checkout_worker
 from tests.helpers import eventually
 from tests.helpers import order
 from tests.helpers import reaches
+from tests.helpers import state_of
 from tests.helpers import text_of
 
 pytestmark = pytest.mark.e2e
@@ -157,3 +160,39 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
         assert (result.status, result.reason) == (ResultStatus.REJECTED, "payment_failed")
         assert answer.status is DecisionStatus.REJECTED
         assert await store.subscriptions(acc.account_id) == []
+
+
+async def test_a_cancelled_debit_the_bank_refuses_ends_with_nothing_to_refund(
+    dev_env: WorkflowEnvironment,
+    store: Store,
+    smtp_sink: SmtpSink,
+    stripe_settings: Settings,
+    fake: FakeStripe,
+) -> None:
+    """An order cancelled while its debit was still processing undoes itself: the refund waits
+    for the bank, and when the bank refuses the debit there is nothing to give back, so the run
+    ends cancelled (it asked Stripe for a refund again and again for ever before)."""
+    customer, acc = await stripe_customer(store, fake)
+    debit = fake.save_sepa_debit(customer)
+    raw = order(acc.account_id, payment_method=debit)
+    async with checkout_worker(dev_env.client, stripe_settings, store):
+        decision, start = await place(dev_env.client, raw, stripe_settings.task_queue)
+        handle = await start.workflow_handle()
+        assert decision.charge is not None and decision.charge.status == "pending"
+        await reaches(handle, CheckoutStatus.CHARGING)
+        await handle.cancel()
+        await reaches(handle, CheckoutStatus.COMPENSATING)
+        fake.settle(decision.charge.id, succeeded=False)
+        with pytest.raises(WorkflowFailureError) as failure:
+            await asyncio.wait_for(handle.result(), 120)
+        assert isinstance(failure.value.cause, CancelledError)
+        state = await state_of(handle)
+    assert state.state is CheckoutStatus.CANCELLED
+    assert fake.seen("POST", "/v1/refunds") == []
+    payments = await store.payments(order_id=raw["order_id"])
+    assert [(p.kind, p.status) for p in payments] == [("charge", "failed")]
+    record = await store.order(raw["order_id"])
+    assert record is not None and record.result is not None
+    result = CheckoutResult.model_validate_json(record.result)
+    assert (result.refund, result.charge, result.credit_note) == (None, None, None), result
+    assert await store.subscriptions(acc.account_id) == []

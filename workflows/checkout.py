@@ -55,6 +55,7 @@ with workflow.unsafe.imports_passed_through():
     from checkout.contract import idempotency_key
     from checkout.echo import quote
     from checkout.errors import NO_DECISION
+    from checkout.errors import NOTHING_TO_REFUND
     from checkout.errors import OUTAGE_TYPES
     from checkout.errors import SUBSCRIPTION_CHANGED
     from checkout.errors import CheckoutRejected
@@ -584,17 +585,24 @@ class CheckoutWorkflow:
         charge, order = self._progress.charge, self._order
         if charge is None or order is None:
             return  # the charge never went through: nothing to give back
-        self._progress.refund = await workflow.execute_activity_method(
-            CheckoutSteps.refund_payment,
-            RefundInput(
-                order_id=order.order_id,
-                account_id=order.account_id,
-                idempotency_key=idempotency_key(order.order_id, "refund"),
-                charge_id=charge.id,
-            ),
-            summary=f"undo: refund {charge.amount} {charge.currency}",
-            **MUST_FINISH,
-        )
+        try:
+            self._progress.refund = await workflow.execute_activity_method(
+                CheckoutSteps.refund_payment,
+                RefundInput(
+                    order_id=order.order_id,
+                    account_id=order.account_id,
+                    idempotency_key=idempotency_key(order.order_id, "refund"),
+                    charge_id=charge.id,
+                ),
+                summary=f"undo: refund {charge.amount} {charge.currency}",
+                **MUST_FINISH,
+            )
+        except ActivityError as error:
+            if _error_type(error) != NOTHING_TO_REFUND:
+                raise
+            # A payment still settling when the order was undone, then refused by the bank.
+            workflow.logger.info("no refund: the payment never went through")
+            self._progress.charge = None
 
     # --- the product's side: provisioning and the anchor ----------------------------------------
 
