@@ -326,12 +326,17 @@ async def _update(args: argparse.Namespace, name: str, arg: BaseModel | None = N
     state = await _send_update(order_id, name, arg)
     if args.json:
         print_json(state)
-        return 0
-    line = f"{name}: order {order_id} is {state.state.value}"
+    else:
+        _print_outcome(f"{name}: order {order_id} is", state)
+    return 0
+
+
+def _print_outcome(head: str, state: CheckoutState) -> None:
+    """One line: ``head`` with the state the order is in now, and its outcome once it has one."""
+    line = f"{head} {state.state.value}"
     if state.result is not None:
         line += f" ({render.outcome(state.result)})"
     print(line)
-    return 0
 
 
 async def _send_update(order_id: str, name: str, arg: BaseModel | None = None) -> CheckoutState:
@@ -384,12 +389,8 @@ async def cmd_retry(args: argparse.Namespace, settings: Settings) -> int:
             f"retry of order {args.order_id} failed again: {state.last_error or 'no error given'};"
             f" it stays parked and compensates itself at {when} unless retried or compensated"
         )
-    if args.json:
-        return 0
-    line = f"retry_provisioning: order {args.order_id} went through and is {state.state.value}"
-    if state.result is not None:
-        line += f" ({render.outcome(state.result)})"
-    print(line)
+    if not args.json:
+        _print_outcome(f"retry_provisioning: order {args.order_id} went through and is", state)
     return 0
 
 

@@ -16,11 +16,9 @@ from temporalio.client import WithStartWorkflowOperation
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RawValue
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import ApplicationError
 from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.checkout import CheckoutActivities
 from activities.checkout import _Sending
@@ -47,8 +45,11 @@ from checkout.models import TargetsInput
 from checkout.store import Store
 from checkout.store import StoreUnavailable
 from devtools import SmtpSink
+from tests.helpers import Gate
 from tests.helpers import MakeSettings
 from tests.helpers import activities_with
+from tests.helpers import assert_replays
+from tests.helpers import cancel_at_the_gate
 from tests.helpers import checkout_handle
 from tests.helpers import checkout_worker
 from tests.helpers import end_trial
@@ -64,8 +65,6 @@ from tests.helpers import settings_for
 from tests.helpers import start_order
 from tests.helpers import state_of
 from tests.helpers import unique_queue
-from worker import WORKFLOWS
-from workflows.interceptors import CheckoutInterceptor
 
 CENT = Decimal("0.01")
 
@@ -512,13 +511,11 @@ async def test_cancelling_a_parked_order_runs_the_compensations(
 class HeldCharge(CheckoutActivities):
     """The real activities; the charge waits at the gateway's door until the test opens it."""
 
-    entered: asyncio.Event
-    opened: asyncio.Event
+    gate: Gate
 
     @activity.defn(name="charge_payment")
     async def charge_payment(self, request: ChargeInput) -> ChargeInfo:
-        self.entered.set()
-        await self.opened.wait()
+        await self.gate.hold()
         return await super().charge_payment(request)
 
 
@@ -532,27 +529,13 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
     acc = await seeded_account(store)
     settings = make_settings()
     held = activities_with(settings, store, HeldCharge)
-    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    held.gate = Gate()
     async with checkout_worker(dev_env.client, settings, store, activities=held):
         raw = order(acc.account_id)
         handle = await start_order(dev_env.client, settings, raw)
-        await asyncio.wait_for(held.entered.wait(), timeout=30)
-        await handle.cancel()
-
-        async def cancel_seen() -> None:
-            history = await handle.fetch_history()
-            assert any(
-                e.HasField("workflow_execution_cancel_requested_event_attributes")
-                for e in history.events
-            )
-
-        await eventually(cancel_seen)
-        held.opened.set()  # the gateway takes the money after the cancel came
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-        assert isinstance(failure.value.cause, CancelledError)
+        # The gateway takes the money after the cancel came.
+        history = await cancel_at_the_gate(handle, held.gate)
         state = await state_of(handle)
-        history = await handle.fetch_history()
         # The backend asks again under the same id: the order went through (charged), then was
         # undone, and the answer says so, as the run itself answered.
         start: WithStartWorkflowOperation[Any, CheckoutResult] = WithStartWorkflowOperation(
@@ -588,13 +571,7 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
         and e.marker_recorded_event_attributes.marker_name == "core_patch"
         for e in history.events
     )
-    replayer = Replayer(
-        workflows=list(WORKFLOWS),
-        data_converter=pydantic_data_converter,
-        interceptors=[CheckoutInterceptor()],
-    )
-    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert replayed.replay_failure is None, replayed.replay_failure
+    await assert_replays(history)
     assert await store.subscriptions(acc.account_id) == []
 
 
@@ -645,14 +622,12 @@ class HeldClaim(CheckoutActivities):
     """The real activities; the order is claimed (and priced) in the store, then the answer
     waits until the test lets it go: the cancel comes after the claim was written."""
 
-    entered: asyncio.Event
-    opened: asyncio.Event
+    gate: Gate
 
     @activity.defn(name="begin_order")
     async def begin_order(self, request: BeginOrderInput) -> BeginOrder:
         begun = await super().begin_order(request)
-        self.entered.set()
-        await self.opened.wait()
+        await self.gate.hold()
         return begun
 
 
@@ -667,26 +642,12 @@ async def test_cancelling_while_the_order_is_claimed_releases_its_place_in_line(
     acc = await seeded_account(store)
     settings = make_settings()
     held = activities_with(settings, store, HeldClaim)
-    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    held.gate = Gate()
     raw = order(acc.account_id)
     async with checkout_worker(dev_env.client, settings, store, activities=held):
         handle = await start_order(dev_env.client, settings, raw)
-        await asyncio.wait_for(held.entered.wait(), timeout=30)
-        await handle.cancel()
-
-        async def cancel_seen() -> None:
-            history = await handle.fetch_history()
-            assert any(
-                e.HasField("workflow_execution_cancel_requested_event_attributes")
-                for e in history.events
-            )
-
-        await eventually(cancel_seen)
-        held.opened.set()  # the claim's answer comes back after the cancel
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-        assert isinstance(failure.value.cause, CancelledError)
-        history = await handle.fetch_history()
+        # The claim's answer comes back after the cancel.
+        history = await cancel_at_the_gate(handle, held.gate)
 
     record = await store.order(raw["order_id"])
     assert record is not None and record.result is not None, record
@@ -694,10 +655,4 @@ async def test_cancelling_while_the_order_is_claimed_releases_its_place_in_line(
     assert result.reason == "cancelled", result
     assert [o for o, _, _ in await store.held_locks() if o == raw["order_id"]] == []
     assert await store.payments(account_id=acc.account_id) == []
-    replayer = Replayer(
-        workflows=list(WORKFLOWS),
-        data_converter=pydantic_data_converter,
-        interceptors=[CheckoutInterceptor()],
-    )
-    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert replayed.replay_failure is None, replayed.replay_failure
+    await assert_replays(history)

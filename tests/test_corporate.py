@@ -17,13 +17,9 @@ import pytest
 from babel.dates import format_date
 from temporalio import activity
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowFailureError
 from temporalio.client import WorkflowHandle
 from temporalio.client import WorkflowUpdateFailedError
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.exceptions import CancelledError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
 
 from activities.checkout import CheckoutActivities
 from checkout.config import Settings
@@ -38,9 +34,12 @@ from checkout.models import ResultStatus
 from checkout.store import Store
 from devtools import SmtpSink
 from tests.helpers import TRIAL
+from tests.helpers import Gate
 from tests.helpers import MakeSettings
 from tests.helpers import account
 from tests.helpers import activities_with
+from tests.helpers import assert_replays
+from tests.helpers import cancel_at_the_gate
 from tests.helpers import checkout_worker
 from tests.helpers import end_trial
 from tests.helpers import eventually
@@ -53,8 +52,6 @@ from tests.helpers import seeded_account
 from tests.helpers import start_order
 from tests.helpers import state_of
 from tests.helpers import text_of
-from worker import WORKFLOWS
-from workflows.interceptors import CheckoutInterceptor
 
 pytestmark = pytest.mark.e2e
 
@@ -351,14 +348,12 @@ class HeldInvoice(CheckoutActivities):
     """The real activities; the invoice is recorded (and numbered), then its answer waits until
     the test lets it go: the cancel comes after the store wrote it."""
 
-    entered: asyncio.Event
-    opened: asyncio.Event
+    gate: Gate
 
     @activity.defn(name="record_invoice_payment")
     async def record_invoice_payment(self, request: InvoicePaymentInput) -> ChargeInfo:
         recorded = await super().record_invoice_payment(request)
-        self.entered.set()
-        await self.opened.wait()
+        await self.gate.hold()
         return recorded
 
 
@@ -372,7 +367,7 @@ async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_numb
     acc = await seeded_account(store, corporate=True)
     settings = make_settings()
     held = activities_with(settings, store, HeldInvoice)
-    held.entered, held.opened = asyncio.Event(), asyncio.Event()
+    held.gate = Gate()
     raw = corporate_order(acc.account_id)
     async with checkout_worker(dev_env.client, settings, store, activities=held):
         handle = await start_order(dev_env.client, settings, raw)
@@ -380,24 +375,10 @@ async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_numb
         approving = asyncio.ensure_future(
             handle.execute_update("approve", {"approver": MANAGER}, result_type=CheckoutState)
         )
-        await asyncio.wait_for(held.entered.wait(), timeout=30)
-        await handle.cancel()
-
-        async def cancel_seen() -> None:
-            history = await handle.fetch_history()
-            assert any(
-                e.HasField("workflow_execution_cancel_requested_event_attributes")
-                for e in history.events
-            )
-
-        await eventually(cancel_seen)
-        held.opened.set()  # the store's answer comes back after the cancel
-        with pytest.raises(WorkflowFailureError) as failure:
-            await handle.result()
-        assert isinstance(failure.value.cause, CancelledError)
+        # The store's answer comes back after the cancel.
+        history = await cancel_at_the_gate(handle, held.gate)
         await approving
         state = await state_of(handle)
-        history = await handle.fetch_history()
 
     assert state.state is CheckoutStatus.CANCELLED
     assert state.compensations_run == ["void_invoice"]
@@ -411,10 +392,4 @@ async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_numb
     assert result.credit_note.invoice_number == result.invoice.number
     assert result.credit_note.amount == payment.amount
     assert await store.subscriptions(acc.account_id) == []
-    replayer = Replayer(
-        workflows=list(WORKFLOWS),
-        data_converter=pydantic_data_converter,
-        interceptors=[CheckoutInterceptor()],
-    )
-    replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
-    assert replayed.replay_failure is None, replayed.replay_failure
+    await assert_replays(history)

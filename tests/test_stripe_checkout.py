@@ -163,11 +163,7 @@ async def test_a_sepa_debit_waits_in_charging_until_the_bank_answers(
 
 
 async def test_a_cancelled_debit_the_bank_refuses_ends_with_nothing_to_refund(
-    dev_env: WorkflowEnvironment,
-    store: Store,
-    smtp_sink: SmtpSink,
-    stripe_settings: Settings,
-    fake: FakeStripe,
+    dev_env: WorkflowEnvironment, store: Store, stripe_settings: Settings, fake: FakeStripe
 ) -> None:
     """An order cancelled while its debit was still processing undoes itself: the refund waits
     for the bank, and when the bank refuses the debit there is nothing to give back, so the run

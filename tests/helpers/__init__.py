@@ -23,6 +23,9 @@ from tests.helpers.builders import now
 from tests.helpers.builders import order
 from tests.helpers.builders import seeded_account
 from tests.helpers.builders import trial
+from tests.helpers.cancels import Gate
+from tests.helpers.cancels import assert_replays
+from tests.helpers.cancels import cancel_at_the_gate
 from tests.helpers.cli import Cli
 from tests.helpers.cli import point_checkout_at
 from tests.helpers.cli import run_checkout
@@ -66,12 +69,15 @@ __all__ = [
     "REPO",
     "TRIAL",
     "Cli",
+    "Gate",
     "MakeSettings",
     "WorkerProcess",
     "account",
     "activities_with",
     "address_of",
+    "assert_replays",
     "buy",
+    "cancel_at_the_gate",
     "catalog_with",
     "checkout_env",
     "checkout_handle",
