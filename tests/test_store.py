@@ -36,6 +36,8 @@ from checkout.models import Subscription
 from checkout.models import SubscriptionStatus
 from checkout.models import SubscriptionTarget
 from checkout.store import OrderClaimRecord
+from checkout.store import OutboxDraft
+from checkout.store import OutboxEntry
 from checkout.store import ProductPaused
 from checkout.store import StepUndone
 from checkout.store import Store
@@ -717,7 +719,7 @@ async def test_record_payment_keeps_the_card_it_was_given(store: Store) -> None:
 # --- e-mail outbox ------------------------------------------------------------------------------
 
 
-#: outbox_begin's arguments: the confirmation e-mail of order ord-1.
+#: The confirmation e-mail of order ord-1.
 EMAIL = {
     "order_id": "ord-1",
     "purpose": "confirmation",
@@ -725,6 +727,24 @@ EMAIL = {
     "recipient": "billing@muster.example",
     "subject": "Your order",
 }
+
+
+async def begin(store: Store, **email: str) -> OutboxEntry:
+    """The e-mail's outbox entry begun as notify begins it (``begin_email``), for an account
+    whose billing contact is the e-mail's recipient: ``EMAIL`` with ``email`` over it."""
+    fields = {**EMAIL, **email}
+    account_id = f"acc-{fields['order_id']}"
+    if await store.get_account(account_id) is None:
+        contact = account(account_id=account_id, billing_email=fields["recipient"])
+        await store.import_accounts([contact])
+    draft = OutboxDraft(
+        message_id=fields["message_id"], recipient=fields["recipient"], subject=fields["subject"]
+    )
+    entry = await store.begin_email(
+        fields["order_id"], fields["purpose"], account_id, lambda _: draft
+    )
+    assert entry is not None
+    return entry
 
 
 async def last_error(store: Store, order_id: str, purpose: str) -> str | None:
@@ -736,7 +756,7 @@ async def last_error(store: Store, order_id: str, purpose: str) -> str | None:
 
 async def test_outbox_pending_then_sent(store: Store) -> None:
     """The first begin creates a pending entry with one attempt; finish(sent) marks it sent."""
-    entry = await store.outbox_begin(**{**EMAIL, "message_id": "<ord-1.confirmation@example>"})
+    entry = await begin(store, message_id="<ord-1.confirmation@example>")
     assert (entry.status, entry.attempts, entry.sent_at) == ("pending", 1, None)
     assert entry.message_id == "<ord-1.confirmation@example>"
 
@@ -750,12 +770,12 @@ async def test_outbox_pending_then_sent(store: Store) -> None:
     assert done.sent_at.tzinfo is UTC
 
 
-async def test_outbox_begin_after_sent_reports_sent_without_an_attempt(store: Store) -> None:
+async def test_outbox_begun_again_after_sent_reports_sent_without_an_attempt(store: Store) -> None:
     """Once sent, another begin returns status sent and does not count an attempt."""
-    await store.outbox_begin(**EMAIL)
+    await begin(store)
     await store.outbox_finish("ord-1", "confirmation", sent=True)
 
-    again = await store.outbox_begin(**{**EMAIL, "message_id": "<other@example>"})
+    again = await begin(store, message_id="<other@example>")
 
     assert again.status == "sent"
     assert again.attempts == 1
@@ -770,26 +790,19 @@ async def test_outbox_begin_after_sent_reports_sent_without_an_attempt(store: St
 async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store) -> None:
     """A failed send records its error and stays pending (the outbox tries again); each retry
     counts an attempt; success clears the error; giving up makes it failed, never after sent."""
-    kwargs = {
-        "order_id": "ord-1",
-        "purpose": "confirmation",
-        "message_id": "<m1@example>",
-        "recipient": "billing@muster.example",
-        "subject": "Your order",
-    }
-    await store.outbox_begin(**kwargs)
+    await begin(store)
     await store.outbox_finish("ord-1", "confirmation", sent=False, error="451 try again")
     entry = await store.outbox_entry("ord-1", "confirmation")
     assert entry is not None
     assert (entry.status, entry.attempts) == ("pending", 1)
     assert await last_error(store, "ord-1", "confirmation") == "451 try again"
 
-    retry = await store.outbox_begin(**kwargs)
+    retry = await begin(store)
     assert (retry.status, retry.attempts) == ("pending", 2)
     await store.outbox_finish("ord-1", "confirmation", sent=False, error="connection refused")
     assert await last_error(store, "ord-1", "confirmation") == "connection refused"
 
-    await store.outbox_begin(**EMAIL)
+    await begin(store)
     await store.outbox_finish("ord-1", "confirmation", sent=True)
     entry = await store.outbox_entry("ord-1", "confirmation")
     assert entry is not None
@@ -798,7 +811,7 @@ async def test_outbox_failure_keeps_last_error_and_counts_attempts(store: Store)
     await store.outbox_give_up("ord-1", "confirmation")
     assert (await store.outbox_entry("ord-1", "confirmation")).status == "sent"  # type: ignore[union-attr]
 
-    await store.outbox_begin(**{**kwargs, "order_id": "ord-2", "message_id": "<m2@example>"})
+    await begin(store, order_id="ord-2", message_id="<m2@example>")
     await store.outbox_finish("ord-2", "confirmation", sent=False, error="refused")
     await store.outbox_give_up("ord-2", "confirmation")
     given_up = await store.outbox_entry("ord-2", "confirmation")

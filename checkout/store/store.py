@@ -994,21 +994,13 @@ class Store:
             row = await session.get(OutboxRow, (order_id, purpose))
             return None if row is None else _outbox(row)
 
-    async def outbox_begin(
-        self, *, order_id: str, purpose: str, message_id: str, recipient: str, subject: str
-    ) -> OutboxEntry:
-        """Record the attempt to send (creating the entry the first time) and return it; the
-        caller sends only when the returned status is not ``sent``."""
-        draft = OutboxDraft(message_id=message_id, recipient=recipient, subject=subject)
-        async with self._tx() as session:
-            return await self._begin(session, order_id, purpose, draft)
-
     async def begin_email(
         self, order_id: str, purpose: str, account_id: str, draft: Callable[[Account], OutboxDraft]
     ) -> OutboxEntry | None:
-        """:meth:`outbox_begin` for the account's billing contact, in the transaction that reads
-        the account: ``draft`` (pure work: rendering) gets the account as read there. None when
-        there is no such account."""
+        """Record the attempt to send the e-mail of ``purpose`` to the account's billing contact
+        (creating the entry the first time) and return the entry; the caller sends only when its
+        status is not ``sent``. In the transaction that reads the account: ``draft`` (pure work:
+        rendering) gets the account as read there. None when there is no such account."""
         async with self._tx() as session:
             account = await self._account(session, account_id)
             if account is None:
