@@ -382,6 +382,7 @@ async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_numb
 
     assert state.state is CheckoutStatus.CANCELLED
     assert state.compensations_run == ["void_invoice"]
+    assert "record_invoice_payment" in state.steps_done  # what was undone had been done
     (payment,) = await store.payments(account_id=acc.account_id)
     assert (payment.kind, payment.status) == ("invoice", "failed")  # voided, nothing due
     record = await store.order(raw["order_id"])

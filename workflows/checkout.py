@@ -498,6 +498,7 @@ class CheckoutWorkflow:
             # number gets its credit note, instead of leaving a pending invoice behind.
             with contextlib.suppress(ActivityError):
                 self._progress.invoice_payment = await recording
+                self._progress.steps_done.append(name)
                 self._number_invoice(self._progress.invoice_payment)
                 self._decide(DecisionStatus.ACCEPTED)
             raise
