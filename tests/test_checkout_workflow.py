@@ -48,6 +48,7 @@ from devtools import SmtpSink
 from tests.helpers import Gate
 from tests.helpers import MakeSettings
 from tests.helpers import activities_with
+from tests.helpers import assert_credited
 from tests.helpers import assert_replays
 from tests.helpers import cancel_at_the_gate
 from tests.helpers import checkout_handle
@@ -558,13 +559,7 @@ async def test_cancelling_while_charging_refunds_what_the_gateway_took(
     assert decision.status is DecisionStatus.ACCEPTED, decision
     assert decision.charge is not None and decision.charge.id == charge.id
     # The charge was given an invoice number; the refund gets its credit note.
-    record = await store.order(raw["order_id"])
-    assert record is not None and record.result is not None
-    result = CheckoutResult.model_validate_json(record.result)
-    assert result.invoice is not None and result.invoice.number is not None, result
-    assert result.credit_note is not None, result
-    assert result.credit_note.invoice_number == result.invoice.number
-    assert result.credit_note.amount == charge.amount
+    await assert_credited(store, raw["order_id"], charge.amount)
     # The new path (behind its patch) replays: the same code makes the same decisions again.
     assert any(
         e.HasField("marker_recorded_event_attributes")

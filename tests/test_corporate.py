@@ -25,7 +25,6 @@ from activities.checkout import CheckoutActivities
 from checkout.config import Settings
 from checkout.models import Account
 from checkout.models import ChargeInfo
-from checkout.models import CheckoutResult
 from checkout.models import CheckoutState
 from checkout.models import CheckoutStatus
 from checkout.models import InvoicePaymentInput
@@ -38,6 +37,7 @@ from tests.helpers import Gate
 from tests.helpers import MakeSettings
 from tests.helpers import account
 from tests.helpers import activities_with
+from tests.helpers import assert_credited
 from tests.helpers import assert_replays
 from tests.helpers import cancel_at_the_gate
 from tests.helpers import checkout_worker
@@ -385,12 +385,6 @@ async def test_cancelling_while_invoicing_voids_the_invoice_and_credits_its_numb
     assert "record_invoice_payment" in state.steps_done  # what was undone had been done
     (payment,) = await store.payments(account_id=acc.account_id)
     assert (payment.kind, payment.status) == ("invoice", "failed")  # voided, nothing due
-    record = await store.order(raw["order_id"])
-    assert record is not None and record.result is not None
-    result = CheckoutResult.model_validate_json(record.result)
-    assert result.invoice is not None and result.invoice.number is not None, result
-    assert result.credit_note is not None, result
-    assert result.credit_note.invoice_number == result.invoice.number
-    assert result.credit_note.amount == payment.amount
+    await assert_credited(store, raw["order_id"], payment.amount)
     assert await store.subscriptions(acc.account_id) == []
     await assert_replays(history)

@@ -24,6 +24,7 @@ from tests.helpers.builders import order
 from tests.helpers.builders import seeded_account
 from tests.helpers.builders import trial
 from tests.helpers.cancels import Gate
+from tests.helpers.cancels import assert_credited
 from tests.helpers.cancels import assert_replays
 from tests.helpers.cancels import cancel_at_the_gate
 from tests.helpers.cli import Cli
@@ -75,6 +76,7 @@ __all__ = [
     "account",
     "activities_with",
     "address_of",
+    "assert_credited",
     "assert_replays",
     "buy",
     "cancel_at_the_gate",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from dataclasses import field
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -16,6 +17,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import CancelledError
 from temporalio.worker import Replayer
 
+from checkout.models import CheckoutResult
+from checkout.store import Store
 from tests.helpers.polling import eventually
 from worker import WORKFLOWS
 from workflows.interceptors import CheckoutInterceptor
@@ -63,3 +66,16 @@ async def assert_replays(history: WorkflowHistory) -> None:
     )
     replayed = await replayer.replay_workflow(history, raise_on_replay_failure=False)
     assert replayed.replay_failure is None, replayed.replay_failure
+
+
+async def assert_credited(store: Store, order_id: str, amount: Decimal) -> CheckoutResult:
+    """The order's recorded result names its invoice's number and a credit note for ``amount``
+    that refers to it; the result."""
+    record = await store.order(order_id)
+    assert record is not None and record.result is not None
+    result = CheckoutResult.model_validate_json(record.result)
+    assert result.invoice is not None and result.invoice.number is not None, result
+    assert result.credit_note is not None, result
+    assert result.credit_note.invoice_number == result.invoice.number
+    assert result.credit_note.amount == amount
+    return result
